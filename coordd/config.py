@@ -1,0 +1,131 @@
+"""Daemon settings: one frozen dataclass, built once from flags and COORDD_* environment."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work; the message lists every problem found."""
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "coordd"
+
+
+def _server_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything ``coordd serve`` needs. Field docs name the flag and the variable."""
+
+    listen: str = "127.0.0.1:7420"
+    """--listen / COORDD_LISTEN: host:port to serve gRPC on (port 0 picks a free one)."""
+    dsn: str | None = None
+    """--dsn / COORDD_DSN: PostgreSQL >= 14 to use; unset starts the embedded one."""
+    data_dir: Path = field(default_factory=lambda: default_data_dir(os.environ))
+    """--data-dir / COORDD_DATA_DIR: where the embedded PostgreSQL keeps its data."""
+    auth: str = "dev"
+    """--auth / COORDD_AUTH: "dev" (identity from metadata, loopback only) or "token"."""
+    policy_file: Path | None = None
+    """--policy / COORDD_POLICY: TOML file with tokens (hashes) and grants."""
+    grace_s: float = 10.0
+    """--grace / COORDD_GRACE: seconds in-flight calls get to finish at shutdown."""
+    pool_min: int = 2
+    """COORDD_POOL_MIN: minimum PostgreSQL connections."""
+    pool_max: int = 16
+    """COORDD_POOL_MAX: maximum PostgreSQL connections."""
+    sweep_interval_s: float = 1.0
+    """COORDD_SWEEP_INTERVAL: seconds between sweeps of expired claims and keys."""
+    max_message_bytes: int = 4 << 20
+    """COORDD_MAX_MESSAGE_BYTES: largest gRPC message accepted or sent."""
+    reflection: bool = True
+    """COORDD_REFLECTION: serve gRPC reflection (1/0)."""
+    server_id: str = field(default_factory=_server_id)
+    """COORDD_SERVER_ID: id reported in every response header."""
+
+    def __repr__(self) -> str:  # the DSN may carry a password
+        shown = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        if self.dsn:
+            shown["dsn"] = "<redacted>"
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build from COORDD_* variables, then apply non-None *overrides* (flags)."""
+        problems: list[str] = []
+        values: dict[str, Any] = {"data_dir": default_data_dir(environ)}
+        text = {
+            "listen": "COORDD_LISTEN", "dsn": "COORDD_DSN", "auth": "COORDD_AUTH",
+            "server_id": "COORDD_SERVER_ID",
+        }
+        for name, var in text.items():
+            if environ.get(var):
+                values[name] = environ[var]
+        for name, var in (("data_dir", "COORDD_DATA_DIR"), ("policy_file", "COORDD_POLICY")):
+            if environ.get(var):
+                values[name] = Path(environ[var])
+        numbers: dict[str, tuple[str, type]] = {
+            "grace_s": ("COORDD_GRACE", float), "pool_min": ("COORDD_POOL_MIN", int),
+            "pool_max": ("COORDD_POOL_MAX", int),
+            "sweep_interval_s": ("COORDD_SWEEP_INTERVAL", float),
+            "max_message_bytes": ("COORDD_MAX_MESSAGE_BYTES", int),
+        }
+        for name, (var, kind) in numbers.items():
+            if environ.get(var):
+                try:
+                    values[name] = kind(environ[var])
+                except ValueError:
+                    problems.append(f"{var}={environ[var]!r} is not a number")
+        if environ.get("COORDD_REFLECTION"):
+            values["reflection"] = environ["COORDD_REFLECTION"] not in ("0", "false", "no")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if problems:
+            raise ConfigError("; ".join(problems))
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        problems = []
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            problems.append(f"listen address {self.listen!r} must be host:port")
+        elif self.auth == "dev" and not is_loopback(host):
+            problems.append(
+                f"refusing to listen on {host} without credentials: dev mode is loopback only "
+                "(use --auth token with --policy, or listen on 127.0.0.1)"
+            )
+        if self.auth not in ("dev", "token"):
+            problems.append(f"auth mode {self.auth!r} must be 'dev' or 'token'")
+        if self.auth == "token" and self.policy_file is None:
+            problems.append("--auth token needs --policy FILE (tokens and grants)")
+        if self.pool_min < 1 or self.pool_max < self.pool_min:
+            problems.append("pool sizes must satisfy 1 <= COORDD_POOL_MIN <= COORDD_POOL_MAX")
+        if self.grace_s < 0 or self.sweep_interval_s <= 0:
+            problems.append("grace must be >= 0 and sweep interval > 0")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,140 @@
+"""Access policy: grants of operations on namespace patterns to roles or agents (§7)."""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import hashlib
+import hmac
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coordd.domain.models import Identity
+from coordd.errors import PermissionDeniedError
+
+
+class Operation(enum.StrEnum):
+    READ = "read"
+    WRITE = "write"
+    CLAIM = "claim"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Allows *operations* on namespaces matching any of *patterns* to a role or an agent.
+
+    Patterns match whole segments: ``*`` is one segment, ``**`` any number (including none),
+    other segments may use ``fnmatch`` wildcards (``task-*``).
+    """
+
+    patterns: tuple[str, ...]
+    operations: frozenset[Operation]
+    role: str = ""
+    agent_id: str = ""
+
+    def applies_to(self, who: Identity) -> bool:
+        return (self.role != "" and self.role == who.role) or (
+            self.agent_id != "" and self.agent_id == who.agent_id
+        )
+
+    def allows(self, who: Identity, op: Operation, namespace: str) -> bool:
+        return (
+            self.applies_to(who)
+            and op in self.operations
+            and any(pattern_matches(p, namespace) for p in self.patterns)
+        )
+
+
+def pattern_matches(pattern: str, namespace: str) -> bool:
+    """Match a namespace against a segment pattern (``acme/*/tasks``, ``acme/**``)."""
+    return _match(pattern.split("/"), namespace.split("/"))
+
+
+def _match(pat: list[str], segs: list[str]) -> bool:
+    if not pat:
+        return not segs
+    head = pat[0]
+    if head == "**":
+        return any(_match(pat[1:], segs[i:]) for i in range(len(segs) + 1))
+    return bool(segs) and fnmatch.fnmatchcase(segs[0], head) and _match(pat[1:], segs[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    agent_id: str
+    role: str
+    token_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Who may do what. ``open_access`` (dev mode without a policy file) allows everything."""
+
+    grants: tuple[Grant, ...] = ()
+    tokens: tuple[TokenEntry, ...] = ()
+    open_access: bool = False
+    _by_hash: dict[str, TokenEntry] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_hash.update({t.token_sha256: t for t in self.tokens})
+
+    def check(self, who: Identity, op: Operation, namespace: str) -> None:
+        """Raise PermissionDeniedError unless a grant allows *op* on *namespace*."""
+        if self.open_access:
+            return
+        if not any(g.allows(who, op, namespace) for g in self.grants):
+            raise PermissionDeniedError(op.value, namespace)
+
+    def identity_for_token(self, token: str) -> Identity | None:
+        """The identity a bearer token maps to; only token hashes are stored."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        for known, entry in self._by_hash.items():
+            if hmac.compare_digest(known, digest):
+                return Identity(agent_id=entry.agent_id, role=entry.role)
+        return None
+
+
+OPEN_POLICY = Policy(open_access=True)
+
+
+def load_policy(path: Path) -> Policy:
+    """Read a TOML policy file::
+
+        [[agents]]                 # token mode: who each token is
+        id = "planner-1"
+        role = "planner"
+        token_sha256 = "<hex sha-256 of the bearer token>"
+
+        [[grants]]
+        role = "planner"           # or agent = "planner-1"
+        namespaces = ["acme/**"]
+        operations = ["read", "write", "claim"]
+    """
+    data = tomllib.loads(path.read_text())
+    problems: list[str] = []
+    tokens = []
+    for i, a in enumerate(data.get("agents", [])):
+        try:
+            tokens.append(TokenEntry(str(a["id"]), str(a.get("role", "")), str(a["token_sha256"])))
+        except KeyError as exc:
+            problems.append(f"agents[{i}]: missing {exc.args[0]}")
+    grants = []
+    for i, g in enumerate(data.get("grants", [])):
+        try:
+            ops = frozenset(Operation(o) for o in g["operations"])
+        except (KeyError, ValueError) as exc:
+            problems.append(f"grants[{i}].operations: {exc}")
+            continue
+        if not (g.get("role") or g.get("agent")):
+            problems.append(f"grants[{i}]: needs role or agent")
+            continue
+        patterns = tuple(str(p) for p in g.get("namespaces", []))
+        if not patterns:
+            problems.append(f"grants[{i}].namespaces: at least one pattern needed")
+            continue
+        grants.append(Grant(patterns, ops, str(g.get("role", "")), str(g.get("agent", ""))))
+    if problems:
+        raise ValueError(f"policy {path}: " + "; ".join(problems))
+    return Policy(grants=tuple(grants), tokens=tuple(tokens))

@@ -1,0 +1,158 @@
+"""Claim rules above storage: bounded first-come-first-served waiting for a held claim."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from coordd.domain.clock import Clock, SystemClock
+from coordd.domain.models import ClaimOutcome, ClaimPage, Identity
+
+# A waiter re-checks at least this often, so a release made through another daemon replica
+# (which cannot wake our local queue) is noticed within this bound.
+_RECHECK_S = 0.5
+
+
+class ClaimStore(Protocol):
+    async def acquire(
+        self, namespace: str, resource: str, agent_id: str, role: str, ttl: timedelta,
+        progress: str,
+    ) -> ClaimOutcome: ...
+
+    async def acquire_any(
+        self, namespace: str, resources: list[str], agent_id: str, role: str, ttl: timedelta,
+        progress: str,
+    ) -> ClaimOutcome: ...
+
+    async def renew(
+        self, namespace: str, resource: str, agent_id: str, token: int, ttl: timedelta,
+        progress: str | None,
+    ) -> ClaimOutcome: ...
+
+    async def release(
+        self, namespace: str, resource: str, agent_id: str, token: int
+    ) -> ClaimOutcome: ...
+
+    async def get(self, namespace: str, resource: str) -> ClaimOutcome: ...
+
+    async def list(self, namespace: str, holder: str, after: str, limit: int) -> ClaimPage: ...
+
+
+class _WaitQueues:
+    """Per-resource FIFO of waiting acquirers in this daemon; only the head retries."""
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[str, str], deque[asyncio.Event]] = {}
+
+    def join(self, key: tuple[str, str]) -> asyncio.Event:
+        event = asyncio.Event()
+        self._queues.setdefault(key, deque()).append(event)
+        return event
+
+    def is_head(self, key: tuple[str, str], event: asyncio.Event) -> bool:
+        queue = self._queues.get(key)
+        return bool(queue) and queue[0] is event  # type: ignore[index]
+
+    def leave(self, key: tuple[str, str], event: asyncio.Event) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            return
+        queue.remove(event)
+        if queue:
+            queue[0].set()  # the next in line gets its turn now
+        else:
+            del self._queues[key]
+
+    def wake(self, key: tuple[str, str]) -> None:
+        queue = self._queues.get(key)
+        if queue:
+            queue[0].set()
+
+
+class ClaimService:
+    """Acquire, renew, release and read claims for an identity."""
+
+    def __init__(self, store: ClaimStore, clock: Clock | None = None) -> None:
+        self._store = store
+        self._clock = clock or SystemClock()
+        self._waiters = _WaitQueues()
+
+    async def acquire(
+        self,
+        who: Identity,
+        namespace: str,
+        resource: str,
+        ttl: timedelta,
+        wait: timedelta,
+        progress: str,
+    ) -> ClaimOutcome:
+        """Acquire now, or wait up to *wait* (first come first served) while someone holds it."""
+        outcome = await self._store.acquire(
+            namespace, resource, who.agent_id, who.role, ttl, progress
+        )
+        if outcome.acquired or wait <= timedelta(0):
+            return outcome
+        key = (namespace, resource)
+        deadline = self._clock.monotonic() + wait.total_seconds()
+        turn = self._waiters.join(key)
+        try:
+            while True:
+                remaining = deadline - self._clock.monotonic()
+                if remaining <= 0:
+                    return outcome
+                pause = min(remaining, _RECHECK_S, _until_expiry(outcome))
+                turn.clear()
+                try:
+                    await asyncio.wait_for(turn.wait(), timeout=max(pause, 0.001))
+                except TimeoutError:
+                    pass
+                if not self._waiters.is_head(key, turn):
+                    continue
+                outcome = await self._store.acquire(
+                    namespace, resource, who.agent_id, who.role, ttl, progress
+                )
+                if outcome.acquired:
+                    return outcome
+        finally:
+            self._waiters.leave(key, turn)
+
+    async def acquire_any(
+        self, who: Identity, namespace: str, resources: list[str], ttl: timedelta, progress: str
+    ) -> ClaimOutcome:
+        return await self._store.acquire_any(
+            namespace, resources, who.agent_id, who.role, ttl, progress
+        )
+
+    async def renew(
+        self,
+        who: Identity,
+        namespace: str,
+        resource: str,
+        token: int,
+        ttl: timedelta,
+        progress: str | None,
+    ) -> ClaimOutcome:
+        return await self._store.renew(namespace, resource, who.agent_id, token, ttl, progress)
+
+    async def release(
+        self, who: Identity, namespace: str, resource: str, token: int
+    ) -> ClaimOutcome:
+        outcome = await self._store.release(namespace, resource, who.agent_id, token)
+        self._waiters.wake((namespace, resource))
+        return outcome
+
+    async def get(self, namespace: str, resource: str) -> ClaimOutcome:
+        return await self._store.get(namespace, resource)
+
+    async def list(self, namespace: str, holder: str, after: str, limit: int) -> ClaimPage:
+        return await self._store.list(namespace, holder, after, limit)
+
+
+def _until_expiry(outcome: ClaimOutcome) -> float:
+    """Seconds until the holder's lease lapses, by this host's clock (a hint, not a rule)."""
+    if outcome.claim is None:
+        return 0.0
+    left = (outcome.claim.expire_time - datetime.now(UTC)).total_seconds()
+    return max(left, 0.0)

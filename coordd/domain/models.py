@@ -1,0 +1,92 @@
+"""Domain values passed between servicers, domain services and storage."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Who is calling: established by the daemon from credentials, never from request fields."""
+
+    agent_id: str
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fence:
+    """A claim token a write must still hold for the write to apply."""
+
+    namespace: str
+    resource: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A live claim as stored."""
+
+    namespace: str
+    resource: str
+    holder_agent_id: str
+    holder_role: str
+    fencing_token: int
+    acquire_time: datetime
+    expire_time: datetime
+    progress: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimOutcome:
+    """Result of a claim operation.
+
+    Attributes:
+        acquired: True if the caller holds the claim after the call.
+        revision: The namespace revision produced (or observed, if nothing changed).
+        claim: The caller's claim, or the current holder's when not acquired; None if free.
+    """
+
+    acquired: bool
+    revision: int
+    claim: Claim | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimPage:
+    revision: int
+    claims: list[Claim]
+    next_after: str | None
+
+
+class IdempotencyState(enum.Enum):
+    ACQUIRED = "acquired"
+    COMPLETED = "completed"
+    IN_PROGRESS = "in_progress"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyRecord:
+    namespace: str
+    key: str
+    state: IdempotencyState
+    attempt: int
+    fingerprint: bytes
+    result: bytes
+    error: str
+    runner_agent_id: str
+    create_time: datetime
+    lease_expire_time: datetime
+    expire_time: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BeginOutcome:
+    """What BeginIdempotency answers."""
+
+    revision: int
+    state: IdempotencyState
+    record: IdempotencyRecord
+    retry_after: timedelta = field(default=timedelta(0))

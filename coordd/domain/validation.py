@@ -1,0 +1,145 @@
+"""Input rules (DESIGN.md §2, §7): names, sizes, durations. Violations name the field at fault."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+
+from coordd.errors import FieldViolation, InvalidArgumentError
+
+NAMESPACE_MAX_BYTES = 256
+NAMESPACE_MAX_SEGMENTS = 8
+_SEGMENT = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_AGENT_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,128}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+RESOURCE_MAX_BYTES = 256
+IDEMPOTENCY_KEY_MAX_BYTES = 255
+PROGRESS_MAX_BYTES = 1024
+FINGERPRINT_MAX_BYTES = 64
+RESULT_MAX_BYTES = 1 << 20
+ERROR_TEXT_MAX_BYTES = 4096
+MAX_RESOURCES_PER_CALL = 1000
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+CLAIM_TTL_MIN = timedelta(milliseconds=100)
+CLAIM_TTL_MAX = timedelta(hours=24)
+CLAIM_WAIT_MAX = timedelta(minutes=5)
+IDEMPOTENCY_LEASE_DEFAULT = timedelta(seconds=60)
+IDEMPOTENCY_LEASE_MIN = timedelta(seconds=1)
+IDEMPOTENCY_LEASE_MAX = timedelta(hours=24)
+IDEMPOTENCY_RETENTION_DEFAULT = timedelta(hours=24)
+IDEMPOTENCY_RETENTION_MIN = timedelta(minutes=1)
+IDEMPOTENCY_RETENTION_MAX = timedelta(days=30)
+
+
+def namespace_problem(value: str) -> str | None:
+    """Describe what is wrong with a namespace, or None if it is valid."""
+    if not value:
+        return "is required"
+    if len(value.encode()) > NAMESPACE_MAX_BYTES:
+        return f"must be at most {NAMESPACE_MAX_BYTES} bytes"
+    segments = value.split("/")
+    if len(segments) > NAMESPACE_MAX_SEGMENTS:
+        return f"must have at most {NAMESPACE_MAX_SEGMENTS} segments"
+    for seg in segments:
+        if not _SEGMENT.fullmatch(seg):
+            return (
+                f"segment {seg[:70]!r} must be 1-64 characters of A-Z a-z 0-9 . _ : - "
+                "(segments are joined by '/')"
+            )
+    return None
+
+
+def agent_id_problem(value: str) -> str | None:
+    """Describe what is wrong with an agent id or role, or None."""
+    if not _AGENT_ID.fullmatch(value):
+        return "must be 1-128 characters of A-Z a-z 0-9 . _ : @ / -"
+    return None
+
+
+class Checker:
+    """Collects every violation of a request, then raises them together.
+
+    Use as a context manager: ``with Checker() as c: c.namespace("namespace", req.namespace)``.
+    """
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def __enter__(self) -> Checker:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None and self.violations:
+            raise InvalidArgumentError(self.violations)
+
+    def fail(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def namespace(self, field: str, value: str) -> None:
+        problem = namespace_problem(value)
+        if problem:
+            self.fail(field, problem)
+
+    def name(self, field: str, value: str, max_bytes: int) -> None:
+        """A resource, key or id: 1..max_bytes of UTF-8 with no control characters."""
+        if not value:
+            self.fail(field, "is required")
+        elif len(value.encode()) > max_bytes:
+            self.fail(field, f"must be at most {max_bytes} bytes")
+        elif _CONTROL.search(value):
+            self.fail(field, "must not contain control characters")
+
+    def text(self, field: str, value: str, max_bytes: int) -> None:
+        if len(value.encode()) > max_bytes:
+            self.fail(field, f"must be at most {max_bytes} bytes")
+
+    def blob(self, field: str, value: bytes, max_bytes: int) -> None:
+        if len(value) > max_bytes:
+            self.fail(field, f"must be at most {max_bytes} bytes")
+
+    def positive(self, field: str, value: int) -> None:
+        if value <= 0:
+            self.fail(field, "must be > 0")
+
+    def duration(
+        self,
+        field: str,
+        value: timedelta | None,
+        low: timedelta,
+        high: timedelta,
+        *,
+        required: bool = False,
+    ) -> None:
+        if value is None:
+            if required:
+                self.fail(field, "is required")
+            return
+        if not low <= value <= high:
+            self.fail(field, f"must be between {_fmt(low)} and {_fmt(high)}")
+
+    def page_size(self, field: str, value: int) -> None:
+        if not 0 <= value <= MAX_PAGE_SIZE:
+            self.fail(field, f"must be between 0 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})")
+
+
+@contextmanager
+def checking() -> Iterator[Checker]:
+    """``with checking() as c:`` collects violations and raises InvalidArgumentError at exit."""
+    with Checker() as c:
+        yield c
+
+
+def _fmt(d: timedelta) -> str:
+    seconds = d.total_seconds()
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,330 @@
+"""The coordd error hierarchy, shared by the daemon, the sidecar and the client.
+
+Each error declares its gRPC status code and its stable ``reason`` once, through
+``__init_subclass__``; the wire codec (``coordd.rpc_status``) and the client look classes up
+by reason, never by message text::
+
+    CoorddError
+     ├── InvalidArgumentError          INVALID_ARGUMENT     INVALID_ARGUMENT
+     ├── ClaimNotHeldError             FAILED_PRECONDITION  CLAIM_NOT_HELD
+     ├── FencingTokenStaleError        FAILED_PRECONDITION  FENCING_TOKEN_STALE
+     ├── RevisionMismatchError         ABORTED              REVISION_MISMATCH
+     ├── IdempotencyKeyReusedError     FAILED_PRECONDITION  IDEMPOTENCY_KEY_REUSED
+     ├── IdempotencyInFlightError      ABORTED              IDEMPOTENCY_KEY_IN_FLIGHT
+     ├── IdempotencyAttemptSupersededError FAILED_PRECONDITION IDEMPOTENCY_ATTEMPT_SUPERSEDED
+     ├── UnconditionalWriteForbiddenError FAILED_PRECONDITION UNCONDITIONAL_WRITE_FORBIDDEN
+     ├── NotFoundError                 NOT_FOUND            NOT_FOUND
+     ├── PermissionDeniedError         PERMISSION_DENIED    SCOPE_NOT_GRANTED
+     ├── UnauthenticatedError          UNAUTHENTICATED      UNAUTHENTICATED
+     ├── RevisionCompactedError        OUT_OF_RANGE         REVISION_COMPACTED
+     ├── StorageUnavailableError       UNAVAILABLE          STORAGE_UNAVAILABLE
+     ├── UnavailableError              UNAVAILABLE          UNAVAILABLE (transport, client side)
+     ├── DeadlineExceededError         DEADLINE_EXCEEDED    DEADLINE_EXCEEDED (client side)
+     └── InternalError                 INTERNAL             INTERNAL
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import grpc
+
+__all__ = [
+    "ClaimNotHeldError",
+    "CoorddError",
+    "DeadlineExceededError",
+    "FencingTokenStaleError",
+    "FieldViolation",
+    "IdempotencyAttemptSupersededError",
+    "IdempotencyInFlightError",
+    "IdempotencyKeyReusedError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RevisionCompactedError",
+    "RevisionMismatchError",
+    "StorageUnavailableError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnconditionalWriteForbiddenError",
+    "error_class_for_reason",
+]
+
+_by_reason: dict[str, type[CoorddError]] = {}
+
+
+class CoorddError(Exception):
+    """Root of every coordd error.
+
+    Attributes:
+        code: The gRPC status code the error travels as.
+        reason: Stable machine-readable reason (``google.rpc.ErrorInfo.reason``).
+        message: Short developer-facing message.
+    """
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    reason: ClassVar[str] = "INTERNAL"
+
+    def __init_subclass__(cls, *, code: grpc.StatusCode, reason: str, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.code = code
+        cls.reason = reason
+        _by_reason.setdefault(reason, cls)
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[CoorddError], state: dict[str, Any]) -> CoorddError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
+
+def error_class_for_reason(reason: str) -> type[CoorddError] | None:
+    """Return the registered class for *reason*, or None if unknown."""
+    return _by_reason.get(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad field of a request: its path (``ttl``, ``fence.token``) and what is wrong."""
+
+    field: str
+    description: str
+
+
+class InvalidArgumentError(
+    CoorddError, code=grpc.StatusCode.INVALID_ARGUMENT, reason="INVALID_ARGUMENT"
+):
+    """The request is malformed regardless of stored state.
+
+    Attributes:
+        violations: Every bad field found, in request order.
+    """
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
+        self.violations = list(violations)
+        text = message or "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(text or "invalid argument")
+
+    @classmethod
+    def single(cls, field: str, description: str) -> InvalidArgumentError:
+        """Build the error for one bad field."""
+        return cls([FieldViolation(field, description)])
+
+
+class ClaimNotHeldError(
+    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="CLAIM_NOT_HELD"
+):
+    """Renew or release by someone who is not the current holder with the current token.
+
+    Attributes:
+        namespace, resource: The claim.
+        holder_agent_id: Current holder ("" if free).
+        fencing_token: Current token (0 if free).
+        expire_time: Current lease expiry (None if free).
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        resource: str,
+        holder_agent_id: str = "",
+        fencing_token: int = 0,
+        expire_time: datetime | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.resource = resource
+        self.holder_agent_id = holder_agent_id
+        self.fencing_token = fencing_token
+        self.expire_time = expire_time
+        who = f"held by {holder_agent_id!r}" if holder_agent_id else "not held by anyone"
+        super().__init__(f"claim {namespace}/{resource} is not yours: it is {who}")
+
+
+class FencingTokenStaleError(
+    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="FENCING_TOKEN_STALE"
+):
+    """A write carried a fencing token that is no longer the live claim's token.
+
+    Attributes:
+        namespace, resource: The claim named by the fence.
+        presented_token: The token the write carried.
+        current_token: The live claim's token (0 if the resource is not claimed).
+    """
+
+    def __init__(
+        self, namespace: str, resource: str, presented_token: int, current_token: int
+    ) -> None:
+        self.namespace = namespace
+        self.resource = resource
+        self.presented_token = presented_token
+        self.current_token = current_token
+        super().__init__(
+            f"fencing token {presented_token} for {namespace}/{resource} is stale "
+            f"(current token: {current_token or 'none'}); the write was not applied"
+        )
+
+
+class RevisionMismatchError(
+    CoorddError, code=grpc.StatusCode.ABORTED, reason="REVISION_MISMATCH"
+):
+    """Compare-and-set failed: re-read, re-apply, retry.
+
+    ABORTED rather than FAILED_PRECONDITION, per AIP-154: the caller should retry the whole
+    read-modify-write, not resend the same request.
+
+    Attributes:
+        namespace, key: The entry.
+        expected_revision: What the write expected (0 = must not exist).
+        current_revision: The entry's revision now (0 = absent).
+    """
+
+    def __init__(
+        self, namespace: str, key: str, expected_revision: int, current_revision: int
+    ) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.expected_revision = expected_revision
+        self.current_revision = current_revision
+        super().__init__(
+            f"{namespace}/{key} is at revision {current_revision}, "
+            f"the write expected {expected_revision}"
+        )
+
+
+class IdempotencyKeyReusedError(
+    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="IDEMPOTENCY_KEY_REUSED"
+):
+    """The key was first used with another request fingerprint: a client bug, never retry."""
+
+    def __init__(self, namespace: str, key: str) -> None:
+        self.namespace = namespace
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} in {namespace} was used for a different request"
+        )
+
+
+class IdempotencyInFlightError(
+    CoorddError, code=grpc.StatusCode.ABORTED, reason="IDEMPOTENCY_KEY_IN_FLIGHT"
+):
+    """Another runner holds the key; retry after ``retry_after``."""
+
+    def __init__(
+        self, namespace: str, key: str, retry_after: timedelta, current_attempt: int = 0
+    ) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.retry_after = retry_after
+        self.current_attempt = current_attempt
+        super().__init__(f"idempotency key {key!r} in {namespace} is in progress elsewhere")
+
+
+class IdempotencyAttemptSupersededError(
+    CoorddError,
+    code=grpc.StatusCode.FAILED_PRECONDITION,
+    reason="IDEMPOTENCY_ATTEMPT_SUPERSEDED",
+):
+    """The attempt no longer owns the key (its lease lapsed and another runner took over)."""
+
+    def __init__(self, namespace: str, key: str, current_attempt: int) -> None:
+        self.namespace = namespace
+        self.key = key
+        self.current_attempt = current_attempt
+        super().__init__(
+            f"idempotency key {key!r} in {namespace} now belongs to attempt {current_attempt}"
+        )
+
+
+class UnconditionalWriteForbiddenError(
+    CoorddError,
+    code=grpc.StatusCode.FAILED_PRECONDITION,
+    reason="UNCONDITIONAL_WRITE_FORBIDDEN",
+):
+    """The namespace policy refuses last-write-wins writes."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        super().__init__(
+            f"namespace {namespace} forbids unconditional writes: "
+            "use expected_revision or a merge patch"
+        )
+
+
+class NotFoundError(CoorddError, code=grpc.StatusCode.NOT_FOUND, reason="NOT_FOUND"):
+    """The named thing does not exist (or the caller may not know it exists)."""
+
+
+class PermissionDeniedError(
+    CoorddError, code=grpc.StatusCode.PERMISSION_DENIED, reason="SCOPE_NOT_GRANTED"
+):
+    """The caller's grants do not cover this operation on this namespace.
+
+    Attributes:
+        permission: The operation (read, write, claim, admin).
+        namespace: The namespace asked for.
+    """
+
+    def __init__(self, permission: str, namespace: str) -> None:
+        self.permission = permission
+        self.namespace = namespace
+        super().__init__(
+            f"permission {permission!r} denied on namespace {namespace!r} (or it might not exist)"
+        )
+
+
+class UnauthenticatedError(
+    CoorddError, code=grpc.StatusCode.UNAUTHENTICATED, reason="UNAUTHENTICATED"
+):
+    """No credentials, or credentials the daemon does not accept."""
+
+
+class RevisionCompactedError(
+    CoorddError, code=grpc.StatusCode.OUT_OF_RANGE, reason="REVISION_COMPACTED"
+):
+    """The requested revision was compacted away; resync, then resume from compact_revision."""
+
+    def __init__(self, namespace: str, compact_revision: int) -> None:
+        self.namespace = namespace
+        self.compact_revision = compact_revision
+        super().__init__(
+            f"revisions of {namespace} before {compact_revision} were compacted; resync"
+        )
+
+
+class StorageUnavailableError(
+    CoorddError, code=grpc.StatusCode.UNAVAILABLE, reason="STORAGE_UNAVAILABLE"
+):
+    """PostgreSQL is unreachable; retry after ``retry_after``."""
+
+    def __init__(self, message: str = "storage unavailable", retry_after: timedelta | None = None):
+        self.retry_after = retry_after or timedelta(seconds=1)
+        super().__init__(message)
+
+
+class UnavailableError(CoorddError, code=grpc.StatusCode.UNAVAILABLE, reason="UNAVAILABLE"):
+    """The daemon (or sidecar) could not be reached."""
+
+
+class DeadlineExceededError(
+    CoorddError, code=grpc.StatusCode.DEADLINE_EXCEEDED, reason="DEADLINE_EXCEEDED"
+):
+    """The call's deadline passed before an answer."""
+
+
+class InternalError(CoorddError, code=grpc.StatusCode.INTERNAL, reason="INTERNAL"):
+    """A bug in coordd. Only a trace id travels; details are in the daemon's log."""
+
+    def __init__(self, message: str = "internal error", trace_id: str = "") -> None:
+        self.trace_id = trace_id
+        super().__init__(message)

@@ -1,0 +1,165 @@
+"""The daemon: storage, services, gRPC server, sweeper, and an orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import logging
+import signal
+from contextlib import suppress
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from coordd import telemetry
+from coordd.config import ConfigError, Settings
+from coordd.domain.access import OPEN_POLICY, Policy, load_policy
+from coordd.domain.claims import ClaimService
+from coordd.domain.idempotency import IdempotencyService
+from coordd.server.claim_servicer import ClaimServicer
+from coordd.server.idempotency_servicer import IdempotencyServicer
+from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
+from coordd.storage.claims import ClaimStore
+from coordd.storage.db import Database
+from coordd.storage.embedded import EmbeddedPostgres
+from coordd.storage.idempotency import IdempotencyStore
+from coordd.storage.migrate import migrate
+from coordd.v1 import claim_service_pb2, claim_service_pb2_grpc, idempotency_service_pb2
+from coordd.v1 import idempotency_service_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    claim_service_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name,
+    idempotency_service_pb2.DESCRIPTOR.services_by_name["IdempotencyService"].full_name,
+)
+
+
+class Daemon:
+    """One coordd process. ``await start()``, then ``await stop()`` (or ``serve_forever()``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self.dsn = settings.dsn or ""
+        self._embedded: EmbeddedPostgres | None = None
+        self._db: Database | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        self._sweeper: asyncio.Task[None] | None = None
+        self.claim_store: ClaimStore | None = None
+        self.idempotency_store: IdempotencyStore | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.settings.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def _policy(self) -> Policy:
+        if self.settings.policy_file is None:
+            return OPEN_POLICY
+        try:
+            return load_policy(self.settings.policy_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(str(exc)) from exc
+
+    async def start(self) -> None:
+        s = self.settings
+        policy = self._policy()
+        if not self.dsn:
+            self._embedded = EmbeddedPostgres(s.data_dir)
+            logger.info("no --dsn given: starting embedded PostgreSQL in %s", s.data_dir)
+            self.dsn = await asyncio.to_thread(self._embedded.start)
+        applied = await migrate(self.dsn)
+        if applied:
+            logger.info("applied migrations: %s", ", ".join(applied))
+        self._db = Database(self.dsn, min_size=s.pool_min, max_size=s.pool_max)
+        await self._db.open()
+        self.claim_store = ClaimStore(self._db)
+        self.idempotency_store = IdempotencyStore(self._db)
+
+        tracing = telemetry.setup_tracing("coordd", os.environ)
+        options = [
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(
+            interceptors=[
+                *telemetry.server_interceptors(tracing),
+                CoorddServerInterceptor(Authenticator(s.auth, policy)),
+            ],
+            options=options,
+        )
+        claim_service_pb2_grpc.add_ClaimServiceServicer_to_server(
+            ClaimServicer(ClaimService(self.claim_store), policy, s.server_id), server
+        )
+        idempotency_service_pb2_grpc.add_IdempotencyServiceServicer_to_server(
+            IdempotencyServicer(IdempotencyService(self.idempotency_store), policy, s.server_id),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        for name in ("", *SERVICE_NAMES):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if s.reflection:
+            reflection.enable_server_reflection(
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+        self.port = server.add_insecure_port(s.listen)
+        if self.port == 0:
+            await self._close_storage()
+            raise ConfigError(f"cannot listen on {s.listen} (address in use?)")
+        await server.start()
+        self._server = server
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="coordd-sweeper")
+        logger.info("coordd serving on %s (server id %s)", self.address, s.server_id)
+
+    async def sweep_once(self) -> tuple[int, int]:
+        """Expire lapsed claims and purge idempotency records past retention."""
+        assert self.claim_store and self.idempotency_store
+        return await self.claim_store.sweep(), await self.idempotency_store.purge()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                expired, purged = await self.sweep_once()
+                if expired or purged:
+                    logger.debug("sweep: %d claims expired, %d keys purged", expired, purged)
+            except Exception:  # the sweeper must outlive a database hiccup
+                logger.warning("sweep failed; retrying next interval", exc_info=True)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, give in-flight ones *grace* seconds, then close storage."""
+        grace = self.settings.grace_s if grace is None else grace
+        self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        await self._close_storage()
+        logger.info("coordd stopped")
+
+    async def _close_storage(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+            self._embedded = None
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        await self.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        logger.info("signal received: shutting down (grace %.1fs)", self.settings.grace_s)
+        await self.stop()

@@ -1,0 +1,25 @@
+"""What every servicer shares: the policy check and the response header."""
+
+from __future__ import annotations
+
+from coordd.domain.access import Operation, Policy
+from coordd.domain.models import Identity
+from coordd.server.interceptors import current_identity
+from coordd.v1 import common_pb2
+
+
+class ServicerBase:
+    def __init__(self, policy: Policy, server_id: str) -> None:
+        self._policy = policy
+        self._server_id = server_id
+
+    def authorize(self, op: Operation, namespace: str) -> Identity:
+        """The caller, if a grant allows *op* on *namespace* (AIP-211: before validation)."""
+        who = current_identity()
+        self._policy.check(who, op, namespace)
+        return who
+
+    def header(self, namespace: str, revision: int) -> common_pb2.ResponseHeader:
+        return common_pb2.ResponseHeader(
+            namespace=namespace, revision=revision, server_id=self._server_id
+        )

@@ -1,0 +1,101 @@
+"""Protobuf <-> domain conversion shared by the servicers."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from coordd.domain import models
+from coordd.errors import InvalidArgumentError
+from coordd.v1 import claim_service_pb2 as claim_pb
+from coordd.v1 import common_pb2
+from coordd.v1 import idempotency_service_pb2 as idem_pb
+
+_MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
+
+
+def duration(msg: duration_pb2.Duration, present: bool, field: str) -> timedelta | None:
+    """A Duration field as timedelta (None if unset); malformed values are INVALID_ARGUMENT."""
+    if not present:
+        return None
+    if abs(msg.seconds) > _MAX_DURATION_SECONDS or abs(msg.nanos) > 999_999_999 or (
+        msg.seconds * msg.nanos < 0
+    ):
+        raise InvalidArgumentError.single(field, "is not a valid google.protobuf.Duration")
+    return timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def to_duration(value: timedelta) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def fence(msg: common_pb2.Fence, present: bool) -> models.Fence | None:
+    if not present:
+        return None
+    return models.Fence(namespace=msg.namespace, resource=msg.resource, token=msg.token)
+
+
+def claim(value: models.Claim | None) -> claim_pb.Claim | None:
+    if value is None:
+        return None
+    return claim_pb.Claim(
+        namespace=value.namespace,
+        resource=value.resource,
+        holder_agent_id=value.holder_agent_id,
+        holder_role=value.holder_role,
+        fencing_token=value.fencing_token,
+        acquire_time=timestamp(value.acquire_time),
+        expire_time=timestamp(value.expire_time),
+        progress=value.progress,
+    )
+
+
+IDEMPOTENCY_STATES = {
+    models.IdempotencyState.ACQUIRED: idem_pb.IDEMPOTENCY_STATE_ACQUIRED,
+    models.IdempotencyState.COMPLETED: idem_pb.IDEMPOTENCY_STATE_COMPLETED,
+    models.IdempotencyState.IN_PROGRESS: idem_pb.IDEMPOTENCY_STATE_IN_PROGRESS,
+    models.IdempotencyState.FAILED: idem_pb.IDEMPOTENCY_STATE_FAILED,
+}
+
+
+def idempotency_record(rec: models.IdempotencyRecord) -> idem_pb.IdempotencyRecord:
+    return idem_pb.IdempotencyRecord(
+        namespace=rec.namespace,
+        key=rec.key,
+        state=IDEMPOTENCY_STATES[rec.state],
+        attempt=rec.attempt,
+        fingerprint=rec.fingerprint,
+        result=rec.result,
+        error=rec.error,
+        runner_agent_id=rec.runner_agent_id,
+        create_time=timestamp(rec.create_time),
+        lease_expire_time=timestamp(rec.lease_expire_time),
+        expire_time=timestamp(rec.expire_time),
+    )
+
+
+def encode_page_token(after: str | None) -> str:
+    if after is None:
+        return ""
+    return base64.urlsafe_b64encode(after.encode()).decode()
+
+
+def decode_page_token(token: str, field: str = "page_token") -> str:
+    if not token:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgumentError.single(field, "is not a token this server issued") from None

@@ -1,0 +1,152 @@
+"""The one place requests are authenticated and errors are translated to google.rpc.Status.
+
+Servicers hold no try/except: a ``CoorddError`` raised anywhere below becomes its status code
+with ErrorInfo and typed details; anything else becomes INTERNAL with a trace id only (the
+exception goes to the log, never to the wire). Cancellation passes through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+
+from coordd import rpc_status
+from coordd.domain.access import Policy
+from coordd.domain.models import Identity
+from coordd.domain.validation import agent_id_problem
+from coordd.errors import CoorddError, InternalError, UnauthenticatedError
+
+logger = logging.getLogger(__name__)
+
+AGENT_ID_KEY = "coordd-agent-id"
+AGENT_ROLE_KEY = "coordd-agent-role"
+AUTHORIZATION_KEY = "authorization"
+
+_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("coordd_identity")
+
+# Services that answer without credentials (probes, tooling).
+_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def current_identity() -> Identity:
+    """The authenticated caller of the RPC being served."""
+    return _identity.get()
+
+
+class Authenticator:
+    """Maps request metadata to an Identity, by mode ("dev" or "token")."""
+
+    def __init__(self, mode: str, policy: Policy) -> None:
+        self.mode = mode
+        self.policy = policy
+
+    def identify(self, metadata: tuple[tuple[str, str | bytes], ...]) -> Identity:
+        values = {k: v for k, v in metadata if isinstance(v, str)}
+        if self.mode == "token":
+            auth = values.get(AUTHORIZATION_KEY, "")
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise UnauthenticatedError("missing bearer token in 'authorization' metadata")
+            who = self.policy.identity_for_token(token.strip())
+            if who is None:
+                raise UnauthenticatedError("unknown bearer token")
+            return who
+        agent_id = values.get(AGENT_ID_KEY, "")
+        role = values.get(AGENT_ROLE_KEY, "")
+        if not agent_id:
+            raise UnauthenticatedError(f"missing '{AGENT_ID_KEY}' metadata (dev mode)")
+        for key, value in ((AGENT_ID_KEY, agent_id), (AGENT_ROLE_KEY, role)):
+            if value and (problem := agent_id_problem(value)):
+                raise UnauthenticatedError(f"metadata '{key}' {problem}")
+        return Identity(agent_id=agent_id, role=role)
+
+
+def _trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else uuid.uuid4().hex
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: CoorddError) -> None:
+    status = rpc_status.to_status(err)
+    await context.abort(
+        err.code,
+        err.message,
+        trailing_metadata=((rpc_status.STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
+
+
+def _internal(method: str, exc: BaseException) -> InternalError:
+    trace_id = _trace_id()
+    logger.error("internal error in %s (trace_id=%s)", method, trace_id, exc_info=exc)
+    return InternalError(f"internal error; trace_id={trace_id}", trace_id)
+
+
+class CoorddServerInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticate, then run the handler with errors translated."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._auth = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(_OPEN_PREFIXES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _enter(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        _identity.set(self._auth.identify(tuple(context.invocation_metadata() or ())))
+
+    def _wrap_unary(self, method: str, behavior: Any) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                self._enter(context)
+                return await behavior(request, context)
+            except CoorddError as err:
+                await _abort(context, err)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, _internal(method, exc))
+
+        return unary
+
+    def _wrap_stream(self, method: str, behavior: Any) -> Any:
+        async def stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                self._enter(context)
+                async for item in behavior(request, context):
+                    yield item
+            except CoorddError as err:
+                await _abort(context, err)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, _internal(method, exc))
+
+        return stream

@@ -1,0 +1,92 @@
+"""Connection pool lifecycle and the one place psycopg errors become coordd errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import AsyncConnection
+
+from coordd.errors import StorageUnavailableError
+
+logger = logging.getLogger(__name__)
+
+Row = tuple[Any, ...]
+
+
+class Database:
+    """An async psycopg pool in autocommit mode: every coordd operation is one statement.
+
+    Open it explicitly with :meth:`open` (never in the constructor) and close it on shutdown.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 16,
+        statement_timeout_ms: int = 30_000,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self._connect_timeout_s = connect_timeout_s
+        self.pool: psycopg_pool.AsyncConnectionPool[AsyncConnection[Row]] = (
+            psycopg_pool.AsyncConnectionPool(
+                conninfo,
+                open=False,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout_s,
+                kwargs={
+                    "autocommit": True,
+                    # Every statement is a function call reused thousands of times: prepare
+                    # it on first use instead of after five.
+                    "prepare_threshold": 0,
+                    "options": f"-c statement_timeout={statement_timeout_ms}",
+                    "application_name": "coordd",
+                },
+                name="coordd",
+            )
+        )
+
+    async def open(self) -> None:
+        """Open the pool and wait until its minimum connections are up."""
+        await self.pool.open(wait=True, timeout=self._connect_timeout_s)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[Row]]:
+        """Borrow a connection; psycopg connectivity failures become StorageUnavailableError."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise
+            logger.warning("storage unavailable: %s", exc)
+            raise StorageUnavailableError("storage unavailable; retry shortly") from exc
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row:
+        """Run one statement and return its single row."""
+        async with self.connection() as conn:
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+        if row is None:  # pragma: no cover - every coordd function returns a row
+            raise RuntimeError(f"no row from {sql.split('(')[0]}")
+        return row
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self.connection() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        async with self.connection() as conn:
+            await conn.execute(sql, params)

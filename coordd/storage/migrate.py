@@ -1,0 +1,60 @@
+"""Versioned SQL migrations, applied at daemon start under an advisory lock."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+
+logger = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x636F6F7264  # "coord": one migrator at a time across replicas
+_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available() -> list[Migration]:
+    """The migrations shipped with coordd, in version order."""
+    folder = resources.files("coordd.storage") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        m = _NAME.fullmatch(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), entry.name, entry.read_text()))
+    return sorted(found, key=lambda mig: mig.version)
+
+
+async def migrate(conninfo: str) -> list[str]:
+    """Apply every migration not yet applied; return the names applied now."""
+    applied_now: list[str] = []
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            await conn.execute("CREATE SCHEMA IF NOT EXISTS coordd")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS coordd.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM coordd.schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for mig in available():
+                if mig.version in done:
+                    continue
+                logger.info("applying migration %s", mig.name)
+                await conn.execute(mig.sql.encode())
+                await conn.execute(
+                    "INSERT INTO coordd.schema_migrations (version, name) VALUES (%s, %s)",
+                    (mig.version, mig.name),
+                )
+                applied_now.append(mig.name)
+    return applied_now
