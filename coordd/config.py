@@ -45,6 +45,9 @@ class Settings:
     """COORDD_POOL_MIN: minimum PostgreSQL connections."""
     pool_max: int = 16
     """COORDD_POOL_MAX: maximum PostgreSQL connections."""
+    pool_timeout_s: float = 10.0
+    """COORDD_POOL_TIMEOUT: seconds a call waits for a PostgreSQL connection before
+    failing with UNAVAILABLE / STORAGE_UNAVAILABLE."""
     sweep_interval_s: float = 1.0
     """COORDD_SWEEP_INTERVAL: seconds between sweeps of expired claims and keys."""
     max_message_bytes: int = 4 << 20
@@ -79,6 +82,7 @@ class Settings:
             "grace_s": ("COORDD_GRACE", float), "pool_min": ("COORDD_POOL_MIN", int),
             "pool_max": ("COORDD_POOL_MAX", int),
             "sweep_interval_s": ("COORDD_SWEEP_INTERVAL", float),
+            "pool_timeout_s": ("COORDD_POOL_TIMEOUT", float),
             "max_message_bytes": ("COORDD_MAX_MESSAGE_BYTES", int),
         }
         for name, (var, kind) in numbers.items():

@@ -65,6 +65,9 @@ class _WaitQueues:
         else:
             del self._queues[key]
 
+    def waiting(self, key: tuple[str, str]) -> int:
+        return len(self._queues.get(key, ()))
+
     def wake(self, key: tuple[str, str]) -> None:
         queue = self._queues.get(key)
         if queue:
@@ -117,6 +120,10 @@ class ClaimService:
                     return outcome
         finally:
             self._waiters.leave(key, turn)
+
+    def waiting(self, namespace: str, resource: str) -> int:
+        """How many acquirers wait on *resource* in this daemon."""
+        return self._waiters.waiting((namespace, resource))
 
     async def acquire_any(
         self, who: Identity, namespace: str, resources: list[str], ttl: timedelta, progress: str

@@ -6,6 +6,7 @@ import asyncio
 import os
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import grpc
@@ -48,7 +49,10 @@ class Daemon:
         self._server: grpc.aio.Server | None = None
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._sweeper: asyncio.Task[None] | None = None
+        # Housekeeping run every sweep interval: name -> coroutine returning rows affected.
+        self._sweeps: dict[str, Callable[[], Awaitable[int]]] = {}
         self.claim_store: ClaimStore | None = None
+        self.claim_service: ClaimService | None = None
         self.idempotency_store: IdempotencyStore | None = None
 
     @property
@@ -74,7 +78,9 @@ class Daemon:
         applied = await migrate(self.dsn)
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied))
-        self._db = Database(self.dsn, min_size=s.pool_min, max_size=s.pool_max)
+        self._db = Database(
+            self.dsn, min_size=s.pool_min, max_size=s.pool_max, connect_timeout_s=s.pool_timeout_s
+        )
         await self._db.open()
         self.claim_store = ClaimStore(self._db)
         self.idempotency_store = IdempotencyStore(self._db)
@@ -92,8 +98,9 @@ class Daemon:
             ],
             options=options,
         )
+        self.claim_service = ClaimService(self.claim_store)
         claim_service_pb2_grpc.add_ClaimServiceServicer_to_server(
-            ClaimServicer(ClaimService(self.claim_store), policy, s.server_id), server
+            ClaimServicer(self.claim_service, policy, s.server_id), server
         )
         idempotency_service_pb2_grpc.add_IdempotencyServiceServicer_to_server(
             IdempotencyServicer(IdempotencyService(self.idempotency_store), policy, s.server_id),
@@ -112,21 +119,22 @@ class Daemon:
             raise ConfigError(f"cannot listen on {s.listen} (address in use?)")
         await server.start()
         self._server = server
+        self._sweeps["claims_expired"] = self.claim_store.sweep
+        self._sweeps["idempotency_purged"] = self.idempotency_store.purge
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="coordd-sweeper")
         logger.info("coordd serving on %s (server id %s)", self.address, s.server_id)
 
-    async def sweep_once(self) -> tuple[int, int]:
-        """Expire lapsed claims and purge idempotency records past retention."""
-        assert self.claim_store and self.idempotency_store
-        return await self.claim_store.sweep(), await self.idempotency_store.purge()
+    async def sweep_once(self) -> dict[str, int]:
+        """Run every housekeeping sweep once (expired claims, purged keys, ...)."""
+        return {name: await sweep() for name, sweep in self._sweeps.items()}
 
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
-                expired, purged = await self.sweep_once()
-                if expired or purged:
-                    logger.debug("sweep: %d claims expired, %d keys purged", expired, purged)
+                counts = await self.sweep_once()
+                if any(counts.values()):
+                    logger.debug("sweep: %s", counts)
             except Exception:  # the sweeper must outlive a database hiccup
                 logger.warning("sweep failed; retrying next interval", exc_info=True)
 

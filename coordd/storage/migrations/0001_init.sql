@@ -173,7 +173,7 @@ BEGIN
             RETURN res;
         END IF;
     END LOOP;
-    RETURN ROW('held', coordd.ns_revision(p_ns), NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    RETURN coordd.claim_row('held', coordd.ns_revision(p_ns), NULL::coordd.claims);
 END $$;
 
 CREATE FUNCTION coordd.renew_claim(
@@ -421,13 +421,11 @@ BEGIN
     rev := coordd.lock_ns(p_ns);
     current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
     IF current_token <> 0 THEN
-        RETURN ROW('fence_stale', rev, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                   NULL, current_token);
+        RETURN coordd.idem_row('fence_stale', rev, NULL::coordd.idempotency, t, current_token);
     END IF;
     SELECT * INTO r FROM coordd.idempotency WHERE namespace = p_ns AND key = p_key;
     IF NOT FOUND OR r.expire_time <= t THEN
-        RETURN ROW('not_found', rev, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                   NULL, 0);
+        RETURN coordd.idem_row('not_found', rev, NULL::coordd.idempotency, t);
     END IF;
     IF r.attempt <> p_attempt THEN
         RETURN coordd.idem_row('superseded', rev, r, t);

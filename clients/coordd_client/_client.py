@@ -1,0 +1,296 @@
+"""``AsyncClient`` (asyncio) and ``Client`` (blocking): one logic, two faces.
+
+The blocking client runs the asyncio client on a private event-loop thread, so both share
+every line of request building, error translation, renewal and session bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from ._claims import AsyncClaims, HeldClaim
+from ._convert import seconds
+from ._core import DEFAULT_TIMEOUT, Core, open_channel
+from ._idempotency import AsyncIdempotency, encode_result, fingerprint, next_step
+from ._models import AcquireResult, BeginResult, Claim, ClaimList, Fence, IdempotencyRecord
+from ._session import Session
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """An agent's asyncio connection to coordd (or to its sidecar).
+
+    Use ``await AsyncClient.connect(target, agent_id=...)`` and ``await client.close()``, or
+    ``async with await AsyncClient.connect(...) as client``.
+
+    Attributes:
+        claims: Claim operations and ``hold()``.
+        idempotency: Idempotency keys and ``once()``.
+        session: This agent's version vector.
+    """
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.claims = AsyncClaims(core)
+        self.idempotency = AsyncIdempotency(core)
+
+    @classmethod
+    async def connect(
+        cls,
+        target: str | None = None,
+        *,
+        agent_id: str,
+        role: str = "",
+        token: str | None = None,
+        timeout: timedelta | float = DEFAULT_TIMEOUT,
+        connect_timeout: timedelta | float = timedelta(seconds=10),
+    ) -> Self:
+        """Connect to *target* (``host:port``; default ``$COORDD_ADDR`` or 127.0.0.1:7420).
+
+        Args:
+            target: Daemon or sidecar address.
+            agent_id: This agent's id (sent as ``coordd-agent-id`` in dev mode).
+            role: This agent's role (``coordd-agent-role``).
+            token: Bearer token for daemons in token mode.
+            timeout: Default deadline of each call.
+            connect_timeout: How long to wait for the server to answer at all.
+        """
+        channel = await open_channel(target, timedelta(seconds=seconds(connect_timeout)))
+        core = Core(
+            channel,
+            agent_id=agent_id,
+            role=role,
+            token=token,
+            timeout=timedelta(seconds=seconds(timeout)),
+        )
+        return cls(core)
+
+    @property
+    def session(self) -> Session:
+        return self._core.session
+
+    @property
+    def agent_id(self) -> str:
+        return self._core.agent_id
+
+    async def close(self) -> None:
+        await self._core.channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _LoopThread:
+    """A private event loop on a daemon thread, for the blocking client."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="coordd-client", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+
+class Claims:
+    """Blocking ``client.claims``; see ``AsyncClaims`` for the semantics of each call."""
+
+    def __init__(self, inner: AsyncClaims, loop: _LoopThread) -> None:
+        self._a = inner
+        self._loop = loop
+
+    def acquire(
+        self, namespace: str, resource: str, ttl: timedelta | float, *,
+        wait: timedelta | float | None = None, progress: str = "",
+    ) -> AcquireResult:
+        return self._loop.run(
+            self._a.acquire(namespace, resource, ttl, wait=wait, progress=progress)
+        )
+
+    def acquire_any(
+        self, namespace: str, resources: list[str], ttl: timedelta | float, *, progress: str = ""
+    ) -> AcquireResult:
+        return self._loop.run(self._a.acquire_any(namespace, resources, ttl, progress=progress))
+
+    def renew(
+        self, namespace: str, resource: str, fencing_token: int, ttl: timedelta | float, *,
+        progress: str | None = None,
+    ) -> Claim:
+        return self._loop.run(
+            self._a.renew(namespace, resource, fencing_token, ttl, progress=progress)
+        )
+
+    def release(self, namespace: str, resource: str, fencing_token: int) -> int:
+        return self._loop.run(self._a.release(namespace, resource, fencing_token))
+
+    def get(self, namespace: str, resource: str) -> Claim | None:
+        return self._loop.run(self._a.get(namespace, resource))
+
+    def list(
+        self, namespace: str, *, holder_agent_id: str = "", page_size: int = 0, page_token: str = ""
+    ) -> ClaimList:
+        return self._loop.run(
+            self._a.list(
+                namespace, holder_agent_id=holder_agent_id, page_size=page_size,
+                page_token=page_token,
+            )
+        )
+
+    @contextlib.contextmanager
+    def hold(
+        self, namespace: str, resource: str, ttl: timedelta | float, *,
+        wait: timedelta | float | None = None, progress: str = "",
+    ) -> Iterator[HeldClaim]:
+        """Hold a claim for a ``with`` block, renewed in the background (see AsyncClaims.hold)."""
+        cm = self._a.hold(namespace, resource, ttl, wait=wait, progress=progress)
+        held = self._loop.run(cm.__aenter__())
+        try:
+            yield held
+        except BaseException as exc:
+            self._loop.run(cm.__aexit__(type(exc), exc, exc.__traceback__))
+            raise
+        else:
+            self._loop.run(cm.__aexit__(None, None, None))
+
+    def renew_held(self, held: HeldClaim, *, progress: str | None = None) -> None:
+        """Renew a claim held by ``hold()`` now, recording progress."""
+        self._loop.run(held.renew(progress=progress))
+
+
+class Idempotency:
+    """Blocking ``client.idempotency``; see ``AsyncIdempotency``."""
+
+    def __init__(self, inner: AsyncIdempotency, loop: _LoopThread) -> None:
+        self._a = inner
+        self._loop = loop
+
+    def begin(
+        self, namespace: str, key: str, fingerprint: bytes = b"", *,
+        lease: timedelta | float | None = None, retention: timedelta | float | None = None,
+    ) -> BeginResult:
+        return self._loop.run(
+            self._a.begin(namespace, key, fingerprint, lease=lease, retention=retention)
+        )
+
+    def complete(
+        self, namespace: str, key: str, attempt: int, result: bytes, *, fence: Fence | None = None
+    ) -> IdempotencyRecord:
+        return self._loop.run(self._a.complete(namespace, key, attempt, result, fence=fence))
+
+    def fail(
+        self, namespace: str, key: str, attempt: int, *, retryable: bool, error: str = "",
+        fence: Fence | None = None,
+    ) -> IdempotencyRecord:
+        return self._loop.run(
+            self._a.fail(namespace, key, attempt, retryable=retryable, error=error, fence=fence)
+        )
+
+    def get(self, namespace: str, key: str) -> IdempotencyRecord | None:
+        return self._loop.run(self._a.get(namespace, key))
+
+    def once(
+        self, namespace: str, key: str, payload: Any, work: Callable[[], Any], *,
+        lease: timedelta | float = timedelta(seconds=60),
+        retention: timedelta | float | None = None, fence: Fence | None = None,
+        max_wait: timedelta | float = timedelta(minutes=5),
+    ) -> Any:
+        """Run *work* (in this thread) at most once for *key*; see ``AsyncIdempotency.once``."""
+        fp = fingerprint(payload)
+        deadline = time.monotonic() + seconds(max_wait)
+        while True:
+            begun = self.begin(namespace, key, fp, lease=lease, retention=retention)
+            step = next_step(namespace, key, begun, deadline)
+            if step.kind == "return":
+                return step.value
+            if step.kind == "raise":
+                raise step.value
+            if step.kind == "wait":
+                time.sleep(step.value)
+                continue
+            try:
+                value = work()
+            except BaseException as exc:
+                self.fail(namespace, key, begun.attempt, retryable=True, error=repr(exc))
+                raise
+            self.complete(namespace, key, begun.attempt, encode_result(value), fence=fence)
+            return value
+
+
+class Client:
+    """An agent's blocking connection to coordd. ``Client.connect(...)``, then ``close()``.
+
+    Attributes:
+        claims: Claim operations and ``hold()``.
+        idempotency: Idempotency keys and ``once()``.
+        session: This agent's version vector.
+    """
+
+    def __init__(self, inner: AsyncClient, loop: _LoopThread) -> None:
+        self._inner = inner
+        self._loop = loop
+        self.claims = Claims(inner.claims, loop)
+        self.idempotency = Idempotency(inner.idempotency, loop)
+
+    @classmethod
+    def connect(
+        cls,
+        target: str | None = None,
+        *,
+        agent_id: str,
+        role: str = "",
+        token: str | None = None,
+        timeout: timedelta | float = DEFAULT_TIMEOUT,
+        connect_timeout: timedelta | float = timedelta(seconds=10),
+    ) -> Client:
+        """Connect; arguments as for ``AsyncClient.connect``."""
+        loop = _LoopThread()
+        try:
+            inner = loop.run(
+                AsyncClient.connect(
+                    target, agent_id=agent_id, role=role, token=token, timeout=timeout,
+                    connect_timeout=connect_timeout,
+                )
+            )
+        except BaseException:
+            loop.stop()
+            raise
+        return cls(inner, loop)
+
+    @property
+    def session(self) -> Session:
+        return self._inner.session
+
+    @property
+    def agent_id(self) -> str:
+        return self._inner.agent_id
+
+    def close(self) -> None:
+        self._loop.run(self._inner.close())
+        self._loop.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+

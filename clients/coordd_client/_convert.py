@@ -1,0 +1,81 @@
+"""Protobuf <-> client models: the only client module that builds or reads messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from coordd.v1 import claim_service_pb2 as claim_pb
+from coordd.v1 import common_pb2
+from coordd.v1 import idempotency_service_pb2 as idem_pb
+
+from ._models import Claim, Fence, IdempotencyRecord, IdempotencyState
+
+
+def duration(value: timedelta | float | None) -> duration_pb2.Duration | None:
+    """A Duration from a timedelta or seconds (None stays unset)."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta):
+        value = timedelta(seconds=value)
+    d = duration_pb2.Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def dt(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def opt_dt(msg: object, field: str) -> datetime | None:
+    if not msg.HasField(field):  # type: ignore[attr-defined]
+        return None
+    return dt(getattr(msg, field))
+
+
+def fence(value: Fence | None) -> common_pb2.Fence | None:
+    if value is None:
+        return None
+    return common_pb2.Fence(namespace=value.namespace, resource=value.resource, token=value.token)
+
+
+def claim(msg: claim_pb.Claim) -> Claim:
+    return Claim(
+        namespace=msg.namespace,
+        resource=msg.resource,
+        holder_agent_id=msg.holder_agent_id,
+        holder_role=msg.holder_role,
+        fencing_token=msg.fencing_token,
+        acquire_time=dt(msg.acquire_time),
+        expire_time=dt(msg.expire_time),
+        progress=msg.progress,
+    )
+
+
+STATES = {
+    idem_pb.IDEMPOTENCY_STATE_ACQUIRED: IdempotencyState.ACQUIRED,
+    idem_pb.IDEMPOTENCY_STATE_COMPLETED: IdempotencyState.COMPLETED,
+    idem_pb.IDEMPOTENCY_STATE_IN_PROGRESS: IdempotencyState.IN_PROGRESS,
+    idem_pb.IDEMPOTENCY_STATE_FAILED: IdempotencyState.FAILED,
+}
+
+
+def idempotency_record(msg: idem_pb.IdempotencyRecord) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        namespace=msg.namespace,
+        key=msg.key,
+        state=STATES[msg.state],
+        attempt=msg.attempt,
+        fingerprint=msg.fingerprint,
+        result=msg.result,
+        error=msg.error,
+        runner_agent_id=msg.runner_agent_id,
+        create_time=opt_dt(msg, "create_time"),
+        lease_expire_time=opt_dt(msg, "lease_expire_time"),
+        expire_time=opt_dt(msg, "expire_time"),
+    )

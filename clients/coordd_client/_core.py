@@ -1,0 +1,95 @@
+"""The channel, identity metadata, error translation and session bookkeeping of a client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import grpc
+
+from coordd import rpc_status
+from coordd.errors import UnavailableError
+
+from ._convert import seconds
+from ._session import Session
+
+DEFAULT_TARGET = "127.0.0.1:7420"
+DEFAULT_TIMEOUT = timedelta(seconds=10)
+
+Resp = TypeVar("Resp")
+
+
+class Core:
+    """What every service wrapper of one client shares."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        agent_id: str,
+        role: str,
+        token: str | None,
+        timeout: timedelta,
+    ) -> None:
+        self.channel = channel
+        self.agent_id = agent_id
+        self.role = role
+        self.timeout = timeout
+        self.session = Session()
+        md: list[tuple[str, str]] = [("coordd-agent-id", agent_id)]
+        if role:
+            md.append(("coordd-agent-role", role))
+        if token:
+            md.append(("authorization", f"Bearer {token}"))
+        self.metadata = tuple(md)
+
+    async def call(
+        self,
+        method: Callable[..., Awaitable[Resp]],
+        request: Any,
+        timeout: timedelta | float | None = None,
+    ) -> Resp:
+        """Call *method*, translate errors to ``CoorddError``, fold the header into the session."""
+        try:
+            response = await method(
+                request,
+                metadata=self.metadata,
+                timeout=seconds(timeout if timeout is not None else self.timeout),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_status.from_rpc_error(exc) from exc
+        header = getattr(response, "header", None)
+        if header is not None:
+            self.session.observe(header.namespace, header.revision)
+        return response
+
+
+async def open_channel(target: str | None, connect_timeout: timedelta) -> grpc.aio.Channel:
+    """Open an insecure channel to *target* (default: $COORDD_ADDR or 127.0.0.1:7420)."""
+    target = target or os.environ.get("COORDD_ADDR") or DEFAULT_TARGET
+    channel = grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.max_receive_message_length", 4 << 20),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ],
+    )
+    try:
+        await _wait_ready(channel, connect_timeout)
+    except BaseException:
+        await channel.close()
+        raise
+    return channel
+
+
+async def _wait_ready(channel: grpc.aio.Channel, timeout: timedelta) -> None:
+    try:
+        await asyncio.wait_for(channel.channel_ready(), timeout.total_seconds())
+    except TimeoutError:
+        raise UnavailableError(
+            f"could not reach coordd within {timeout.total_seconds():g}s"
+        ) from None

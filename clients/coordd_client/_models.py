@@ -1,0 +1,98 @@
+"""Plain result types returned by the client (no protobuf in the public API)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fence:
+    """A claim token to attach to a write: the write applies only while the claim is yours."""
+
+    namespace: str
+    resource: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A live claim."""
+
+    namespace: str
+    resource: str
+    holder_agent_id: str
+    holder_role: str
+    fencing_token: int
+    acquire_time: datetime
+    expire_time: datetime
+    progress: str
+
+    @property
+    def fence(self) -> Fence:
+        """The fence for writes made under this claim."""
+        return Fence(namespace=self.namespace, resource=self.resource, token=self.fencing_token)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcquireResult:
+    """Outcome of an acquire.
+
+    Attributes:
+        acquired: True if the caller now holds the claim.
+        claim: The caller's claim when acquired, else the current holder's (None if unknown).
+        revision: Namespace revision produced (or observed).
+    """
+
+    acquired: bool
+    claim: Claim | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimList:
+    claims: list[Claim]
+    next_page_token: str
+    revision: int
+
+
+class IdempotencyState(enum.StrEnum):
+    ACQUIRED = "acquired"
+    COMPLETED = "completed"
+    IN_PROGRESS = "in_progress"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BeginResult:
+    """Outcome of BeginIdempotency.
+
+    Attributes:
+        state: ACQUIRED (run the work), COMPLETED (``result`` holds the stored result),
+            IN_PROGRESS (retry after ``retry_after``) or FAILED (``error`` is stored).
+        attempt: The attempt number you own (ACQUIRED) or that owns the key.
+    """
+
+    state: IdempotencyState
+    attempt: int
+    result: bytes
+    error: str
+    retry_after: timedelta
+    lease_expire_time: datetime | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyRecord:
+    namespace: str
+    key: str
+    state: IdempotencyState
+    attempt: int
+    fingerprint: bytes
+    result: bytes
+    error: str
+    runner_agent_id: str
+    create_time: datetime | None
+    lease_expire_time: datetime | None
+    expire_time: datetime | None

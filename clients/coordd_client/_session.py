@@ -1,0 +1,40 @@
+"""The session's version vector: the largest revision seen per namespace (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+
+class Session:
+    """Tracks what this agent has written or read, per namespace.
+
+    Every response header is folded in; reads can pass ``min_revision`` from here to get
+    read-your-writes and monotonic reads from any replica or cache. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._vector: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, namespace: str, revision: int) -> None:
+        if not namespace:
+            return
+        with self._lock:
+            if revision > self._vector.get(namespace, 0):
+                self._vector[namespace] = revision
+
+    def merge(self, vector: Mapping[str, int]) -> None:
+        """Fold in another vector (e.g. the sender's, carried by a context entry)."""
+        for namespace, revision in vector.items():
+            self.observe(namespace, revision)
+
+    def revision(self, namespace: str) -> int:
+        with self._lock:
+            return self._vector.get(namespace, 0)
+
+    @property
+    def vector(self) -> dict[str, int]:
+        """A copy of the vector."""
+        with self._lock:
+            return dict(self._vector)
