@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="host:port (env COORDD_LISTEN, default 127.0.0.1:7420)")
     serve.add_argument("--dsn", help="PostgreSQL connection string (env COORDD_DSN)")
     serve.add_argument(
-        "--data-dir", type=Path,
+        "--data-dir",
+        type=Path,
         help="embedded PostgreSQL data directory (env COORDD_DATA_DIR, "
         "default $XDG_DATA_HOME/coordd or ~/.local/share/coordd)",
     )
@@ -37,8 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy", type=Path, help="TOML policy file (env COORDD_POLICY)")
     serve.add_argument("--grace", type=float, help="shutdown grace seconds (env COORDD_GRACE)")
     serve.add_argument(
-        "--log-level", default=os.environ.get("COORDD_LOG_LEVEL", "info"),
-        choices=("debug", "info", "warning", "error"), help="log level (env COORDD_LOG_LEVEL)",
+        "--log-level",
+        default=os.environ.get("COORDD_LOG_LEVEL", "info"),
+        choices=("debug", "info", "warning", "error"),
+        help="log level (env COORDD_LOG_LEVEL)",
     )
     mig = sub.add_parser("migrate", help="apply database migrations and exit")
     mig.add_argument("--dsn", help="PostgreSQL connection string (env COORDD_DSN)")
@@ -70,8 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             print("applied: " + (", ".join(applied) or "nothing (up to date)"))
             return 0
         settings = Settings.from_env(
-            os.environ, listen=args.listen, dsn=args.dsn, data_dir=args.data_dir,
-            auth=args.auth, policy_file=args.policy, grace_s=args.grace,
+            os.environ,
+            listen=args.listen,
+            dsn=args.dsn,
+            data_dir=args.data_dir,
+            auth=args.auth,
+            policy_file=args.policy,
+            grace_s=args.grace,
         )
         from coordd.server.app import Daemon
 

@@ -69,7 +69,9 @@ class Settings:
         problems: list[str] = []
         values: dict[str, Any] = {"data_dir": default_data_dir(environ)}
         text = {
-            "listen": "COORDD_LISTEN", "dsn": "COORDD_DSN", "auth": "COORDD_AUTH",
+            "listen": "COORDD_LISTEN",
+            "dsn": "COORDD_DSN",
+            "auth": "COORDD_AUTH",
             "server_id": "COORDD_SERVER_ID",
         }
         for name, var in text.items():
@@ -79,7 +81,8 @@ class Settings:
             if environ.get(var):
                 values[name] = Path(environ[var])
         numbers: dict[str, tuple[str, type]] = {
-            "grace_s": ("COORDD_GRACE", float), "pool_min": ("COORDD_POOL_MIN", int),
+            "grace_s": ("COORDD_GRACE", float),
+            "pool_min": ("COORDD_POOL_MIN", int),
             "pool_max": ("COORDD_POOL_MAX", int),
             "sweep_interval_s": ("COORDD_SWEEP_INTERVAL", float),
             "pool_timeout_s": ("COORDD_POOL_TIMEOUT", float),

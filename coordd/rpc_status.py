@@ -9,6 +9,7 @@ trailer through unchanged, and the client decodes here, by reason, never by mess
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
@@ -213,7 +214,9 @@ def _build(
         if reason == "IDEMPOTENCY_KEY_REUSED":
             err = errors.IdempotencyKeyReusedError(k.namespace, k.key)
         elif reason == "IDEMPOTENCY_KEY_IN_FLIGHT":
-            err = errors.IdempotencyInFlightError(k.namespace, k.key, retry_after, k.current_attempt)
+            err = errors.IdempotencyInFlightError(
+                k.namespace, k.key, retry_after, k.current_attempt
+            )
         else:
             err = errors.IdempotencyAttemptSupersededError(k.namespace, k.key, k.current_attempt)
     elif reason == "REVISION_COMPACTED" and isinstance(
@@ -257,9 +260,10 @@ def _by_code(code: grpc.StatusCode, message: str) -> errors.CoorddError:
 
 def from_rpc_error(exc: grpc.RpcError) -> errors.CoorddError:
     """Decode a caught ``grpc.RpcError`` (sync or aio) into a ``CoorddError``."""
-    code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
-    details: str = exc.details() or ""  # type: ignore[attr-defined]
-    trailing = exc.trailing_metadata() or ()  # type: ignore[attr-defined]
+    call: Any = exc  # both grpc.Call and grpc.aio.AioRpcError expose these methods
+    code: grpc.StatusCode = call.code()
+    details: str = call.details() or ""
+    trailing: Any = call.trailing_metadata() or ()
     for key, value in trailing:
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
             status = status_pb2.Status.FromString(value)

@@ -28,7 +28,9 @@ INIT = '"""Generated protobuf and gRPC code for coordd.v1 (scripts/gen_protos.py
 def generate(out: Path) -> None:
     """Run protoc (python, grpc and mypy stubs) into *out*."""
     include = str(resources.files("grpc_tools") / "_proto")
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto")
+    )
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",

@@ -68,7 +68,8 @@ def clean_db(pg_dsn: str) -> Iterator[None]:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'coordd'"
-            " AND NOT tablename = ANY(%s)", (list(KEEP),)
+            " AND NOT tablename = ANY(%s)",
+            (list(KEEP),),
         ).fetchall()
         conn.execute("TRUNCATE " + ", ".join(f"coordd.{r[0]}" for r in rows) + " CASCADE")
         conn.execute("UPDATE coordd.clock SET offset_interval = '0'")

@@ -42,7 +42,9 @@ class AsyncClaims:
 
         Returns an ``AcquireResult``: ``acquired`` False carries the current holder's claim.
         """
-        timeout = self._core.timeout + (timedelta(seconds=cv.seconds(wait)) if wait else timedelta())
+        timeout = self._core.timeout + (
+            timedelta(seconds=cv.seconds(wait)) if wait else timedelta()
+        )
         resp = await self._core.call(
             self._stub.AcquireClaim,
             pb.AcquireClaimRequest(
@@ -206,8 +208,9 @@ class HeldClaim:
             )
             self._valid_until = started + self._ttl_s
         except ClaimNotHeldError as exc:
-            self._mark_lost(f"held by {exc.holder_agent_id!r}" if exc.holder_agent_id else
-                            "lease expired")
+            self._mark_lost(
+                f"held by {exc.holder_agent_id!r}" if exc.holder_agent_id else "lease expired"
+            )
             raise
 
     def _mark_lost(self, why: str) -> None:

@@ -82,7 +82,7 @@ class AsyncClient:
         return self._core.agent_id
 
     async def close(self) -> None:
-        await self._core.channel.close()
+        await self._core.channel.close(None)
 
     async def __aenter__(self) -> Self:
         return self

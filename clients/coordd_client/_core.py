@@ -81,7 +81,7 @@ async def open_channel(target: str | None, connect_timeout: timedelta) -> grpc.a
     try:
         await _wait_ready(channel, connect_timeout)
     except BaseException:
-        await channel.close()
+        await channel.close(None)
         raise
     return channel
 

@@ -20,7 +20,9 @@ class ClaimHeldError(CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reas
         self.namespace = namespace
         self.resource = resource
         self.holder = holder
-        who = f" by {holder.holder_agent_id!r} until {holder.expire_time:%H:%M:%S}" if holder else ""
+        who = (
+            f" by {holder.holder_agent_id!r} until {holder.expire_time:%H:%M:%S}" if holder else ""
+        )
         super().__init__(f"claim {namespace}/{resource} is held{who}")
 
 

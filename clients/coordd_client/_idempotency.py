@@ -44,9 +44,7 @@ class _Step:
     value: Any = None
 
 
-def next_step(
-    namespace: str, key: str, begun: BeginResult, deadline: float
-) -> _Step:
+def next_step(namespace: str, key: str, begun: BeginResult, deadline: float) -> _Step:
     if begun.state is IdempotencyState.COMPLETED:
         return _Step("return", decode_result(begun.result))
     if begun.state is IdempotencyState.FAILED:
@@ -106,7 +104,10 @@ class AsyncIdempotency:
         resp = await self._core.call(
             self._stub.CompleteIdempotency,
             pb.CompleteIdempotencyRequest(
-                namespace=namespace, key=key, attempt=attempt, result=result,
+                namespace=namespace,
+                key=key,
+                attempt=attempt,
+                result=result,
                 fence=cv.fence(fence),
             ),
         )
@@ -126,8 +127,12 @@ class AsyncIdempotency:
         resp = await self._core.call(
             self._stub.FailIdempotency,
             pb.FailIdempotencyRequest(
-                namespace=namespace, key=key, attempt=attempt, retryable=retryable,
-                error=error[:4096], fence=cv.fence(fence),
+                namespace=namespace,
+                key=key,
+                attempt=attempt,
+                retryable=retryable,
+                error=error[:4096],
+                fence=cv.fence(fence),
             ),
         )
         return cv.idempotency_record(resp.record)

@@ -102,15 +102,15 @@ OPEN_POLICY = Policy(open_access=True)
 def load_policy(path: Path) -> Policy:
     """Read a TOML policy file::
 
-        [[agents]]                 # token mode: who each token is
-        id = "planner-1"
-        role = "planner"
-        token_sha256 = "<hex sha-256 of the bearer token>"
+    [[agents]]                 # token mode: who each token is
+    id = "planner-1"
+    role = "planner"
+    token_sha256 = "<hex sha-256 of the bearer token>"
 
-        [[grants]]
-        role = "planner"           # or agent = "planner-1"
-        namespaces = ["acme/**"]
-        operations = ["read", "write", "claim"]
+    [[grants]]
+    role = "planner"           # or agent = "planner-1"
+    namespaces = ["acme/**"]
+    operations = ["read", "write", "claim"]
     """
     data = tomllib.loads(path.read_text())
     problems: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -17,17 +18,32 @@ _RECHECK_S = 0.5
 
 class ClaimStore(Protocol):
     async def acquire(
-        self, namespace: str, resource: str, agent_id: str, role: str, ttl: timedelta,
+        self,
+        namespace: str,
+        resource: str,
+        agent_id: str,
+        role: str,
+        ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome: ...
 
     async def acquire_any(
-        self, namespace: str, resources: list[str], agent_id: str, role: str, ttl: timedelta,
+        self,
+        namespace: str,
+        resources: list[str],
+        agent_id: str,
+        role: str,
+        ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome: ...
 
     async def renew(
-        self, namespace: str, resource: str, agent_id: str, token: int, ttl: timedelta,
+        self,
+        namespace: str,
+        resource: str,
+        agent_id: str,
+        token: int,
+        ttl: timedelta,
         progress: str | None,
     ) -> ClaimOutcome: ...
 
@@ -107,10 +123,8 @@ class ClaimService:
                     return outcome
                 pause = min(remaining, _RECHECK_S, _until_expiry(outcome))
                 turn.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(turn.wait(), timeout=max(pause, 0.001))
-                except TimeoutError:
-                    pass
                 if not self._waiters.is_head(key, turn):
                     continue
                 outcome = await self._store.acquire(

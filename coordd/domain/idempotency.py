@@ -10,13 +10,25 @@ from coordd.domain.models import BeginOutcome, Fence, IdempotencyRecord, Identit
 
 class IdempotencyStore(Protocol):
     async def begin(
-        self, namespace: str, key: str, fingerprint: bytes, agent_id: str, lease: timedelta,
+        self,
+        namespace: str,
+        key: str,
+        fingerprint: bytes,
+        agent_id: str,
+        lease: timedelta,
         retention: timedelta,
     ) -> BeginOutcome: ...
 
     async def finish(
-        self, namespace: str, key: str, attempt: int, outcome: str, result: bytes | None,
-        error: str, agent_id: str, fence: Fence | None,
+        self,
+        namespace: str,
+        key: str,
+        attempt: int,
+        outcome: str,
+        result: bytes | None,
+        error: str,
+        agent_id: str,
+        fence: Fence | None,
     ) -> tuple[int, IdempotencyRecord]: ...
 
     async def get(self, namespace: str, key: str) -> tuple[int, IdempotencyRecord | None]: ...
@@ -29,13 +41,23 @@ class IdempotencyService:
         self._store = store
 
     async def begin(
-        self, who: Identity, namespace: str, key: str, fingerprint: bytes, lease: timedelta,
+        self,
+        who: Identity,
+        namespace: str,
+        key: str,
+        fingerprint: bytes,
+        lease: timedelta,
         retention: timedelta,
     ) -> BeginOutcome:
         return await self._store.begin(namespace, key, fingerprint, who.agent_id, lease, retention)
 
     async def complete(
-        self, who: Identity, namespace: str, key: str, attempt: int, result: bytes,
+        self,
+        who: Identity,
+        namespace: str,
+        key: str,
+        attempt: int,
+        result: bytes,
         fence: Fence | None,
     ) -> tuple[int, IdempotencyRecord]:
         return await self._store.finish(
@@ -43,7 +65,13 @@ class IdempotencyService:
         )
 
     async def fail(
-        self, who: Identity, namespace: str, key: str, attempt: int, retryable: bool, error: str,
+        self,
+        who: Identity,
+        namespace: str,
+        key: str,
+        attempt: int,
+        retryable: bool,
+        error: str,
         fence: Fence | None,
     ) -> tuple[int, IdempotencyRecord]:
         outcome = "released" if retryable else "failed"

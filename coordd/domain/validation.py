@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-
 from coordd.errors import FieldViolation, InvalidArgumentError
 
 NAMESPACE_MAX_BYTES = 256

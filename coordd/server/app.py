@@ -21,6 +21,7 @@ from coordd.domain.idempotency import IdempotencyService
 from coordd.server.claim_servicer import ClaimServicer
 from coordd.server.idempotency_servicer import IdempotencyServicer
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
+from coordd.storage.batching import WriteBatcher
 from coordd.storage.claims import ClaimStore
 from coordd.storage.db import Database
 from coordd.storage.embedded import EmbeddedPostgres
@@ -82,8 +83,11 @@ class Daemon:
             self.dsn, min_size=s.pool_min, max_size=s.pool_max, connect_timeout_s=s.pool_timeout_s
         )
         await self._db.open()
-        self.claim_store = ClaimStore(self._db)
-        self.idempotency_store = IdempotencyStore(self._db)
+        # One write batcher for the daemon: writes to a namespace group-commit together,
+        # whichever service they come from.
+        self.writes = WriteBatcher(self._db)
+        self.claim_store = ClaimStore(self._db, self.writes)
+        self.idempotency_store = IdempotencyStore(self._db, self.writes)
 
         tracing = telemetry.setup_tracing("coordd", os.environ)
         options = [

@@ -123,6 +123,6 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
         )
         return pb.ListClaimsResponse(
             header=self.header(req.namespace, page.revision),
-            claims=[convert.claim(cl) for cl in page.claims],
+            claims=[convert.claim_message(cl) for cl in page.claims],
             next_page_token=convert.encode_page_token(page.next_after),
         )

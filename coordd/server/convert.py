@@ -20,8 +20,10 @@ def duration(msg: duration_pb2.Duration, present: bool, field: str) -> timedelta
     """A Duration field as timedelta (None if unset); malformed values are INVALID_ARGUMENT."""
     if not present:
         return None
-    if abs(msg.seconds) > _MAX_DURATION_SECONDS or abs(msg.nanos) > 999_999_999 or (
-        msg.seconds * msg.nanos < 0
+    if (
+        abs(msg.seconds) > _MAX_DURATION_SECONDS
+        or abs(msg.nanos) > 999_999_999
+        or (msg.seconds * msg.nanos < 0)
     ):
         raise InvalidArgumentError.single(field, "is not a valid google.protobuf.Duration")
     return timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
@@ -48,8 +50,10 @@ def fence(msg: common_pb2.Fence, present: bool) -> models.Fence | None:
 
 
 def claim(value: models.Claim | None) -> claim_pb.Claim | None:
-    if value is None:
-        return None
+    return None if value is None else claim_message(value)
+
+
+def claim_message(value: models.Claim) -> claim_pb.Claim:
     return claim_pb.Claim(
         namespace=value.namespace,
         resource=value.resource,

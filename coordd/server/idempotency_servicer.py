@@ -77,7 +77,11 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
             c.blob("result", req.result, v.RESULT_MAX_BYTES)
             _check_fence(c, req.fence, req.HasField("fence"))
         revision, rec = await self._idem.complete(
-            who, req.namespace, req.key, req.attempt, req.result,
+            who,
+            req.namespace,
+            req.key,
+            req.attempt,
+            req.result,
             convert.fence(req.fence, req.HasField("fence")),
         )
         return pb.CompleteIdempotencyResponse(
@@ -94,7 +98,12 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
             c.text("error", req.error, v.ERROR_TEXT_MAX_BYTES)
             _check_fence(c, req.fence, req.HasField("fence"))
         revision, rec = await self._idem.fail(
-            who, req.namespace, req.key, req.attempt, req.retryable, req.error,
+            who,
+            req.namespace,
+            req.key,
+            req.attempt,
+            req.retryable,
+            req.error,
             convert.fence(req.fence, req.HasField("fence")),
         )
         return pb.FailIdempotencyResponse(

@@ -12,7 +12,7 @@ import contextvars
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import trace
@@ -88,7 +88,13 @@ def _internal(method: str, exc: BaseException) -> InternalError:
     return InternalError(f"internal error; trace_id={trace_id}", trace_id)
 
 
-class CoorddServerInterceptor(grpc.aio.ServerInterceptor):
+if TYPE_CHECKING:  # the stubs make it generic; the runtime class is not subscriptable
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class CoorddServerInterceptor(_ServerInterceptor):
     """Authenticate, then run the handler with errors translated."""
 
     def __init__(self, authenticator: Authenticator) -> None:
@@ -96,11 +102,13 @@ class CoorddServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         if handler.unary_unary is not None:

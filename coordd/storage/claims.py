@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from coordd.domain.models import Claim, ClaimOutcome, ClaimPage
 from coordd.errors import ClaimNotHeldError
+from coordd.storage.batching import WriteBatcher
 from coordd.storage.db import Database, Row
 
 _CLAIM_COLUMNS = (
@@ -33,36 +34,53 @@ def _claim(namespace: str, row: Row) -> Claim | None:
 class ClaimStore:
     """SQL for claims. Time is the database's (``coordd.now()``)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, writes: WriteBatcher | None = None) -> None:
         self._db = db
+        self._writes = writes or WriteBatcher(db)
 
     async def acquire(
-        self, namespace: str, resource: str, agent_id: str, role: str, ttl: timedelta,
+        self,
+        namespace: str,
+        resource: str,
+        agent_id: str,
+        role: str,
+        ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome:
-        row = await self._db.fetchone(
+        row = await self._writes.fetchone(
+            namespace,
             f"SELECT {_COLUMNS} FROM coordd.acquire_claim(%s, %s, %s, %s, %s, %s)",
             (namespace, resource, agent_id, role, ttl, progress),
         )
-        return ClaimOutcome(
-            acquired=row[0] == "ok", revision=row[1], claim=_claim(namespace, row)
-        )
+        return ClaimOutcome(acquired=row[0] == "ok", revision=row[1], claim=_claim(namespace, row))
 
     async def acquire_any(
-        self, namespace: str, resources: list[str], agent_id: str, role: str, ttl: timedelta,
+        self,
+        namespace: str,
+        resources: list[str],
+        agent_id: str,
+        role: str,
+        ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome:
-        row = await self._db.fetchone(
+        row = await self._writes.fetchone(
+            namespace,
             f"SELECT {_COLUMNS} FROM coordd.acquire_any_claim(%s, %s, %s, %s, %s, %s)",
             (namespace, resources, agent_id, role, ttl, progress),
         )
         return ClaimOutcome(acquired=row[0] == "ok", revision=row[1], claim=_claim(namespace, row))
 
     async def renew(
-        self, namespace: str, resource: str, agent_id: str, token: int, ttl: timedelta,
+        self,
+        namespace: str,
+        resource: str,
+        agent_id: str,
+        token: int,
+        ttl: timedelta,
         progress: str | None,
     ) -> ClaimOutcome:
-        row = await self._db.fetchone(
+        row = await self._writes.fetchone(
+            namespace,
             f"SELECT {_COLUMNS} FROM coordd.renew_claim(%s, %s, %s, %s, %s, %s)",
             (namespace, resource, agent_id, token, ttl, progress),
         )
@@ -71,7 +89,8 @@ class ClaimStore:
     async def release(
         self, namespace: str, resource: str, agent_id: str, token: int
     ) -> ClaimOutcome:
-        row = await self._db.fetchone(
+        row = await self._writes.fetchone(
+            namespace,
             f"SELECT {_COLUMNS} FROM coordd.release_claim(%s, %s, %s, %s)",
             (namespace, resource, agent_id, token),
         )
@@ -101,9 +120,7 @@ class ClaimStore:
         claim = _claim(namespace, row)
         return ClaimOutcome(acquired=claim is not None, revision=row[1], claim=claim)
 
-    async def list(
-        self, namespace: str, holder: str, after: str, limit: int
-    ) -> ClaimPage:
+    async def list(self, namespace: str, holder: str, after: str, limit: int) -> ClaimPage:
         rows = await self._db.fetchall(
             f"SELECT 'ok', coordd.ns_revision(%s), {_CLAIM_COLUMNS}"
             " FROM coordd.claims"

@@ -82,6 +82,16 @@ class Database:
             raise RuntimeError(f"no row from {sql.split('(')[0]}")
         return row
 
+    async def fetch_batch(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> list[Row]:
+        """Run single-row statements pipelined in one transaction (one commit)."""
+        async with self.connection() as conn, conn.transaction(), conn.pipeline() as pipeline:
+            cursors = [await conn.execute(sql, params) for sql, params in ops]
+            await pipeline.sync()
+            rows = [await cur.fetchone() for cur in cursors]
+        if any(row is None for row in rows):  # pragma: no cover
+            raise RuntimeError("a batched statement returned no row")
+        return rows  # type: ignore[return-value]
+
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self.connection() as conn:
             cur = await conn.execute(sql, params)

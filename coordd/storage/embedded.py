@@ -26,9 +26,9 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # pgserver asks platformdirs for a runtime dir that containers often lack.
             warnings.simplefilter("ignore")
-            import pgserver
+            from pgserver import get_server  # type: ignore[attr-defined]
 
-            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+            self._server = get_server(self.data_dir, cleanup_mode="stop")
         uri: str = self._server.get_uri()
         logger.info("embedded PostgreSQL running in %s", self.data_dir)
         return uri

@@ -11,6 +11,7 @@ from coordd.errors import (
     IdempotencyKeyReusedError,
     NotFoundError,
 )
+from coordd.storage.batching import WriteBatcher
 from coordd.storage.db import Database, Row
 
 # Columns of coordd.idem_result, in order.
@@ -45,14 +46,21 @@ def _record(namespace: str, key: str, row: Row) -> IdempotencyRecord:
 
 
 class IdempotencyStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, writes: WriteBatcher | None = None) -> None:
         self._db = db
+        self._writes = writes or WriteBatcher(db)
 
     async def begin(
-        self, namespace: str, key: str, fingerprint: bytes, agent_id: str, lease: timedelta,
+        self,
+        namespace: str,
+        key: str,
+        fingerprint: bytes,
+        agent_id: str,
+        lease: timedelta,
         retention: timedelta,
     ) -> BeginOutcome:
-        row = await self._db.fetchone(
+        row = await self._writes.fetchone(
+            namespace,
             f"SELECT {_COLUMNS} FROM coordd.begin_idempotency(%s, %s, %s, %s, %s, %s)",
             (namespace, key, fingerprint, agent_id, lease, retention),
         )
@@ -81,11 +89,18 @@ class IdempotencyStore:
         fence: Fence | None,
     ) -> tuple[int, IdempotencyRecord]:
         """Store an attempt's outcome: 'completed', 'failed' (terminal) or 'released'."""
-        row = await self._db.fetchone(
+        row = await self._writes.fetchone(
+            namespace,
             f"SELECT {_COLUMNS} FROM coordd.finish_idempotency("
             "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
-                namespace, key, attempt, outcome, result, error, agent_id,
+                namespace,
+                key,
+                attempt,
+                outcome,
+                result,
+                error,
+                agent_id,
                 fence.namespace if fence else None,
                 fence.resource if fence else None,
                 fence.token if fence else None,

@@ -36,25 +36,25 @@ def available() -> list[Migration]:
 async def migrate(conninfo: str) -> list[str]:
     """Apply every migration not yet applied; return the names applied now."""
     applied_now: list[str] = []
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            await conn.execute("CREATE SCHEMA IF NOT EXISTS coordd")
+    conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    async with conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS coordd")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS coordd.schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur = await conn.execute("SELECT version FROM coordd.schema_migrations")
+        done = {row[0] for row in await cur.fetchall()}
+        for mig in available():
+            if mig.version in done:
+                continue
+            logger.info("applying migration %s", mig.name)
+            await conn.execute(mig.sql.encode())
             await conn.execute(
-                "CREATE TABLE IF NOT EXISTS coordd.schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
+                "INSERT INTO coordd.schema_migrations (version, name) VALUES (%s, %s)",
+                (mig.version, mig.name),
             )
-            cur = await conn.execute("SELECT version FROM coordd.schema_migrations")
-            done = {row[0] for row in await cur.fetchall()}
-            for mig in available():
-                if mig.version in done:
-                    continue
-                logger.info("applying migration %s", mig.name)
-                await conn.execute(mig.sql.encode())
-                await conn.execute(
-                    "INSERT INTO coordd.schema_migrations (version, name) VALUES (%s, %s)",
-                    (mig.version, mig.name),
-                )
-                applied_now.append(mig.name)
+            applied_now.append(mig.name)
     return applied_now

@@ -146,7 +146,8 @@ async def test_sweeper_records_expiry_in_change_log(
     assert daemon.sweep()["claims_expired"] == 1
     cur = await pg_conn.execute(
         "SELECT revision, op, data->>'holder_agent_id' FROM coordd.changes"
-        " WHERE namespace = %s ORDER BY revision", (NS,)
+        " WHERE namespace = %s ORDER BY revision",
+        (NS,),
     )
     rows = await cur.fetchall()
     assert [r[1] for r in rows] == ["acquire", "expire"]

@@ -46,9 +46,7 @@ async def test_retry_returns_stored_result_without_running(connect) -> None:
         await a.idempotency.once(NS, "k", {"p": 2}, lambda: "x")
 
 
-async def test_dead_runner_is_taken_over_and_its_late_complete_refused(
-    connect, db_clock
-) -> None:
+async def test_dead_runner_is_taken_over_and_its_late_complete_refused(connect, db_clock) -> None:
     dead, live = await connect("runner-dead"), await connect("runner-live")
     first = await dead.idempotency.begin(NS, "job", b"fp", lease=10)
     assert first.state is IdempotencyState.ACQUIRED and first.attempt == 1

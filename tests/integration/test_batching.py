@@ -1,0 +1,65 @@
+"""Group commit per namespace, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from coordd.storage.batching import WriteBatcher
+from coordd.storage.claims import ClaimStore
+from coordd.storage.db import Database
+
+
+@pytest.fixture
+async def db(pg_dsn: str) -> AsyncIterator[Database]:
+    database = Database(pg_dsn, min_size=1, max_size=4)
+    await database.open()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def test_concurrent_writes_share_commits_and_keep_gapless_revisions(db, pg_conn) -> None:
+    writes = WriteBatcher(db)
+    store = ClaimStore(db, writes)
+    outcomes = await asyncio.gather(
+        *(
+            store.acquire("hot", f"r{i}", f"agent-{i}", "", timedelta(seconds=30), "")
+            for i in range(64)
+        )
+    )
+    assert all(o.acquired for o in outcomes)
+    assert sorted(o.revision for o in outcomes) == list(range(1, 65)), "gapless, one each"
+    assert all(o.claim and o.claim.fencing_token == o.revision for o in outcomes)
+    assert writes.writes == 64 and writes.transactions < 64 / 4, "writes were not batched"
+    cur = await pg_conn.execute(
+        "SELECT array_agg(revision ORDER BY revision) FROM coordd.changes WHERE namespace = 'hot'"
+    )
+    assert (await cur.fetchone())[0] == list(range(1, 65))
+
+
+async def test_failing_write_fails_alone(db, pg_conn) -> None:
+    writes = WriteBatcher(db)
+
+    async def good(i: int) -> object:
+        return await writes.fetchone(
+            "ns",
+            "SELECT status FROM coordd.acquire_claim(%s, %s, %s, '', '30s', '')",
+            ("ns", f"r{i}", "a"),
+        )
+
+    async def bad() -> object:
+        return await writes.fetchone("ns", "SELECT 1/0", ())
+
+    results = await asyncio.gather(
+        good(0), good(1), bad(), good(2), good(3), return_exceptions=True
+    )
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(errors) == 1 and "division by zero" in str(errors[0])
+    assert [r for r in results if not isinstance(r, Exception)] == [("ok",)] * 4
+    cur = await pg_conn.execute("SELECT count(*) FROM coordd.claims WHERE namespace = 'ns'")
+    assert (await cur.fetchone())[0] == 4
