@@ -108,44 +108,61 @@ LANGUAGE sql IMMUTABLE AS $$
            c.acquire_time, c.expire_time, c.progress
 $$;
 
+-- The hot paths below (acquire/renew/release, begin/finish) inline what lock_ns + commit_rev
+-- do, in fewer statements: the namespace row is locked and bumped by one upsert before the
+-- write; if the write then turns out not to happen (a race lost between the unlocked check and
+-- the lock), the bump is undone in the same transaction, before anyone could see it.
+
 CREATE FUNCTION coordd.acquire_claim(
     p_ns text, p_resource text, p_agent text, p_role text, p_ttl interval, p_progress text
 ) RETURNS coordd.claim_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz;
     c coordd.claims;
+    r record;
     rev bigint;
-    renewing boolean;
 BEGIN
-    -- Read without locking first: a refused acquire then costs no lock and no WAL.
-    SELECT * INTO c FROM coordd.claims WHERE namespace = p_ns AND resource = p_resource;
-    IF FOUND AND c.holder_agent_id <> p_agent AND c.expire_time > t THEN
+    -- The clock and the current claim in one read, without locking: a refused acquire then
+    -- costs no lock and no WAL.
+    SELECT now() + k.offset_interval AS t, cl AS c INTO r
+    FROM coordd.clock k
+    LEFT JOIN coordd.claims cl ON cl.namespace = p_ns AND cl.resource = p_resource;
+    t := r.t;
+    c := r.c;
+    IF c.resource IS NOT NULL AND c.holder_agent_id <> p_agent AND c.expire_time > t THEN
         RETURN coordd.claim_row('held', coordd.ns_revision(p_ns), c);
     END IF;
-    rev := coordd.lock_ns(p_ns);
-    SELECT * INTO c FROM coordd.claims WHERE namespace = p_ns AND resource = p_resource;
-    IF FOUND AND c.holder_agent_id <> p_agent AND c.expire_time > t THEN
-        RETURN coordd.claim_row('held', rev, c);
-    END IF;
-    renewing := FOUND AND c.holder_agent_id = p_agent AND c.expire_time > t;
-    rev := rev + 1;
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
+    -- Take it if free or expired; renew (same token) if it is ours and live.
     INSERT INTO coordd.claims AS k (namespace, resource, holder_agent_id, holder_role,
                                     fencing_token, acquire_time, expire_time, progress)
     VALUES (p_ns, p_resource, p_agent, p_role, rev, t, t + p_ttl, p_progress)
     ON CONFLICT (namespace, resource) DO UPDATE SET
         holder_agent_id = EXCLUDED.holder_agent_id,
         holder_role = EXCLUDED.holder_role,
-        fencing_token = CASE WHEN renewing THEN k.fencing_token ELSE EXCLUDED.fencing_token END,
-        acquire_time = CASE WHEN renewing THEN k.acquire_time ELSE EXCLUDED.acquire_time END,
+        fencing_token = CASE WHEN k.holder_agent_id = p_agent AND k.expire_time > t
+                             THEN k.fencing_token ELSE EXCLUDED.fencing_token END,
+        acquire_time = CASE WHEN k.holder_agent_id = p_agent AND k.expire_time > t
+                            THEN k.acquire_time ELSE EXCLUDED.acquire_time END,
         expire_time = EXCLUDED.expire_time,
-        progress = CASE WHEN renewing AND EXCLUDED.progress = '' THEN k.progress
+        progress = CASE WHEN k.holder_agent_id = p_agent AND k.expire_time > t
+                             AND EXCLUDED.progress = '' THEN k.progress
                         ELSE EXCLUDED.progress END
+    WHERE k.holder_agent_id = p_agent OR k.expire_time <= t
     RETURNING * INTO c;
-    PERFORM coordd.commit_rev(
-        p_ns, rev, 'claim', p_resource, CASE WHEN renewing THEN 'renew' ELSE 'acquire' END,
-        p_agent, jsonb_build_object('fencing_token', c.fencing_token, 'expire_time', c.expire_time),
-        t);
+    IF NOT FOUND THEN  -- taken between our check and our lock: undo the bump
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        SELECT * INTO c FROM coordd.claims WHERE namespace = p_ns AND resource = p_resource;
+        RETURN coordd.claim_row('held', rev - 1, c);
+    END IF;
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'claim', p_resource,
+            CASE WHEN c.fencing_token = rev THEN 'acquire' ELSE 'renew' END, p_agent,
+            jsonb_build_object('fencing_token', c.fencing_token, 'expire_time', c.expire_time),
+            t);
     RETURN coordd.claim_row('ok', rev, c);
 END $$;
 
@@ -185,22 +202,24 @@ DECLARE
     c coordd.claims;
     rev bigint;
 BEGIN
-    rev := coordd.lock_ns(p_ns);
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
     UPDATE coordd.claims
     SET expire_time = t + p_ttl, progress = coalesce(p_progress, progress)
     WHERE namespace = p_ns AND resource = p_resource AND holder_agent_id = p_agent
       AND fencing_token = p_token AND expire_time > t
     RETURNING * INTO c;
     IF NOT FOUND THEN
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
         SELECT * INTO c FROM coordd.claims
         WHERE namespace = p_ns AND resource = p_resource AND expire_time > t;
-        RETURN coordd.claim_row('not_held', rev, c);
+        RETURN coordd.claim_row('not_held', rev - 1, c);
     END IF;
-    rev := rev + 1;
-    PERFORM coordd.commit_rev(
-        p_ns, rev, 'claim', p_resource, 'renew', p_agent,
-        jsonb_build_object('fencing_token', c.fencing_token, 'expire_time', c.expire_time,
-                           'progress', c.progress), t);
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'claim', p_resource, 'renew', p_agent,
+            jsonb_build_object('fencing_token', c.fencing_token, 'expire_time', c.expire_time,
+                               'progress', c.progress), t);
     RETURN coordd.claim_row('ok', rev, c);
 END $$;
 
@@ -213,20 +232,22 @@ DECLARE
     c coordd.claims;
     rev bigint;
 BEGIN
-    rev := coordd.lock_ns(p_ns);
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
     DELETE FROM coordd.claims
     WHERE namespace = p_ns AND resource = p_resource AND holder_agent_id = p_agent
       AND fencing_token = p_token AND expire_time > t
     RETURNING * INTO c;
     IF NOT FOUND THEN
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
         SELECT * INTO c FROM coordd.claims
         WHERE namespace = p_ns AND resource = p_resource AND expire_time > t;
-        RETURN coordd.claim_row('not_held', rev, c);
+        RETURN coordd.claim_row('not_held', rev - 1, c);
     END IF;
-    rev := rev + 1;
-    PERFORM coordd.commit_rev(
-        p_ns, rev, 'claim', p_resource, 'release', p_agent,
-        jsonb_build_object('fencing_token', c.fencing_token), t);
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'claim', p_resource, 'release', p_agent,
+            jsonb_build_object('fencing_token', c.fencing_token), t);
     RETURN coordd.claim_row('ok', rev, c);
 END $$;
 
