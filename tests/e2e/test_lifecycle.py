@@ -1,0 +1,52 @@
+"""Daemon lifecycle: graceful stop lets in-flight calls finish; health reports serving state."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from coordd_client import AsyncClient, UnavailableError
+
+
+async def test_stop_lets_in_flight_calls_finish(start_daemon) -> None:
+    d = start_daemon(grace_s=10.0)
+    async with (
+        await AsyncClient.connect(d.address, agent_id="holder") as holder,
+        await AsyncClient.connect(d.address, agent_id="waiter") as waiter,
+    ):
+        assert (await holder.claims.acquire("ns", "r", ttl=60)).acquired
+        in_flight = asyncio.create_task(waiter.claims.acquire("ns", "r", ttl=60, wait=1.5))
+        service = d.daemon.claim_service
+        assert service is not None
+        deadline = asyncio.get_running_loop().time() + 10
+        while service.waiting("ns", "r") < 1:  # the call is inside the daemon now
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        stopping = asyncio.get_running_loop().run_in_executor(None, d.stop, 10.0)
+        result = await asyncio.wait_for(in_flight, 15)
+        assert not result.acquired and result.claim and result.claim.holder_agent_id == "holder"
+        await stopping
+        with pytest.raises(UnavailableError):
+            await holder.claims.get("ns", "r")
+
+
+async def test_health_and_reflection_answer_without_credentials(daemon) -> None:
+    async with grpc.aio.insecure_channel(daemon.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "coordd.v1.ClaimService", "coordd.v1.IdempotencyService"):
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+            assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+        refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def requests():  # type: ignore[no-untyped-def]
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names = set()
+        async for resp in refl.ServerReflectionInfo(requests()):
+            names |= {s.name for s in resp.list_services_response.service}
+        assert {"coordd.v1.ClaimService", "coordd.v1.IdempotencyService"} <= names
