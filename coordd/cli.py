@@ -11,6 +11,7 @@ from pathlib import Path
 
 from coordd import __version__
 from coordd.config import ConfigError, Settings
+from coordd.errors import StorageUnavailableError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"coordd: {exc}", file=sys.stderr)
         return 2
+    except StorageUnavailableError as exc:
+        print(f"coordd: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

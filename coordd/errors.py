@@ -175,9 +175,7 @@ class FencingTokenStaleError(
         )
 
 
-class RevisionMismatchError(
-    CoorddError, code=grpc.StatusCode.ABORTED, reason="REVISION_MISMATCH"
-):
+class RevisionMismatchError(CoorddError, code=grpc.StatusCode.ABORTED, reason="REVISION_MISMATCH"):
     """Compare-and-set failed: re-read, re-apply, retry.
 
     ABORTED rather than FAILED_PRECONDITION, per AIP-154: the caller should retry the whole
@@ -210,9 +208,7 @@ class IdempotencyKeyReusedError(
     def __init__(self, namespace: str, key: str) -> None:
         self.namespace = namespace
         self.key = key
-        super().__init__(
-            f"idempotency key {key!r} in {namespace} was used for a different request"
-        )
+        super().__init__(f"idempotency key {key!r} in {namespace} was used for a different request")
 
 
 class IdempotencyInFlightError(

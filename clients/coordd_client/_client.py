@@ -118,8 +118,13 @@ class Claims:
         self._loop = loop
 
     def acquire(
-        self, namespace: str, resource: str, ttl: timedelta | float, *,
-        wait: timedelta | float | None = None, progress: str = "",
+        self,
+        namespace: str,
+        resource: str,
+        ttl: timedelta | float,
+        *,
+        wait: timedelta | float | None = None,
+        progress: str = "",
     ) -> AcquireResult:
         return self._loop.run(
             self._a.acquire(namespace, resource, ttl, wait=wait, progress=progress)
@@ -131,7 +136,12 @@ class Claims:
         return self._loop.run(self._a.acquire_any(namespace, resources, ttl, progress=progress))
 
     def renew(
-        self, namespace: str, resource: str, fencing_token: int, ttl: timedelta | float, *,
+        self,
+        namespace: str,
+        resource: str,
+        fencing_token: int,
+        ttl: timedelta | float,
+        *,
         progress: str | None = None,
     ) -> Claim:
         return self._loop.run(
@@ -149,15 +159,22 @@ class Claims:
     ) -> ClaimList:
         return self._loop.run(
             self._a.list(
-                namespace, holder_agent_id=holder_agent_id, page_size=page_size,
+                namespace,
+                holder_agent_id=holder_agent_id,
+                page_size=page_size,
                 page_token=page_token,
             )
         )
 
     @contextlib.contextmanager
     def hold(
-        self, namespace: str, resource: str, ttl: timedelta | float, *,
-        wait: timedelta | float | None = None, progress: str = "",
+        self,
+        namespace: str,
+        resource: str,
+        ttl: timedelta | float,
+        *,
+        wait: timedelta | float | None = None,
+        progress: str = "",
     ) -> Iterator[HeldClaim]:
         """Hold a claim for a ``with`` block, renewed in the background (see AsyncClaims.hold)."""
         cm = self._a.hold(namespace, resource, ttl, wait=wait, progress=progress)
@@ -183,8 +200,13 @@ class Idempotency:
         self._loop = loop
 
     def begin(
-        self, namespace: str, key: str, fingerprint: bytes = b"", *,
-        lease: timedelta | float | None = None, retention: timedelta | float | None = None,
+        self,
+        namespace: str,
+        key: str,
+        fingerprint: bytes = b"",
+        *,
+        lease: timedelta | float | None = None,
+        retention: timedelta | float | None = None,
     ) -> BeginResult:
         return self._loop.run(
             self._a.begin(namespace, key, fingerprint, lease=lease, retention=retention)
@@ -196,7 +218,13 @@ class Idempotency:
         return self._loop.run(self._a.complete(namespace, key, attempt, result, fence=fence))
 
     def fail(
-        self, namespace: str, key: str, attempt: int, *, retryable: bool, error: str = "",
+        self,
+        namespace: str,
+        key: str,
+        attempt: int,
+        *,
+        retryable: bool,
+        error: str = "",
         fence: Fence | None = None,
     ) -> IdempotencyRecord:
         return self._loop.run(
@@ -207,9 +235,15 @@ class Idempotency:
         return self._loop.run(self._a.get(namespace, key))
 
     def once(
-        self, namespace: str, key: str, payload: Any, work: Callable[[], Any], *,
+        self,
+        namespace: str,
+        key: str,
+        payload: Any,
+        work: Callable[[], Any],
+        *,
         lease: timedelta | float = timedelta(seconds=60),
-        retention: timedelta | float | None = None, fence: Fence | None = None,
+        retention: timedelta | float | None = None,
+        fence: Fence | None = None,
         max_wait: timedelta | float = timedelta(minutes=5),
     ) -> Any:
         """Run *work* (in this thread) at most once for *key*; see ``AsyncIdempotency.once``."""
@@ -265,7 +299,11 @@ class Client:
         try:
             inner = loop.run(
                 AsyncClient.connect(
-                    target, agent_id=agent_id, role=role, token=token, timeout=timeout,
+                    target,
+                    agent_id=agent_id,
+                    role=role,
+                    token=token,
+                    timeout=timeout,
                     connect_timeout=connect_timeout,
                 )
             )
@@ -293,4 +331,3 @@ class Client:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-

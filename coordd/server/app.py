@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -27,8 +27,12 @@ from coordd.storage.db import Database
 from coordd.storage.embedded import EmbeddedPostgres
 from coordd.storage.idempotency import IdempotencyStore
 from coordd.storage.migrate import migrate
-from coordd.v1 import claim_service_pb2, claim_service_pb2_grpc, idempotency_service_pb2
-from coordd.v1 import idempotency_service_pb2_grpc
+from coordd.v1 import (
+    claim_service_pb2,
+    claim_service_pb2_grpc,
+    idempotency_service_pb2,
+    idempotency_service_pb2_grpc,
+)
 
 logger = logging.getLogger(__name__)
 

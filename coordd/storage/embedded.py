@@ -7,6 +7,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from coordd.errors import StorageUnavailableError
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,13 +24,18 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server and return its connection URI."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            # pgserver asks platformdirs for a runtime dir that containers often lack.
-            warnings.simplefilter("ignore")
-            from pgserver import get_server  # type: ignore[attr-defined]
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                # pgserver asks platformdirs for a runtime dir that containers often lack.
+                warnings.simplefilter("ignore")
+                from pgserver import get_server  # type: ignore[attr-defined]
 
-            self._server = get_server(self.data_dir, cleanup_mode="stop")
+                self._server = get_server(self.data_dir, cleanup_mode="stop")
+        except Exception as exc:
+            raise StorageUnavailableError(
+                f"cannot start the embedded PostgreSQL in {self.data_dir}: {exc}"
+            ) from exc
         uri: str = self._server.get_uri()
         logger.info("embedded PostgreSQL running in %s", self.data_dir)
         return uri

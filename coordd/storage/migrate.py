@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from coordd.errors import StorageUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +36,32 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda mig: mig.version)
 
 
+def describe(conninfo: str) -> str:
+    """Where a DSN points, without its password (for messages and logs)."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "an unparsable DSN"
+    host = parts.get("host") or "local socket"
+    where = f"{host}:{parts['port']}" if parts.get("port") else str(host)
+    return f"database {parts.get('dbname') or '(default)'} on {where}"
+
+
+async def connect(conninfo: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    """Connect for administration; failures become StorageUnavailableError naming the target."""
+    try:
+        return await psycopg.AsyncConnection.connect(conninfo, autocommit=True, connect_timeout=10)
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageUnavailableError(
+            f"cannot connect to PostgreSQL ({describe(conninfo)}): {first}"
+        ) from exc
+
+
 async def migrate(conninfo: str) -> list[str]:
     """Apply every migration not yet applied; return the names applied now."""
     applied_now: list[str] = []
-    conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    conn = await connect(conninfo)
     async with conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         await conn.execute("CREATE SCHEMA IF NOT EXISTS coordd")

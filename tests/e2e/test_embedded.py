@@ -103,3 +103,24 @@ def test_bad_flags_get_a_clear_message() -> None:
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0 without credentials" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_unreachable_database_is_one_clear_line_without_the_password() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coordd",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--dsn",
+            "postgresql://agent:hunter2@127.0.0.1:1/coordd",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "cannot connect to PostgreSQL (database coordd on 127.0.0.1:1)" in proc.stderr
+    assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
