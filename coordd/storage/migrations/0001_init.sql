@@ -381,25 +381,34 @@ CREATE FUNCTION coordd.begin_idempotency(
 ) RETURNS coordd.idem_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz;
     r coordd.idempotency;
+    found_row record;
     rev bigint;
     verdict text;
     op text;
 BEGIN
-    SELECT * INTO r FROM coordd.idempotency WHERE namespace = p_ns AND key = p_key;
-    IF FOUND AND r.expire_time > t THEN
+    -- The clock and the record in one read, without locking: replays cost no lock, no WAL.
+    SELECT now() + k.offset_interval AS t, i AS r INTO found_row
+    FROM coordd.clock k
+    LEFT JOIN coordd.idempotency i ON i.namespace = p_ns AND i.key = p_key;
+    t := found_row.t;
+    r := found_row.r;
+    IF r.key IS NOT NULL AND r.expire_time > t THEN
         verdict := coordd.idem_decide(r, p_fp, t);
         IF verdict IS NOT NULL THEN
             RETURN coordd.idem_row(verdict, coordd.ns_revision(p_ns), r, t);
         END IF;
     END IF;
-    rev := coordd.lock_ns(p_ns);
-    SELECT * INTO r FROM coordd.idempotency WHERE namespace = p_ns AND key = p_key;
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
+    SELECT * INTO r FROM coordd.idempotency WHERE namespace = p_ns AND key = p_key FOR UPDATE;
     IF FOUND AND r.expire_time > t THEN
         verdict := coordd.idem_decide(r, p_fp, t);
-        IF verdict IS NOT NULL THEN
-            RETURN coordd.idem_row(verdict, rev, r, t);
+        IF verdict IS NOT NULL THEN  -- decided by a concurrent Begin: undo the bump
+            UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+            RETURN coordd.idem_row(verdict, rev - 1, r, t);
         END IF;
         -- A lapsed lease (runner died) or a retryable failure: the next attempt takes over.
         op := CASE WHEN r.state = 'released' THEN 'retry' ELSE 'takeover' END;
@@ -420,9 +429,9 @@ BEGIN
             expire_time = EXCLUDED.expire_time
         RETURNING * INTO r;
     END IF;
-    rev := rev + 1;
-    PERFORM coordd.commit_rev(p_ns, rev, 'idempotency', p_key, op, p_agent,
-                              jsonb_build_object('attempt', r.attempt), t);
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'idempotency', p_key, op, p_agent,
+            jsonb_build_object('attempt', r.attempt), t);
     RETURN coordd.idem_row('acquired', rev, r, t);
 END $$;
 
@@ -438,35 +447,35 @@ DECLARE
     r coordd.idempotency;
     rev bigint;
     current_token bigint;
+    status text;
 BEGIN
-    rev := coordd.lock_ns(p_ns);
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
     current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
-    IF current_token <> 0 THEN
-        RETURN coordd.idem_row('fence_stale', rev, NULL::coordd.idempotency, t, current_token);
-    END IF;
     SELECT * INTO r FROM coordd.idempotency WHERE namespace = p_ns AND key = p_key;
-    IF NOT FOUND OR r.expire_time <= t THEN
-        RETURN coordd.idem_row('not_found', rev, NULL::coordd.idempotency, t);
-    END IF;
-    IF r.attempt <> p_attempt THEN
-        RETURN coordd.idem_row('superseded', rev, r, t);
-    END IF;
-    IF r.state = p_outcome AND (p_outcome <> 'completed' OR r.result = p_result) THEN
-        RETURN coordd.idem_row('ok', rev, r, t);  -- a retried Complete/Fail: already stored
-    END IF;
-    IF r.state <> 'in_progress' THEN
-        RETURN coordd.idem_row('superseded', rev, r, t);
+    status := CASE
+        WHEN current_token <> 0 THEN 'fence_stale'
+        WHEN r.key IS NULL OR r.expire_time <= t THEN 'not_found'
+        WHEN r.attempt <> p_attempt THEN 'superseded'
+        -- a retried Complete/Fail: already stored, nothing changes
+        WHEN r.state = p_outcome AND (p_outcome <> 'completed' OR r.result = p_result) THEN 'ok'
+        WHEN r.state <> 'in_progress' THEN 'superseded'
+    END;
+    IF status IS NOT NULL THEN  -- nothing to write: undo the bump
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        RETURN coordd.idem_row(status, rev - 1, r, t, current_token);
     END IF;
     UPDATE coordd.idempotency
     SET state = p_outcome, result = p_result, error = coalesce(p_error, ''),
         lease_expire_time = t
     WHERE namespace = p_ns AND key = p_key
     RETURNING * INTO r;
-    rev := rev + 1;
-    PERFORM coordd.commit_rev(p_ns, rev, 'idempotency', p_key,
-                              CASE p_outcome WHEN 'completed' THEN 'complete'
-                                             WHEN 'failed' THEN 'fail' ELSE 'release' END,
-                              p_agent, jsonb_build_object('attempt', r.attempt), t);
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'idempotency', p_key,
+            CASE p_outcome WHEN 'completed' THEN 'complete'
+                           WHEN 'failed' THEN 'fail' ELSE 'release' END,
+            p_agent, jsonb_build_object('attempt', r.attempt), t);
     RETURN coordd.idem_row('ok', rev, r, t);
 END $$;
 
