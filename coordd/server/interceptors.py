@@ -8,6 +8,7 @@ exception goes to the log, never to the wire). Cancellation passes through untou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import uuid
@@ -125,20 +126,25 @@ class CoorddServerInterceptor(_ServerInterceptor):
             )
         return handler
 
-    def _enter(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        _identity.set(self._auth.identify(tuple(context.invocation_metadata() or ())))
+    @contextlib.asynccontextmanager
+    async def _serving(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        """Authenticate the caller, then translate whatever the handler raises."""
+        try:
+            _identity.set(self._auth.identify(tuple(context.invocation_metadata() or ())))
+            yield
+        except CoorddError as err:
+            await _abort(context, err)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _abort(context, _internal(method, exc))
 
     def _wrap_unary(self, method: str, behavior: Any) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                self._enter(context)
+            async with self._serving(method, context):
                 return await behavior(request, context)
-            except CoorddError as err:
-                await _abort(context, err)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as exc:
-                await _abort(context, _internal(method, exc))
 
         return unary
 
@@ -146,15 +152,8 @@ class CoorddServerInterceptor(_ServerInterceptor):
         async def stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            try:
-                self._enter(context)
+            async with self._serving(method, context):
                 async for item in behavior(request, context):
                     yield item
-            except CoorddError as err:
-                await _abort(context, err)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception as exc:
-                await _abort(context, _internal(method, exc))
 
         return stream
