@@ -2,7 +2,11 @@
 
 Tracing is configured by the standard variables. ``OTEL_TRACES_EXPORTER=console`` prints spans;
 ``otlp`` sends them to ``OTEL_EXPORTER_OTLP_ENDPOINT`` when the OTLP exporter package is
-installed. Unset (or ``none``) leaves the API's no-op tracer and adds no interceptor.
+installed. Unset (or ``none``) leaves the API's no-op tracer and adds no interceptor, unless the
+embedding process installed an SDK tracer provider itself (then coordd traces into it).
+
+One trace runs from the agent to PostgreSQL: the client's interceptor sends W3C trace context,
+the daemon's interceptor continues it, and each SQL call is a child span.
 """
 
 from __future__ import annotations
@@ -14,8 +18,19 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+def tracing_configured() -> bool:
+    """True if a real (SDK) tracer provider is installed in this process."""
+    from opentelemetry import trace
+
+    return not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    )
+
+
 def setup_tracing(service_name: str, environ: Mapping[str, str]) -> bool:
     """Install a tracer provider if the environment asks for one; return True if tracing."""
+    if tracing_configured():
+        return True
     exporter_name = environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
     if exporter_name in ("", "none"):
         return False
@@ -63,3 +78,13 @@ def server_interceptors(enabled: bool) -> list[Any]:
         filter_=filters.negate(filters.health_check())
     )
     return [interceptor]
+
+
+def client_interceptors() -> list[Any]:
+    """OpenTelemetry client interceptors (trace context to the server), if tracing."""
+    if not tracing_configured():
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    interceptors: list[Any] = aio_client_interceptors()  # type: ignore[no-untyped-call]
+    return interceptors

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from coordd import rpc_status
+from coordd import rpc_status, telemetry
 from coordd.errors import UnavailableError
 
 from ._convert import seconds
@@ -72,6 +72,7 @@ async def open_channel(target: str | None, connect_timeout: timedelta) -> grpc.a
     target = target or os.environ.get("COORDD_ADDR") or DEFAULT_TARGET
     channel = grpc.aio.insecure_channel(
         target,
+        interceptors=telemetry.client_interceptors(),
         options=[
             ("grpc.max_receive_message_length", 4 << 20),
             ("grpc.keepalive_time_ms", 20_000),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from opentelemetry import trace
+
 from coordd.domain.access import Operation, Policy
 from coordd.domain.models import Identity
 from coordd.server.interceptors import current_identity
@@ -16,10 +18,22 @@ class ServicerBase:
     def authorize(self, op: Operation, namespace: str) -> Identity:
         """The caller, if a grant allows *op* on *namespace* (AIP-211: before validation)."""
         who = current_identity()
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "coordd.namespace": namespace,
+                    "coordd.agent_id": who.agent_id,
+                    "coordd.operation": op.value,
+                }
+            )
         self._policy.check(who, op, namespace)
         return who
 
     def header(self, namespace: str, revision: int) -> common_pb2.ResponseHeader:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute("coordd.revision", revision)
         return common_pb2.ResponseHeader(
             namespace=namespace, revision=revision, server_id=self._server_id
         )

@@ -9,13 +9,28 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 from psycopg import AsyncConnection
 
 from coordd.errors import StorageUnavailableError
 
 logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer("coordd.storage")
+
+
+def _span_name(sql: str) -> str:
+    """A low-cardinality span name: the coordd function called, or the statement's verb."""
+    marker = "coordd."
+    at = sql.find(marker)
+    if at >= 0:
+        end = sql.find("(", at)
+        return "sql " + sql[at : end if end > 0 else at + 40]
+    return "sql " + sql.split(None, 1)[0].upper()
+
 
 Row = tuple[Any, ...]
+_DB_ATTRS: dict[str, AttributeValue] = {"db.system": "postgresql"}
 
 
 class Database:
@@ -75,27 +90,35 @@ class Database:
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row:
         """Run one statement and return its single row."""
-        async with self.connection() as conn:
-            cur = await conn.execute(sql, params)
-            row = await cur.fetchone()
+        with _tracer.start_as_current_span(_span_name(sql), attributes=_DB_ATTRS):
+            async with self.connection() as conn:
+                cur = await conn.execute(sql, params)
+                row = await cur.fetchone()
         if row is None:  # pragma: no cover - every coordd function returns a row
             raise RuntimeError(f"no row from {sql.split('(')[0]}")
         return row
 
     async def fetch_batch(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> list[Row]:
         """Run single-row statements pipelined in one transaction (one commit)."""
-        async with self.connection() as conn, conn.transaction(), conn.pipeline() as pipeline:
-            cursors = [await conn.execute(sql, params) for sql, params in ops]
-            await pipeline.sync()
-            rows = [await cur.fetchone() for cur in cursors]
+        attrs: dict[str, AttributeValue] = {**_DB_ATTRS, "coordd.batch_size": len(ops)}
+        with _tracer.start_as_current_span("sql batch", attributes=attrs):
+            async with (
+                self.connection() as conn,
+                conn.transaction(),
+                conn.pipeline() as pipeline,
+            ):
+                cursors = [await conn.execute(sql, params) for sql, params in ops]
+                await pipeline.sync()
+                rows = [await cur.fetchone() for cur in cursors]
         if any(row is None for row in rows):  # pragma: no cover
             raise RuntimeError("a batched statement returned no row")
         return rows  # type: ignore[return-value]
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self.connection() as conn:
-            cur = await conn.execute(sql, params)
-            return await cur.fetchall()
+        with _tracer.start_as_current_span(_span_name(sql), attributes=_DB_ATTRS):
+            async with self.connection() as conn:
+                cur = await conn.execute(sql, params)
+                return await cur.fetchall()
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         async with self.connection() as conn:

@@ -1,0 +1,50 @@
+"""One trace from the agent to PostgreSQL: client span -> daemon span -> SQL span."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from coordd_client import AsyncClient
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Install an SDK tracer provider for this process (once) and capture spans."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()
+
+
+async def test_one_trace_from_agent_to_postgres(spans, start_daemon) -> None:
+    d = start_daemon()  # started after the provider exists, so it traces into it
+    async with await AsyncClient.connect(d.address, agent_id="tracer-1") as client:
+        spans.clear()
+        got = await client.claims.acquire("acme/traced", "doc-1", ttl=30)
+    assert got.acquired
+    finished = spans.get_finished_spans()
+    method = "/coordd.v1.ClaimService/AcquireClaim"
+    client_span = next(s for s in finished if s.name == method and s.kind == SpanKind.CLIENT)
+    server_span = next(s for s in finished if s.name == method and s.kind == SpanKind.SERVER)
+    sql_span = next(s for s in finished if s.name == "sql coordd.acquire_claim")
+    trace_id = client_span.context.trace_id
+    assert server_span.context.trace_id == trace_id == sql_span.context.trace_id
+    assert server_span.parent is not None and sql_span.parent is not None
+    assert server_span.parent.span_id == client_span.context.span_id
+    assert sql_span.parent.span_id == server_span.context.span_id
+    attrs = dict(server_span.attributes or {})
+    assert attrs["coordd.namespace"] == "acme/traced"
+    assert attrs["coordd.agent_id"] == "tracer-1"
+    assert attrs["coordd.revision"] == got.revision
+    assert dict(sql_span.attributes or {})["db.system"] == "postgresql"
