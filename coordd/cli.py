@@ -35,8 +35,15 @@ def _parser() -> argparse.ArgumentParser:
         help="embedded PostgreSQL data directory (env COORDD_DATA_DIR, "
         "default $XDG_DATA_HOME/coordd or ~/.local/share/coordd)",
     )
-    serve.add_argument("--auth", choices=("dev", "token"), help="identity mode (env COORDD_AUTH)")
+    serve.add_argument(
+        "--auth", choices=("dev", "token", "mtls"), help="identity mode (env COORDD_AUTH)"
+    )
     serve.add_argument("--policy", type=Path, help="TOML policy file (env COORDD_POLICY)")
+    serve.add_argument("--tls-cert", type=Path, help="server certificate PEM (COORDD_TLS_CERT)")
+    serve.add_argument("--tls-key", type=Path, help="server private key PEM (COORDD_TLS_KEY)")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, help="CA of agent certificates, mtls (COORDD_TLS_CLIENT_CA)"
+    )
     serve.add_argument("--grace", type=float, help="shutdown grace seconds (env COORDD_GRACE)")
     serve.add_argument(
         "--log-level",
@@ -81,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             auth=args.auth,
             policy_file=args.policy,
             grace_s=args.grace,
+            tls_cert_file=args.tls_cert,
+            tls_key_file=args.tls_key,
+            tls_client_ca_file=args.tls_client_ca,
         )
         from coordd.server.app import Daemon
 

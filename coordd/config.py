@@ -39,6 +39,12 @@ class Settings:
     """--auth / COORDD_AUTH: "dev" (identity from metadata, loopback only) or "token"."""
     policy_file: Path | None = None
     """--policy / COORDD_POLICY: TOML file with tokens (hashes) and grants."""
+    tls_cert_file: Path | None = None
+    """--tls-cert / COORDD_TLS_CERT: server certificate chain (PEM); enables TLS."""
+    tls_key_file: Path | None = None
+    """--tls-key / COORDD_TLS_KEY: the certificate's private key (PEM)."""
+    tls_client_ca_file: Path | None = None
+    """--tls-client-ca / COORDD_TLS_CLIENT_CA: CA that signs agent certificates (mtls mode)."""
     grace_s: float = 10.0
     """--grace / COORDD_GRACE: seconds in-flight calls get to finish at shutdown."""
     pool_min: int = 2
@@ -77,7 +83,13 @@ class Settings:
         for name, var in text.items():
             if environ.get(var):
                 values[name] = environ[var]
-        for name, var in (("data_dir", "COORDD_DATA_DIR"), ("policy_file", "COORDD_POLICY")):
+        for name, var in (
+            ("data_dir", "COORDD_DATA_DIR"),
+            ("policy_file", "COORDD_POLICY"),
+            ("tls_cert_file", "COORDD_TLS_CERT"),
+            ("tls_key_file", "COORDD_TLS_KEY"),
+            ("tls_client_ca_file", "COORDD_TLS_CLIENT_CA"),
+        ):
             if environ.get(var):
                 values[name] = Path(environ[var])
         numbers: dict[str, tuple[str, type]] = {
@@ -108,21 +120,30 @@ class Settings:
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             problems.append(f"listen address {self.listen!r} must be host:port")
-        elif self.auth == "dev" and not is_loopback(host):
+        elif not is_loopback(host) and (self.auth == "dev" or not self.tls):
             problems.append(
-                f"refusing to listen on {host} without credentials: dev mode is loopback only "
-                "(use --auth token with --policy, or listen on 127.0.0.1)"
+                f"refusing to listen on {host} without credentials over TLS: dev mode and "
+                "plaintext are loopback only (use --auth token or mtls with --tls-cert and "
+                "--tls-key, or listen on 127.0.0.1)"
             )
-        if self.auth not in ("dev", "token"):
-            problems.append(f"auth mode {self.auth!r} must be 'dev' or 'token'")
+        if self.auth not in ("dev", "token", "mtls"):
+            problems.append(f"auth mode {self.auth!r} must be 'dev', 'token' or 'mtls'")
         if self.auth == "token" and self.policy_file is None:
             problems.append("--auth token needs --policy FILE (tokens and grants)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("--tls-cert and --tls-key go together")
+        if self.auth == "mtls" and (not self.tls or self.tls_client_ca_file is None):
+            problems.append("--auth mtls needs --tls-cert, --tls-key and --tls-client-ca")
         if self.pool_min < 1 or self.pool_max < self.pool_min:
             problems.append("pool sizes must satisfy 1 <= COORDD_POOL_MIN <= COORDD_POOL_MAX")
         if self.grace_s < 0 or self.sweep_interval_s <= 0:
             problems.append("grace must be >= 0 and sweep interval > 0")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -44,6 +44,7 @@ from ._models import (
     Fence,
     IdempotencyRecord,
     IdempotencyState,
+    TLSConfig,
 )
 from ._session import Session
 
@@ -85,6 +86,7 @@ __all__ = [
     "RevisionMismatchError",
     "Session",
     "StorageUnavailableError",
+    "TLSConfig",
     "UnauthenticatedError",
     "UnavailableError",
     "UnconditionalWriteForbiddenError",

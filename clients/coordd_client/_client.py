@@ -19,7 +19,15 @@ from ._claims import AsyncClaims, HeldClaim
 from ._convert import seconds
 from ._core import DEFAULT_TIMEOUT, Core, open_channel
 from ._idempotency import AsyncIdempotency, encode_result, fingerprint, next_step
-from ._models import AcquireResult, BeginResult, Claim, ClaimList, Fence, IdempotencyRecord
+from ._models import (
+    AcquireResult,
+    BeginResult,
+    Claim,
+    ClaimList,
+    Fence,
+    IdempotencyRecord,
+    TLSConfig,
+)
 from ._session import Session
 
 T = TypeVar("T")
@@ -50,6 +58,7 @@ class AsyncClient:
         agent_id: str,
         role: str = "",
         token: str | None = None,
+        tls: TLSConfig | None = None,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         connect_timeout: timedelta | float = timedelta(seconds=10),
     ) -> Self:
@@ -60,10 +69,11 @@ class AsyncClient:
             agent_id: This agent's id (sent as ``coordd-agent-id`` in dev mode).
             role: This agent's role (``coordd-agent-role``).
             token: Bearer token for daemons in token mode.
+            tls: TLS settings (CA, and this agent's certificate for mtls daemons).
             timeout: Default deadline of each call.
             connect_timeout: How long to wait for the server to answer at all.
         """
-        channel = await open_channel(target, timedelta(seconds=seconds(connect_timeout)))
+        channel = await open_channel(target, timedelta(seconds=seconds(connect_timeout)), tls)
         core = Core(
             channel,
             agent_id=agent_id,
@@ -291,6 +301,7 @@ class Client:
         agent_id: str,
         role: str = "",
         token: str | None = None,
+        tls: TLSConfig | None = None,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         connect_timeout: timedelta | float = timedelta(seconds=10),
     ) -> Client:
@@ -303,6 +314,7 @@ class Client:
                     agent_id=agent_id,
                     role=role,
                     token=token,
+                    tls=tls,
                     timeout=timeout,
                     connect_timeout=connect_timeout,
                 )

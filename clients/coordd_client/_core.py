@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -14,6 +15,7 @@ from coordd import rpc_status, telemetry
 from coordd.errors import UnavailableError
 
 from ._convert import seconds
+from ._models import TLSConfig
 from ._session import Session
 
 DEFAULT_TARGET = "127.0.0.1:7420"
@@ -67,18 +69,34 @@ class Core:
         return response
 
 
-async def open_channel(target: str | None, connect_timeout: timedelta) -> grpc.aio.Channel:
-    """Open an insecure channel to *target* (default: $COORDD_ADDR or 127.0.0.1:7420)."""
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+async def open_channel(
+    target: str | None, connect_timeout: timedelta, tls: TLSConfig | None = None
+) -> grpc.aio.Channel:
+    """Open a channel to *target* (default: $COORDD_ADDR or 127.0.0.1:7420), TLS if given."""
     target = target or os.environ.get("COORDD_ADDR") or DEFAULT_TARGET
-    channel = grpc.aio.insecure_channel(
-        target,
-        interceptors=telemetry.client_interceptors(),
-        options=[
-            ("grpc.max_receive_message_length", 4 << 20),
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-        ],
-    )
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", 4 << 20),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+    ]
+    interceptors = telemetry.client_interceptors()
+    if tls is None:
+        channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    else:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(tls.ca_file),
+            private_key=_read(tls.key_file),
+            certificate_chain=_read(tls.cert_file),
+        )
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        channel = grpc.aio.secure_channel(
+            target, credentials, options=options, interceptors=interceptors
+        )
     try:
         await _wait_ready(channel, connect_timeout)
     except BaseException:

@@ -96,3 +96,21 @@ class IdempotencyRecord:
     create_time: datetime | None
     lease_expire_time: datetime | None
     expire_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSConfig:
+    """TLS for the connection (PEM files).
+
+    Attributes:
+        ca_file: CA that signed the daemon's certificate (None: the system's roots).
+        cert_file: This agent's certificate, for daemons in mtls mode (its common name is
+            the agent id).
+        key_file: The private key of ``cert_file``.
+        server_name: Override the name checked against the daemon's certificate.
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None

@@ -78,7 +78,7 @@ class Policy:
     _by_hash: dict[str, TokenEntry] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._by_hash.update({t.token_sha256: t for t in self.tokens})
+        self._by_hash.update({t.token_sha256: t for t in self.tokens if t.token_sha256})
 
     def check(self, who: Identity, op: Operation, namespace: str) -> None:
         """Raise PermissionDeniedError unless a grant allows *op* on *namespace*."""
@@ -86,6 +86,10 @@ class Policy:
             return
         if not any(g.allows(who, op, namespace) for g in self.grants):
             raise PermissionDeniedError(op.value, namespace)
+
+    def role_of(self, agent_id: str) -> str:
+        """The role the policy's [[agents]] entry gives *agent_id* ("" if none)."""
+        return next((t.role for t in self.tokens if t.agent_id == agent_id), "")
 
     def identity_for_token(self, token: str) -> Identity | None:
         """The identity a bearer token maps to; only token hashes are stored."""
@@ -117,7 +121,9 @@ def load_policy(path: Path) -> Policy:
     tokens = []
     for i, a in enumerate(data.get("agents", [])):
         try:
-            tokens.append(TokenEntry(str(a["id"]), str(a.get("role", "")), str(a["token_sha256"])))
+            tokens.append(
+                TokenEntry(str(a["id"]), str(a.get("role", "")), str(a.get("token_sha256", "")))
+            )
         except KeyError as exc:
             problems.append(f"agents[{i}]: missing {exc.args[0]}")
     grants = []

@@ -121,7 +121,7 @@ class Daemon:
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
             )
-        self.port = server.add_insecure_port(s.listen)
+        self.port = self._listen(server)
         if self.port == 0:
             await self._close_storage()
             raise ConfigError(f"cannot listen on {s.listen} (address in use?)")
@@ -131,6 +131,24 @@ class Daemon:
         self._sweeps["idempotency_purged"] = self.idempotency_store.purge
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="coordd-sweeper")
         logger.info("coordd serving on %s (server id %s)", self.address, s.server_id)
+
+    def _listen(self, server: grpc.aio.Server) -> int:
+        s = self.settings
+        if not s.tls:
+            return server.add_insecure_port(s.listen)
+        assert s.tls_cert_file is not None and s.tls_key_file is not None
+        try:
+            key = s.tls_key_file.read_bytes()
+            chain = s.tls_cert_file.read_bytes()
+            client_ca = s.tls_client_ca_file.read_bytes() if s.tls_client_ca_file else None
+        except OSError as exc:
+            raise ConfigError(f"cannot read TLS files: {exc}") from exc
+        credentials = grpc.ssl_server_credentials(
+            [(key, chain)],
+            root_certificates=client_ca,
+            require_client_auth=s.auth == "mtls",
+        )
+        return server.add_secure_port(s.listen, credentials)
 
     async def sweep_once(self) -> dict[str, int]:
         """Run every housekeeping sweep once (expired claims, purged keys, ...)."""

@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -48,8 +48,14 @@ class Authenticator:
         self.mode = mode
         self.policy = policy
 
-    def identify(self, metadata: tuple[tuple[str, str | bytes], ...]) -> Identity:
+    def identify(
+        self,
+        metadata: tuple[tuple[str, str | bytes], ...],
+        auth_context: Mapping[str, Iterable[bytes]] | None = None,
+    ) -> Identity:
         values = {k: v for k, v in metadata if isinstance(v, str)}
+        if self.mode == "mtls":
+            return self._from_certificate(auth_context or {})
         if self.mode == "token":
             auth = values.get(AUTHORIZATION_KEY, "")
             scheme, _, token = auth.partition(" ")
@@ -67,6 +73,17 @@ class Authenticator:
             if value and (problem := agent_id_problem(value)):
                 raise UnauthenticatedError(f"metadata '{key}' {problem}")
         return Identity(agent_id=agent_id, role=role)
+
+    def _from_certificate(self, auth_context: Mapping[str, Iterable[bytes]]) -> Identity:
+        """mtls: the agent id is the client certificate's common name; its role comes from
+        the policy's [[agents]] entry of that id (no entry: no role)."""
+        names = list(auth_context.get("x509_common_name") or ())
+        if not names:
+            raise UnauthenticatedError("no client certificate common name")
+        agent_id = names[0].decode()
+        if problem := agent_id_problem(agent_id):
+            raise UnauthenticatedError(f"certificate common name {problem}")
+        return Identity(agent_id=agent_id, role=self.policy.role_of(agent_id))
 
 
 def _trace_id() -> str:
@@ -132,7 +149,11 @@ class CoorddServerInterceptor(_ServerInterceptor):
     ) -> AsyncIterator[None]:
         """Authenticate the caller, then translate whatever the handler raises."""
         try:
-            _identity.set(self._auth.identify(tuple(context.invocation_metadata() or ())))
+            _identity.set(
+                self._auth.identify(
+                    tuple(context.invocation_metadata() or ()), context.auth_context()
+                )
+            )
             yield
         except CoorddError as err:
             await _abort(context, err)

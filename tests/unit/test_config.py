@@ -38,6 +38,15 @@ def test_bad_settings_are_refused_with_a_reason(env, overrides, text) -> None:
     assert text in str(exc.value)
 
 
-def test_token_mode_may_listen_beyond_loopback(tmp_path) -> None:
-    s = Settings.from_env({}, listen="0.0.0.0:7420", auth="token", policy_file=tmp_path / "p")
-    assert s.listen == "0.0.0.0:7420"
+def test_token_mode_off_loopback_needs_tls(tmp_path) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env({}, listen="0.0.0.0:7420", auth="token", policy_file=tmp_path / "p")
+    s = Settings.from_env(
+        {},
+        listen="0.0.0.0:7420",
+        auth="token",
+        policy_file=tmp_path / "p",
+        tls_cert_file=tmp_path / "c",
+        tls_key_file=tmp_path / "k",
+    )
+    assert s.listen == "0.0.0.0:7420" and s.tls
