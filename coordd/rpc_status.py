@@ -8,37 +8,23 @@ trailer through unchanged, and the client decodes here, by reason, never by mess
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
+from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from coordd import errors
+from coordd import errors, wire
 from coordd.v1 import error_details_pb2 as coordd_details
 
 DOMAIN = "coordd"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
-def _ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def _dt(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
-
-
-def _duration(value: timedelta) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromTimedelta(value)
-    return d
+    return wire.datetime_of(ts) if present else None
 
 
 def _pack(msg: Message) -> any_pb2.Any:
@@ -68,7 +54,7 @@ def _typed_details(err: errors.CoorddError) -> list[Message]:
                 resource=err.resource,
                 holder_agent_id=err.holder_agent_id,
                 fencing_token=err.fencing_token,
-                expire_time=_ts(err.expire_time),
+                expire_time=wire.timestamp(err.expire_time),
             )
         )
     elif isinstance(err, errors.FencingTokenStaleError):
@@ -110,7 +96,7 @@ def _typed_details(err: errors.CoorddError) -> list[Message]:
         )
     retry_after = getattr(err, "retry_after", None)
     if isinstance(retry_after, timedelta):
-        out.append(error_details_pb2.RetryInfo(retry_delay=_duration(retry_after)))
+        out.append(error_details_pb2.RetryInfo(retry_delay=wire.duration(retry_after)))
     return out
 
 

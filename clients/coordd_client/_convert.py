@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
+from coordd import wire
 from coordd.v1 import claim_service_pb2 as claim_pb
 from coordd.v1 import common_pb2
 from coordd.v1 import idempotency_service_pb2 as idem_pb
@@ -17,19 +18,14 @@ def duration(value: timedelta | float | None) -> duration_pb2.Duration | None:
     """A Duration from a timedelta or seconds (None stays unset)."""
     if value is None:
         return None
-    if not isinstance(value, timedelta):
-        value = timedelta(seconds=value)
-    d = duration_pb2.Duration()
-    d.FromTimedelta(value)
-    return d
+    return wire.duration(value if isinstance(value, timedelta) else timedelta(seconds=value))
 
 
 def seconds(value: timedelta | float) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def dt(ts: timestamp_pb2.Timestamp) -> datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+dt = wire.datetime_of
 
 
 def opt_dt(msg: object, field: str) -> datetime | None:

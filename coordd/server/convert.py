@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
+from coordd import wire
 from coordd.domain import models
 from coordd.errors import InvalidArgumentError
 from coordd.v1 import claim_service_pb2 as claim_pb
@@ -29,18 +30,8 @@ def duration(msg: duration_pb2.Duration, present: bool, field: str) -> timedelta
     return timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
 
 
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def to_duration(value: timedelta) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromTimedelta(value)
-    return d
+timestamp = wire.timestamp
+to_duration = wire.duration
 
 
 def fence(msg: common_pb2.Fence, present: bool) -> models.Fence | None:
