@@ -54,6 +54,8 @@ class Settings:
     pool_timeout_s: float = 10.0
     """COORDD_POOL_TIMEOUT: seconds a call waits for a PostgreSQL connection before
     failing with UNAVAILABLE / STORAGE_UNAVAILABLE."""
+    changelog_retention_s: float = 86400.0
+    """COORDD_CHANGELOG_RETENTION: seconds change-log rows are kept for Watch (default 24 h)."""
     sweep_interval_s: float = 1.0
     """COORDD_SWEEP_INTERVAL: seconds between sweeps of expired claims and keys."""
     max_message_bytes: int = 4 << 20
@@ -98,6 +100,7 @@ class Settings:
             "pool_max": ("COORDD_POOL_MAX", int),
             "sweep_interval_s": ("COORDD_SWEEP_INTERVAL", float),
             "pool_timeout_s": ("COORDD_POOL_TIMEOUT", float),
+            "changelog_retention_s": ("COORDD_CHANGELOG_RETENTION", float),
             "max_message_bytes": ("COORDD_MAX_MESSAGE_BYTES", int),
         }
         for name, (var, kind) in numbers.items():

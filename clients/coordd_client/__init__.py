@@ -33,31 +33,40 @@ from coordd.errors import (
 )
 
 from ._claims import AsyncClaims, HeldClaim
-from ._client import AsyncClient, Claims, Client, Idempotency
+from ._client import AsyncClient, Claims, Client, Context, Idempotency
+from ._context import AsyncContext
 from ._errors import ClaimHeldError, ClaimLostError, IdempotentTaskFailedError
 from ._idempotency import AsyncIdempotency, fingerprint
 from ._models import (
+    Acknowledgement,
     AcquireResult,
     BeginResult,
+    ChangeEvent,
     Claim,
     ClaimList,
+    ContextEntry,
     Fence,
     IdempotencyRecord,
     IdempotencyState,
     TLSConfig,
 )
 from ._session import Session
+from ._watch import AsyncWatch
 
 # A library stays quiet unless the application configures logging (psycopg's rule).
 if (_logger := logging.getLogger("coordd_client")).level == logging.NOTSET:
     _logger.setLevel(logging.WARNING)
 
 __all__ = [
+    "Acknowledgement",
     "AcquireResult",
     "AsyncClaims",
     "AsyncClient",
+    "AsyncContext",
     "AsyncIdempotency",
+    "AsyncWatch",
     "BeginResult",
+    "ChangeEvent",
     "Claim",
     "ClaimHeldError",
     "ClaimList",
@@ -65,6 +74,8 @@ __all__ = [
     "ClaimNotHeldError",
     "Claims",
     "Client",
+    "Context",
+    "ContextEntry",
     "CoorddError",
     "DeadlineExceededError",
     "Fence",

@@ -10,25 +10,29 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from ._claims import AsyncClaims, HeldClaim
+from ._context import AsyncContext
 from ._convert import seconds
 from ._core import DEFAULT_TIMEOUT, Core, open_channel
 from ._idempotency import AsyncIdempotency, encode_result, fingerprint, next_step
 from ._models import (
     AcquireResult,
     BeginResult,
+    ChangeEvent,
     Claim,
     ClaimList,
+    ContextEntry,
     Fence,
     IdempotencyRecord,
     TLSConfig,
 )
 from ._session import Session
+from ._watch import AsyncWatch
 
 T = TypeVar("T")
 
@@ -42,6 +46,8 @@ class AsyncClient:
     Attributes:
         claims: Claim operations and ``hold()``.
         idempotency: Idempotency keys and ``once()``.
+        context: Directional context: ``post``, ``inbox``, ``ack``, ``subscribe``.
+        watch: ``async for event in client.watch(namespace)``: the change log.
         session: This agent's version vector.
     """
 
@@ -49,6 +55,8 @@ class AsyncClient:
         self._core = core
         self.claims = AsyncClaims(core)
         self.idempotency = AsyncIdempotency(core)
+        self.context = AsyncContext(core)
+        self.watch = AsyncWatch(core)
 
     @classmethod
     async def connect(
@@ -113,6 +121,23 @@ class _LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def iterate(self, stream: AsyncIterator[T]) -> Iterator[T]:
+        """Drive an async iterator from a blocking caller, closing it when the caller stops."""
+
+        async def step() -> T:
+            return await anext(stream)
+
+        try:
+            while True:
+                try:
+                    yield self.run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                self.run(close())
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -278,6 +303,97 @@ class Idempotency:
             return value
 
 
+class Context:
+    """Blocking ``client.context``; see ``AsyncContext``."""
+
+    def __init__(self, inner: AsyncContext, loop: _LoopThread) -> None:
+        self._a = inner
+        self._loop = loop
+
+    def post(
+        self,
+        namespace: str,
+        content: Any,
+        *,
+        to_role: str = "",
+        to_agent_id: str = "",
+        context_type: str,
+        task_id: str = "",
+        correlation_id: str = "",
+        ttl: timedelta | float | None = None,
+        delivery: str = "each",
+        fence: Fence | None = None,
+    ) -> ContextEntry:
+        return self._loop.run(
+            self._a.post(
+                namespace,
+                content,
+                to_role=to_role,
+                to_agent_id=to_agent_id,
+                context_type=context_type,
+                task_id=task_id,
+                correlation_id=correlation_id,
+                ttl=ttl,
+                delivery=delivery,
+                fence=fence,
+            )
+        )
+
+    def inbox(
+        self,
+        namespace: str,
+        *,
+        unread: bool = True,
+        context_type: str = "",
+        task_id: str = "",
+        after_id: int = 0,
+        limit: int = 0,
+        lease: timedelta | float | None = None,
+        role: str = "",
+    ) -> list[ContextEntry]:
+        return self._loop.run(
+            self._a.inbox(
+                namespace,
+                unread=unread,
+                context_type=context_type,
+                task_id=task_id,
+                after_id=after_id,
+                limit=limit,
+                lease=lease,
+                role=role,
+            )
+        )
+
+    def sent(
+        self, namespace: str, *, after_id: int = 0, limit: int = 0, context_type: str = ""
+    ) -> list[ContextEntry]:
+        return self._loop.run(
+            self._a.sent(namespace, after_id=after_id, limit=limit, context_type=context_type)
+        )
+
+    def ack(self, namespace: str, ids: int | list[int], *, fence: Fence | None = None) -> list[int]:
+        return self._loop.run(self._a.ack(namespace, ids, fence=fence))
+
+    def subscribe(
+        self,
+        namespace: str,
+        *,
+        after_id: int = 0,
+        unread: bool = False,
+        context_type: str = "",
+        lease: timedelta | float | None = None,
+    ) -> Iterator[ContextEntry]:
+        return self._loop.iterate(
+            self._a.subscribe(
+                namespace,
+                after_id=after_id,
+                unread=unread,
+                context_type=context_type,
+                lease=lease,
+            )
+        )
+
+
 class Client:
     """An agent's blocking connection to coordd. ``Client.connect(...)``, then ``close()``.
 
@@ -292,6 +408,7 @@ class Client:
         self._loop = loop
         self.claims = Claims(inner.claims, loop)
         self.idempotency = Idempotency(inner.idempotency, loop)
+        self.context = Context(inner.context, loop)
 
     @classmethod
     def connect(
@@ -331,6 +448,24 @@ class Client:
     @property
     def agent_id(self) -> str:
         return self._inner.agent_id
+
+    def watch(
+        self,
+        namespace: str,
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        reconnect_for: float = 30.0,
+    ) -> Iterator[ChangeEvent]:
+        """The change log as a blocking iterator; see ``AsyncWatch.__call__``."""
+        return self._loop.iterate(
+            self._inner.watch(
+                namespace,
+                prefix=prefix,
+                start_revision=start_revision,
+                reconnect_for=reconnect_for,
+            )
+        )
 
     def close(self) -> None:
         self._loop.run(self._inner.close())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,6 +67,20 @@ class Core:
         if header is not None:
             self.session.observe(header.namespace, header.revision)
         return response
+
+    async def stream(self, method: Callable[..., Any], request: Any) -> AsyncIterator[Any]:
+        """Iterate a server stream, translating errors and folding headers into the session."""
+        call = method(request, metadata=self.metadata)
+        try:
+            async for response in call:
+                header = getattr(response, "header", None)
+                if header is not None:
+                    self.session.observe(header.namespace, header.revision)
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_status.from_rpc_error(exc) from exc
+        finally:
+            call.cancel()
 
 
 def _read(path: str | None) -> bytes | None:

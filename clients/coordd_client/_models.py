@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,3 +115,48 @@ class TLSConfig:
     cert_file: str | None = None
     key_file: str | None = None
     server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Acknowledgement:
+    agent_id: str
+    role: str
+    ack_time: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContextEntry:
+    """A directional entry. ``id`` is the namespace revision of the post (and the cursor)."""
+
+    namespace: str
+    id: int
+    from_agent_id: str
+    from_role: str
+    to_role: str
+    to_agent_id: str
+    context_type: str
+    content: Any
+    """The content, decoded from JSON."""
+    task_id: str
+    correlation_id: str
+    delivery: str
+    """"each" or "any"."""
+    sender_vector: dict[str, int]
+    create_time: datetime
+    expire_time: datetime
+    acks: list[Acknowledgement]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeEvent:
+    """One change-log row: what happened at a namespace revision."""
+
+    namespace: str
+    revision: int
+    kind: str
+    key: str
+    op: str
+    agent_id: str
+    time: datetime
+    data: Any
+    """Extra data, decoded from JSON (None if none)."""

@@ -87,6 +87,20 @@ class Policy:
         if not any(g.allows(who, op, namespace) for g in self.grants):
             raise PermissionDeniedError(op.value, namespace)
 
+    def check_subtree(self, who: Identity, op: Operation, namespace: str) -> None:
+        """Raise unless one grant allows *op* on *namespace* and everything below it."""
+        if self.open_access:
+            return
+        for g in self.grants:
+            if g.applies_to(who) and op in g.operations:
+                for p in g.patterns:
+                    if p.endswith("**") and all(
+                        pattern_matches(p, ns)
+                        for ns in (namespace, f"{namespace}/x", f"{namespace}/x/y/z")
+                    ):
+                        return
+        raise PermissionDeniedError(op.value, namespace + "/**")
+
     def role_of(self, agent_id: str) -> str:
         """The role the policy's [[agents]] entry gives *agent_id* ("" if none)."""
         return next((t.role for t in self.tokens if t.agent_id == agent_id), "")

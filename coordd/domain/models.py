@@ -90,3 +90,77 @@ class BeginOutcome:
     state: IdempotencyState
     record: IdempotencyRecord
     retry_after: timedelta = field(default=timedelta(0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Acknowledgement:
+    agent_id: str
+    role: str
+    ack_time: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContextEntry:
+    """A directional entry; ``id`` is the namespace revision of its post."""
+
+    namespace: str
+    id: int
+    from_agent_id: str
+    from_role: str
+    to_role: str
+    to_agent_id: str
+    context_type: str
+    content_json: str
+    task_id: str
+    correlation_id: str
+    delivery: str
+    sender_vector: dict[str, int]
+    create_time: datetime
+    expire_time: datetime
+    acks: list[Acknowledgement]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContextPost:
+    """What PostContext writes (sender identity comes separately, from the caller)."""
+
+    namespace: str
+    to_role: str
+    to_agent_id: str
+    context_type: str
+    content_json: str
+    task_id: str
+    correlation_id: str
+    ttl: timedelta
+    delivery: str
+    sender_vector: dict[str, int]
+    fence: Fence | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContextQuery:
+    """Which entries ReadContext / SubscribeContext return."""
+
+    namespace: str
+    unread_only: bool
+    context_type: str
+    task_id: str
+    after_id: int
+    limit: int
+    lease: timedelta
+    sent: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change-log row: what happened at a namespace revision."""
+
+    namespace: str
+    revision: int
+    seq: int
+    kind: str
+    key: str
+    op: str
+    agent_id: str
+    time: datetime
+    data_json: str

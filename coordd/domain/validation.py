@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,34 @@ IDEMPOTENCY_LEASE_MAX = timedelta(hours=24)
 IDEMPOTENCY_RETENTION_DEFAULT = timedelta(hours=24)
 IDEMPOTENCY_RETENTION_MIN = timedelta(minutes=1)
 IDEMPOTENCY_RETENTION_MAX = timedelta(days=30)
+
+
+CONTEXT_TYPE_MAX_BYTES = 64
+TASK_ID_MAX_BYTES = 255
+JSON_MAX_BYTES = 1 << 20
+VECTOR_MAX_ENTRIES = 1000
+MAX_IDS_PER_CALL = 1000
+CONTEXT_TTL_DEFAULT = timedelta(days=7)
+CONTEXT_TTL_MIN = timedelta(seconds=1)
+CONTEXT_TTL_MAX = timedelta(days=365)
+CONTEXT_LEASE_DEFAULT = timedelta(seconds=60)
+CONTEXT_LEASE_MIN = timedelta(seconds=1)
+CONTEXT_LEASE_MAX = timedelta(hours=1)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_problem(text: str) -> str | None:
+    """What is wrong with a JSON text (strict: no NaN or Infinity), or None."""
+    try:
+        json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        return f"is not valid JSON ({str(exc).splitlines()[0][:80]})"
+    if "\\u0000" in text:
+        return "must not contain \\u0000 (PostgreSQL JSON cannot store it)"
+    return None
 
 
 def namespace_problem(value: str) -> str | None:
@@ -121,6 +150,31 @@ class Checker:
             return
         if not low <= value <= high:
             self.fail(field, f"must be between {_fmt(low)} and {_fmt(high)}")
+
+    def json(self, field: str, value: str, *, required: bool = True) -> None:
+        if not value:
+            if required:
+                self.fail(field, "is required (JSON text)")
+            return
+        if len(value.encode()) > JSON_MAX_BYTES:
+            self.fail(field, f"must be at most {JSON_MAX_BYTES} bytes")
+        elif problem := json_problem(value):
+            self.fail(field, problem)
+
+    def identifier(self, field: str, value: str) -> None:
+        """An agent id or role."""
+        if problem := agent_id_problem(value):
+            self.fail(field, problem)
+
+    def vector(self, field: str, vector: dict[str, int]) -> None:
+        if len(vector) > VECTOR_MAX_ENTRIES:
+            self.fail(field, f"must have at most {VECTOR_MAX_ENTRIES} namespaces")
+            return
+        for ns, revision in vector.items():
+            if (problem := namespace_problem(ns)) is not None:
+                self.fail(f"{field}[{ns[:40]!r}]", f"namespace {problem}")
+            elif revision < 0:
+                self.fail(f"{field}[{ns!r}]", "revision must be >= 0")
 
     def page_size(self, field: str, value: int) -> None:
         if not 0 <= value <= MAX_PAGE_SIZE:

@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,21 +18,32 @@ from coordd import telemetry
 from coordd.config import ConfigError, Settings
 from coordd.domain.access import OPEN_POLICY, Policy, load_policy
 from coordd.domain.claims import ClaimService
+from coordd.domain.context import ContextService
 from coordd.domain.idempotency import IdempotencyService
+from coordd.domain.watch import WatchService
 from coordd.server.claim_servicer import ClaimServicer
+from coordd.server.context_servicer import ContextServicer
 from coordd.server.idempotency_servicer import IdempotencyServicer
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
+from coordd.server.watch_servicer import WatchServicer
 from coordd.storage.batching import WriteBatcher
+from coordd.storage.changes import ChangeStore
 from coordd.storage.claims import ClaimStore
+from coordd.storage.context import ContextStore
 from coordd.storage.db import Database
 from coordd.storage.embedded import EmbeddedPostgres
 from coordd.storage.idempotency import IdempotencyStore
 from coordd.storage.migrate import migrate
+from coordd.storage.notify import ChangeNotifier
 from coordd.v1 import (
     claim_service_pb2,
     claim_service_pb2_grpc,
+    context_service_pb2,
+    context_service_pb2_grpc,
     idempotency_service_pb2,
     idempotency_service_pb2_grpc,
+    watch_service_pb2,
+    watch_service_pb2_grpc,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,6 +51,8 @@ logger = logging.getLogger(__name__)
 SERVICE_NAMES = (
     claim_service_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name,
     idempotency_service_pb2.DESCRIPTOR.services_by_name["IdempotencyService"].full_name,
+    context_service_pb2.DESCRIPTOR.services_by_name["ContextService"].full_name,
+    watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
 )
 
 
@@ -56,6 +70,9 @@ class Daemon:
         self._sweeper: asyncio.Task[None] | None = None
         # Housekeeping run every sweep interval: name -> coroutine returning rows affected.
         self._sweeps: dict[str, Callable[[], Awaitable[int]]] = {}
+        self.notifier: ChangeNotifier | None = None
+        self.context_store: ContextStore | None = None
+        self.change_store: ChangeStore | None = None
         self.claim_store: ClaimStore | None = None
         self.claim_service: ClaimService | None = None
         self.idempotency_store: IdempotencyStore | None = None
@@ -87,9 +104,10 @@ class Daemon:
             self.dsn, min_size=s.pool_min, max_size=s.pool_max, connect_timeout_s=s.pool_timeout_s
         )
         await self._db.open()
+        self.notifier = ChangeNotifier(self._db, s.server_id)
         # One write batcher for the daemon: writes to a namespace group-commit together,
-        # whichever service they come from.
-        self.writes = WriteBatcher(self._db)
+        # whichever service they come from; each write wakes the streams that follow it.
+        self.writes = WriteBatcher(self._db, on_write=self.notifier.wake)
         self.claim_store = ClaimStore(self._db, self.writes)
         self.idempotency_store = IdempotencyStore(self._db, self.writes)
 
@@ -114,6 +132,16 @@ class Daemon:
             IdempotencyServicer(IdempotencyService(self.idempotency_store), policy, s.server_id),
             server,
         )
+        self.context_store = ContextStore(self._db, self.writes)
+        context_service_pb2_grpc.add_ContextServiceServicer_to_server(
+            ContextServicer(ContextService(self.context_store, self.notifier), policy, s.server_id),
+            server,
+        )
+        self.change_store = ChangeStore(self._db)
+        watch_service_pb2_grpc.add_WatchServiceServicer_to_server(
+            WatchServicer(WatchService(self.change_store, self.notifier), policy, s.server_id),
+            server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for name in ("", *SERVICE_NAMES):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -127,8 +155,11 @@ class Daemon:
             raise ConfigError(f"cannot listen on {s.listen} (address in use?)")
         await server.start()
         self._server = server
-        self._sweeps["claims_expired"] = self.claim_store.sweep
+        await self.notifier.start()
+        self._sweeps["claims_expired"] = self._sweep_claims
         self._sweeps["idempotency_purged"] = self.idempotency_store.purge
+        self._sweeps["context_purged"] = self.context_store.purge
+        self._sweeps["changes_compacted"] = self._compact_changes
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="coordd-sweeper")
         logger.info("coordd serving on %s (server id %s)", self.address, s.server_id)
 
@@ -149,6 +180,19 @@ class Daemon:
             require_client_auth=s.auth == "mtls",
         )
         return server.add_secure_port(s.listen, credentials)
+
+    async def _sweep_claims(self) -> int:
+        assert self.claim_store is not None and self.notifier is not None
+        expired = await self.claim_store.sweep()
+        if expired:
+            self.notifier.wake_all()  # expiries are changes Watch streams report
+        return expired
+
+    async def _compact_changes(self) -> int:
+        assert self.change_store is not None
+        return await self.change_store.compact(
+            timedelta(seconds=self.settings.changelog_retention_s)
+        )
 
     async def sweep_once(self) -> dict[str, int]:
         """Run every housekeeping sweep once (expired claims, purged keys, ...)."""
@@ -176,6 +220,8 @@ class Daemon:
             with suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self.notifier is not None:
+            await self.notifier.stop()
         await self._close_storage()
         logger.info("coordd stopped")
 

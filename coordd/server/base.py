@@ -30,6 +30,12 @@ class ServicerBase:
         self._policy.check(who, op, namespace)
         return who
 
+    def authorize_subtree(self, op: Operation, namespace: str) -> Identity:
+        """The caller, if a grant allows *op* on *namespace* and every namespace below it."""
+        who = self.authorize(op, namespace)
+        self._policy.check_subtree(who, op, namespace)
+        return who
+
     def header(self, namespace: str, revision: int) -> common_pb2.ResponseHeader:
         span = trace.get_current_span()
         if span.is_recording():

@@ -12,7 +12,9 @@ from coordd.domain import models
 from coordd.errors import InvalidArgumentError
 from coordd.v1 import claim_service_pb2 as claim_pb
 from coordd.v1 import common_pb2
+from coordd.v1 import context_service_pb2 as ctx_pb
 from coordd.v1 import idempotency_service_pb2 as idem_pb
+from coordd.v1 import watch_service_pb2 as watch_pb
 
 _MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
 
@@ -94,3 +96,48 @@ def decode_page_token(token: str, field: str = "page_token") -> str:
         return base64.urlsafe_b64decode(token.encode()).decode()
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgumentError.single(field, "is not a token this server issued") from None
+
+
+DELIVERIES = {
+    ctx_pb.DELIVERY_UNSPECIFIED: "each",
+    ctx_pb.DELIVERY_EACH: "each",
+    ctx_pb.DELIVERY_ANY: "any",
+}
+_DELIVERY_ENUM = {"each": ctx_pb.DELIVERY_EACH, "any": ctx_pb.DELIVERY_ANY}
+
+
+def context_entry(entry: models.ContextEntry) -> ctx_pb.ContextEntry:
+    return ctx_pb.ContextEntry(
+        id=entry.id,
+        namespace=entry.namespace,
+        from_agent_id=entry.from_agent_id,
+        from_role=entry.from_role,
+        to_role=entry.to_role,
+        to_agent_id=entry.to_agent_id,
+        context_type=entry.context_type,
+        content_json=entry.content_json,
+        task_id=entry.task_id,
+        correlation_id=entry.correlation_id,
+        create_time=timestamp(entry.create_time),
+        expire_time=timestamp(entry.expire_time),
+        delivery=_DELIVERY_ENUM[entry.delivery],
+        sender_vector=common_pb2.VersionVector(revisions=entry.sender_vector),
+        acks=[
+            ctx_pb.Acknowledgement(agent_id=a.agent_id, role=a.role, ack_time=timestamp(a.ack_time))
+            for a in entry.acks
+        ],
+        revision=entry.id,
+    )
+
+
+def change_event(change: models.Change) -> watch_pb.ChangeEvent:
+    return watch_pb.ChangeEvent(
+        namespace=change.namespace,
+        revision=change.revision,
+        kind=change.kind,
+        key=change.key,
+        op=change.op,
+        agent_id=change.agent_id,
+        time=timestamp(change.time),
+        data_json=change.data_json,
+    )

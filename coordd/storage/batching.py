@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from coordd.storage.db import Database, Row
@@ -35,9 +35,15 @@ class _Pending:
 class WriteBatcher:
     """Runs single-row write statements for a namespace, batched while one is in flight."""
 
-    def __init__(self, db: Database, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        db: Database,
+        max_batch: int = 64,
+        on_write: Callable[[str], None] | None = None,
+    ) -> None:
         self._db = db
         self._max_batch = max_batch
+        self._on_write = on_write
         self._queues: dict[str, list[_Pending]] = {}
         self.transactions = 0
         """Transactions run so far (a batch counts once)."""
@@ -60,7 +66,13 @@ class WriteBatcher:
             self._drain_later(namespace)
             raise
         self._drain_later(namespace)
+        self.written(namespace)
         return row
+
+    def written(self, namespace: str) -> None:
+        """Tell the write hook that *namespace* changed (writes made outside the batcher)."""
+        if self._on_write is not None:
+            self._on_write(namespace)
 
     def _drain_later(self, namespace: str) -> None:
         queue = self._queues.get(namespace)
@@ -78,6 +90,7 @@ class WriteBatcher:
             batch = queue[: self._max_batch]
             del queue[: self._max_batch]
             await self._run_batch(batch)
+            self.written(namespace)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         if len(batch) == 1:

@@ -92,7 +92,9 @@ class ContextEntry(_message.Message):
     ACKS_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     id: _builtins.int
-    """Global, increasing id; also the cursor for reads and subscriptions."""
+    """The namespace revision of the post: unique in the namespace, increasing in commit order,
+    never skipped by a cursor. The cursor for reads and subscriptions (after_id).
+    """
     namespace: _builtins.str
     from_agent_id: _builtins.str
     from_role: _builtins.str
@@ -164,22 +166,33 @@ class PostContextRequest(_message.Message):
     FENCE_FIELD_NUMBER: _builtins.int
     SENDER_VECTOR_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
+    """Namespace of the entry. Required."""
     to_role: _builtins.str
+    """Receiving role (1-128 chars of A-Z a-z 0-9 . _ : @ / -). Exactly one of to_role and
+    to_agent_id is required.
+    """
     to_agent_id: _builtins.str
+    """Receiving agent (same syntax); delivery is then EACH to that one agent."""
     context_type: _builtins.str
+    """What kind of entry this is, 1-64 bytes (e.g. "review_request"). Required."""
     content_json: _builtins.str
+    """The content as JSON text, at most 1 MiB. Required."""
     task_id: _builtins.str
+    """Optional task id (<= 255 bytes) and correlation id (<= 255 bytes)."""
     correlation_id: _builtins.str
     delivery: Global___Delivery.ValueType
+    """EACH (default) or ANY (roles only)."""
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
-        """Unset = 7 days. Bounds 1 s to 365 days."""
+        """How long the entry lives. Unset = 7 days. Bounds 1 s to 365 days."""
 
     @_builtins.property
-    def fence(self) -> _common_pb2.Fence: ...
+    def fence(self) -> _common_pb2.Fence:
+        """Optional fence: posted only if the claim token is current."""
+
     @_builtins.property
     def sender_vector(self) -> _common_pb2.VersionVector:
-        """The sender's session vector (the client fills it in)."""
+        """The sender's session vector (the client fills it in); at most 1000 namespaces."""
 
     def __init__(
         self,
@@ -240,21 +253,31 @@ class ReadContextRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
+    """Namespace to read. Required."""
     unread_only: _builtins.bool
-    """True: only entries the caller has not acknowledged."""
+    """True: only entries the caller has not acknowledged. For ANY entries of the caller's role,
+    an unread read takes them: they are the caller's until acknowledged or until `lease`
+    passes, after which they are unread for the role again.
+    """
     context_type: _builtins.str
+    """Only this type ("" = all)."""
     task_id: _builtins.str
+    """Only this task ("" = all)."""
     after_id: _builtins.int
-    """Only entries with id > after_id."""
+    """Only entries with id > after_id (0 = from the start)."""
     page_size: _builtins.int
+    """Entries per page, 0-1000 (0 = 100). Continue with after_id = last_id."""
     role: _builtins.str
-    """Read another role's inbox (needs a grant); empty = the caller's role."""
+    """Read this role's inbox instead of the caller's own; needs the admin grant on the
+    namespace. "" = the caller's role.
+    """
+    sent: _builtins.bool
+    """True: list the entries the caller posted (with their acknowledgements) instead."""
     @_builtins.property
     def lease(self) -> _duration_pb2.Duration:
-        """ANY delivery: how long the caller holds taken entries before they are redelivered.
-        Unset = 60 s.
-        """
+        """ANY delivery: how long taken entries stay the caller's. Unset = 60 s; 1 s to 1 h."""
 
     def __init__(
         self,
@@ -267,10 +290,11 @@ class ReadContextRequest(_message.Message):
         page_size: _builtins.int = ...,
         role: _builtins.str = ...,
         lease: _duration_pb2.Duration | None = ...,
+        sent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "context_type", b"context_type", "lease", b"lease", "namespace", b"namespace", "page_size", b"page_size", "role", b"role", "task_id", b"task_id", "unread_only", b"unread_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "context_type", b"context_type", "lease", b"lease", "namespace", b"namespace", "page_size", b"page_size", "role", b"role", "sent", b"sent", "task_id", b"task_id", "unread_only", b"unread_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -312,10 +336,17 @@ class AckContextRequest(_message.Message):
     IDS_FIELD_NUMBER: _builtins.int
     FENCE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
+    """Namespace of the entries. Required."""
     @_builtins.property
-    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Entry ids to acknowledge, 1-1000. Ids not addressed to the caller, expired, or (ANY)
+        held by another agent are not acknowledged and not reported back.
+        """
+
     @_builtins.property
-    def fence(self) -> _common_pb2.Fence: ...
+    def fence(self) -> _common_pb2.Fence:
+        """Optional fence."""
+
     def __init__(
         self,
         *,
@@ -365,11 +396,22 @@ class SubscribeContextRequest(_message.Message):
     AFTER_ID_FIELD_NUMBER: _builtins.int
     CONTEXT_TYPE_FIELD_NUMBER: _builtins.int
     UNREAD_ONLY_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
+    """Namespace to follow. Required."""
     after_id: _builtins.int
-    """Deliver entries with id > after_id, then live ones."""
+    """Deliver the caller's entries with id > after_id (the backlog), then new ones as they are
+    posted. Resume after a reconnect with the last id received: nothing is skipped
+    (at-least-once: an entry may be delivered again).
+    """
     context_type: _builtins.str
+    """Only this type ("" = all)."""
     unread_only: _builtins.bool
+    """True: only unread entries (and ANY entries are taken, as by ReadContext)."""
+    @_builtins.property
+    def lease(self) -> _duration_pb2.Duration:
+        """ANY delivery lease, as for ReadContext."""
+
     def __init__(
         self,
         *,
@@ -377,10 +419,11 @@ class SubscribeContextRequest(_message.Message):
         after_id: _builtins.int = ...,
         context_type: _builtins.str = ...,
         unread_only: _builtins.bool = ...,
+        lease: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "context_type", b"context_type", "namespace", b"namespace", "unread_only", b"unread_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "context_type", b"context_type", "lease", b"lease", "namespace", b"namespace", "unread_only", b"unread_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

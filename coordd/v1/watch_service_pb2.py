@@ -26,7 +26,7 @@ from coordd.v1 import common_pb2 as coordd_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63oordd/v1/watch_service.proto\x12\tcoordd.v1\x1a\x16\x63oordd/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"I\n\x0cWatchRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x08\x12\x16\n\x0estart_revision\x18\x03 \x01(\x03\"\xa8\x01\n\x0b\x43hangeEvent\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\n\n\x02op\x18\x05 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tdata_json\x18\x08 \x01(\t\"b\n\rWatchResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.coordd.v1.ChangeEvent2L\n\x0cWatchService\x12<\n\x05Watch\x12\x17.coordd.v1.WatchRequest\x1a\x18.coordd.v1.WatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63oordd/v1/watch_service.proto\x12\tcoordd.v1\x1a\x16\x63oordd/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x0cWatchRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\x08\x12\x16\n\x0estart_revision\x18\x03 \x01(\x03\x12\'\n\x05\x61\x66ter\x18\x04 \x01(\x0b\x32\x18.coordd.v1.VersionVector\"\xa8\x01\n\x0b\x43hangeEvent\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\n\n\x02op\x18\x05 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tdata_json\x18\x08 \x01(\t\"b\n\rWatchResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.coordd.v1.ChangeEvent2L\n\x0cWatchService\x12<\n\x05Watch\x12\x17.coordd.v1.WatchRequest\x1a\x18.coordd.v1.WatchResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coordd.v1.watch_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WATCHREQUEST']._serialized_start=101
-  _globals['_WATCHREQUEST']._serialized_end=174
-  _globals['_CHANGEEVENT']._serialized_start=177
-  _globals['_CHANGEEVENT']._serialized_end=345
-  _globals['_WATCHRESPONSE']._serialized_start=347
-  _globals['_WATCHRESPONSE']._serialized_end=445
-  _globals['_WATCHSERVICE']._serialized_start=447
-  _globals['_WATCHSERVICE']._serialized_end=523
+  _globals['_WATCHREQUEST']._serialized_end=215
+  _globals['_CHANGEEVENT']._serialized_start=218
+  _globals['_CHANGEEVENT']._serialized_end=386
+  _globals['_WATCHRESPONSE']._serialized_start=388
+  _globals['_WATCHRESPONSE']._serialized_end=486
+  _globals['_WATCHSERVICE']._serialized_start=488
+  _globals['_WATCHSERVICE']._serialized_end=564
 # @@protoc_insertion_point(module_scope)

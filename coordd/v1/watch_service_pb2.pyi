@@ -27,22 +27,35 @@ class WatchRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     PREFIX_FIELD_NUMBER: _builtins.int
     START_REVISION_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
-    """Namespace to watch."""
+    """Namespace to watch. Required."""
     prefix: _builtins.bool
-    """If true, watch every namespace under `namespace` (whole segments)."""
+    """If true, also watch every namespace below `namespace` (whole segments: "acme" covers
+    "acme/x", not "acmex").
+    """
     start_revision: _builtins.int
-    """First revision to deliver (per namespace); 0 = only new changes."""
+    """First revision to deliver, in every watched namespace; 0 = only changes after the call.
+    Older than the namespace's compacted log: OUT_OF_RANGE / REVISION_COMPACTED.
+    """
+    @_builtins.property
+    def after(self) -> _common_pb2.VersionVector:
+        """Resume: for each namespace named here, deliver only revisions after the one given
+        (it overrides start_revision there). Clients resuming after a disconnect send what they
+        have seen, so nothing is skipped or repeated in any namespace.
+        """
+
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         prefix: _builtins.bool = ...,
         start_revision: _builtins.int = ...,
+        after: _common_pb2.VersionVector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "prefix", b"prefix", "start_revision", b"start_revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "namespace", b"namespace", "prefix", b"prefix", "start_revision", b"start_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,12 +111,18 @@ Global___ChangeEvent: _TypeAlias = ChangeEvent  # noqa: Y015
 
 @_typing.final
 class WatchResponse(_message.Message):
+    """Events of one or more revisions, in revision order per namespace, without gaps or
+    duplicates; every event of a revision is in the same response.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def header(self) -> _common_pb2.ResponseHeader: ...
+    def header(self) -> _common_pb2.ResponseHeader:
+        """header.namespace / header.revision: the namespace and revision of the last event."""
+
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChangeEvent]: ...
     def __init__(

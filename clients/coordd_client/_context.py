@@ -1,0 +1,157 @@
+"""Context: directional entries from one role (or agent) to another, read and acknowledged."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from coordd.v1 import common_pb2
+from coordd.v1 import context_service_pb2 as pb
+from coordd.v1 import context_service_pb2_grpc as pb_grpc
+
+from . import _convert as cv
+from ._core import Core
+from ._models import ContextEntry, Fence
+
+_DELIVERY = {"each": pb.DELIVERY_EACH, "any": pb.DELIVERY_ANY}
+
+
+class AsyncContext:
+    """``client.context``: post to a role or an agent, read the inbox, acknowledge, subscribe.
+
+    Reading an entry merges the sender's version vector into this client's session, so reads
+    that follow see everything the sender had written before posting (causal consistency).
+    """
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._stub = pb_grpc.ContextServiceStub(core.channel)
+
+    def _received(self, entry: ContextEntry) -> ContextEntry:
+        self._core.session.merge(entry.sender_vector)
+        self._core.session.observe(entry.namespace, entry.id)
+        return entry
+
+    async def post(
+        self,
+        namespace: str,
+        content: Any,
+        *,
+        to_role: str = "",
+        to_agent_id: str = "",
+        context_type: str,
+        task_id: str = "",
+        correlation_id: str = "",
+        ttl: timedelta | float | None = None,
+        delivery: str = "each",
+        fence: Fence | None = None,
+    ) -> ContextEntry:
+        """Post *content* (any JSON value) to a role or to one agent.
+
+        ``delivery="any"`` hands the entry to one agent of the role (redelivered if it does not
+        acknowledge in time); ``"each"`` (default) to every agent of the role.
+        """
+        resp = await self._core.call(
+            self._stub.PostContext,
+            pb.PostContextRequest(
+                namespace=namespace,
+                to_role=to_role,
+                to_agent_id=to_agent_id,
+                context_type=context_type,
+                content_json=json.dumps(content, separators=(",", ":")),
+                task_id=task_id,
+                correlation_id=correlation_id,
+                ttl=cv.duration(ttl),
+                delivery=_DELIVERY[delivery],
+                fence=cv.fence(fence),
+                sender_vector=common_pb2.VersionVector(revisions=self._core.session.vector),
+            ),
+        )
+        return cv.context_entry(resp.entry)
+
+    async def inbox(
+        self,
+        namespace: str,
+        *,
+        unread: bool = True,
+        context_type: str = "",
+        task_id: str = "",
+        after_id: int = 0,
+        limit: int = 0,
+        lease: timedelta | float | None = None,
+        role: str = "",
+    ) -> list[ContextEntry]:
+        """Entries for this agent (its id or its role), oldest first; unread only by default.
+
+        For ANY entries an unread read takes them for *lease* (default 60 s): acknowledge them
+        before then or they go back to the role.
+        """
+        resp = await self._core.call(
+            self._stub.ReadContext,
+            pb.ReadContextRequest(
+                namespace=namespace,
+                unread_only=unread,
+                context_type=context_type,
+                task_id=task_id,
+                after_id=after_id,
+                page_size=limit,
+                lease=cv.duration(lease),
+                role=role,
+            ),
+        )
+        return [self._received(cv.context_entry(e)) for e in resp.entries]
+
+    async def sent(
+        self, namespace: str, *, after_id: int = 0, limit: int = 0, context_type: str = ""
+    ) -> list[ContextEntry]:
+        """Entries this agent posted, with who acknowledged them."""
+        resp = await self._core.call(
+            self._stub.ReadContext,
+            pb.ReadContextRequest(
+                namespace=namespace,
+                sent=True,
+                after_id=after_id,
+                page_size=limit,
+                context_type=context_type,
+            ),
+        )
+        return [cv.context_entry(e) for e in resp.entries]
+
+    async def ack(
+        self, namespace: str, ids: int | list[int], *, fence: Fence | None = None
+    ) -> list[int]:
+        """Acknowledge entries after acting on them; returns the ids acknowledged now."""
+        resp = await self._core.call(
+            self._stub.AckContext,
+            pb.AckContextRequest(
+                namespace=namespace,
+                ids=[ids] if isinstance(ids, int) else ids,
+                fence=cv.fence(fence),
+            ),
+        )
+        return list(resp.acknowledged_ids)
+
+    async def subscribe(
+        self,
+        namespace: str,
+        *,
+        after_id: int = 0,
+        unread: bool = False,
+        context_type: str = "",
+        lease: timedelta | float | None = None,
+    ) -> AsyncIterator[ContextEntry]:
+        """The backlog after *after_id*, then entries as they are posted (no polling).
+
+        To resume after a disconnect, subscribe again with the last id received.
+        """
+        request = pb.SubscribeContextRequest(
+            namespace=namespace,
+            after_id=after_id,
+            unread_only=unread,
+            context_type=context_type,
+            lease=cv.duration(lease),
+        )
+        async for resp in self._core.stream(self._stub.SubscribeContext, request):
+            yield self._received(cv.context_entry(resp.entry))

@@ -1,0 +1,43 @@
+"""WatchService over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from coordd.domain import validation as v
+from coordd.domain.access import Operation, Policy
+from coordd.domain.watch import WatchService
+from coordd.server import convert
+from coordd.server.base import ServicerBase
+from coordd.v1 import watch_service_pb2 as pb
+from coordd.v1 import watch_service_pb2_grpc as pb_grpc
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class WatchServicer(ServicerBase, pb_grpc.WatchServiceServicer):
+    def __init__(self, service: WatchService, policy: Policy, server_id: str) -> None:
+        super().__init__(policy, server_id)
+        self._watch = service
+
+    async def Watch(self, req: pb.WatchRequest, ctx: Ctx) -> AsyncIterator[pb.WatchResponse]:
+        # A prefix watch needs read on the whole subtree (a grant ending in "**").
+        if req.prefix:
+            self.authorize_subtree(Operation.READ, req.namespace)
+        else:
+            self.authorize(Operation.READ, req.namespace)
+        after = dict(req.after.revisions)
+        with v.checking() as c:
+            c.namespace("namespace", req.namespace)
+            if req.start_revision < 0:
+                c.fail("start_revision", "must be >= 0 (0 = only new changes)")
+            c.vector("after", after)
+        async for batch in self._watch.watch(req.namespace, req.prefix, req.start_revision, after):
+            last = batch[-1]
+            yield pb.WatchResponse(
+                header=self.header(last.namespace, last.revision),
+                events=[convert.change_event(c) for c in batch],
+            )

@@ -1,0 +1,147 @@
+"""Context entries: post, read (taking ANY entries), acknowledge, purge."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from psycopg.types.json import Jsonb
+
+from coordd.domain.models import (
+    Acknowledgement,
+    ContextEntry,
+    ContextPost,
+    ContextQuery,
+    Fence,
+    Identity,
+)
+from coordd.errors import FencingTokenStaleError
+from coordd.storage.batching import WriteBatcher
+from coordd.storage.db import Database, Row
+
+
+def _entry(namespace: str, row: Row) -> ContextEntry:
+    acks = [
+        Acknowledgement(
+            agent_id=a["agent_id"], role=a["role"], ack_time=datetime.fromisoformat(a["ack_time"])
+        )
+        for a in json.loads(row[14])
+    ]
+    return ContextEntry(
+        namespace=namespace,
+        id=row[1],
+        from_agent_id=row[2],
+        from_role=row[3],
+        to_role=row[4],
+        to_agent_id=row[5],
+        context_type=row[6],
+        content_json=row[7],
+        task_id=row[8],
+        correlation_id=row[9],
+        delivery=row[10],
+        sender_vector={str(k): int(v) for k, v in json.loads(row[11]).items()},
+        create_time=row[12],
+        expire_time=row[13],
+        acks=acks,
+    )
+
+
+def _stale(fence: Fence | None, current: int) -> FencingTokenStaleError:
+    assert fence is not None
+    return FencingTokenStaleError(fence.namespace, fence.resource, fence.token, max(current, 0))
+
+
+def _fence_params(fence: Fence | None) -> tuple[str | None, str | None, int | None]:
+    if fence is None:
+        return None, None, None
+    return fence.namespace, fence.resource, fence.token
+
+
+class ContextStore:
+    def __init__(self, db: Database, writes: WriteBatcher) -> None:
+        self._db = db
+        self._writes = writes
+
+    async def post(self, who: Identity, post: ContextPost) -> ContextEntry:
+        row = await self._writes.fetchone(
+            post.namespace,
+            "SELECT status, ns_revision, create_time, expire_time, current_token"
+            " FROM coordd.post_context(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s)",
+            (
+                post.namespace,
+                who.agent_id,
+                who.role,
+                post.to_role,
+                post.to_agent_id,
+                post.context_type,
+                Jsonb(json.loads(post.content_json)),
+                post.task_id,
+                post.correlation_id,
+                post.ttl,
+                post.delivery,
+                Jsonb(post.sender_vector),
+                *_fence_params(post.fence),
+            ),
+        )
+        if row[0] == "fence_stale":
+            raise _stale(post.fence, row[4])
+        return ContextEntry(
+            namespace=post.namespace,
+            id=row[1],
+            from_agent_id=who.agent_id,
+            from_role=who.role,
+            to_role=post.to_role,
+            to_agent_id=post.to_agent_id,
+            context_type=post.context_type,
+            content_json=post.content_json,
+            task_id=post.task_id,
+            correlation_id=post.correlation_id,
+            delivery=post.delivery,
+            sender_vector=post.sender_vector,
+            create_time=row[2],
+            expire_time=row[3],
+            acks=[],
+        )
+
+    async def read(
+        self, agent_id: str, role: str, query: ContextQuery
+    ) -> tuple[int, list[ContextEntry]]:
+        """Entries for (agent_id, role), and the namespace revision they reflect."""
+        sql = "SELECT * FROM coordd.read_context(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        params = (
+            query.namespace,
+            agent_id,
+            role,
+            query.unread_only,
+            query.context_type,
+            query.task_id,
+            query.after_id,
+            query.limit,
+            query.lease,
+            query.sent,
+        )
+        rows = await self._db.fetchall(sql, params)
+        if query.unread_only and not query.sent and role:
+            self._writes.written(query.namespace)  # it may have taken ANY entries
+        if not rows:
+            rev = await self._db.fetchone("SELECT coordd.ns_revision(%s)", (query.namespace,))
+            return int(rev[0]), []
+        return rows[0][0], [_entry(query.namespace, r) for r in rows]
+
+    async def ack(
+        self, who: Identity, namespace: str, ids: list[int], fence: Fence | None
+    ) -> tuple[int, list[int]]:
+        row = await self._writes.fetchone(
+            namespace,
+            "SELECT status, ns_revision, acked, current_token"
+            " FROM coordd.ack_context(%s, %s, %s, %s, %s, %s, %s)",
+            (namespace, who.agent_id, who.role, ids, *_fence_params(fence)),
+        )
+        if row[0] == "fence_stale":
+            raise _stale(fence, row[3])
+        return row[1], list(row[2] or [])
+
+    async def purge(self, limit: int = 1000) -> int:
+        row = await self._db.fetchone("SELECT coordd.purge_context(%s)", (limit,))
+        return int(row[0])

@@ -1,0 +1,280 @@
+-- coordd schema 3: directional context entries, per-receiver acknowledgements, change-log
+-- compaction.
+--
+-- An entry's id is the namespace revision of its post: unique in its namespace, increasing in
+-- commit order and gapless across the namespace's writes, so it is a cursor that never skips an
+-- entry committed late (a sequence-assigned id could).
+
+CREATE TABLE coordd.context_entries (
+    namespace text NOT NULL,
+    id bigint NOT NULL,
+    from_agent_id text NOT NULL,
+    from_role text NOT NULL,
+    to_role text NOT NULL DEFAULT '',
+    to_agent_id text NOT NULL DEFAULT '',
+    context_type text NOT NULL,
+    content jsonb NOT NULL,
+    task_id text NOT NULL DEFAULT '',
+    correlation_id text NOT NULL DEFAULT '',
+    delivery text NOT NULL CHECK (delivery IN ('each', 'any')),
+    sender_vector jsonb NOT NULL DEFAULT '{}',
+    create_time timestamptz NOT NULL,
+    expire_time timestamptz NOT NULL,
+    -- ANY delivery: who took it, until when, and whether it was acknowledged.
+    taker_agent_id text NOT NULL DEFAULT '',
+    take_expire_time timestamptz,
+    acked boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (namespace, id)
+);
+CREATE INDEX context_to_role ON coordd.context_entries (namespace, to_role, id);
+CREATE INDEX context_to_agent ON coordd.context_entries (namespace, to_agent_id, id)
+    WHERE to_agent_id <> '';
+CREATE INDEX context_from_agent ON coordd.context_entries (namespace, from_agent_id, id);
+CREATE INDEX context_expire_time ON coordd.context_entries (expire_time);
+
+CREATE TABLE coordd.context_acks (
+    namespace text NOT NULL,
+    entry_id bigint NOT NULL,
+    agent_id text NOT NULL,
+    role text NOT NULL,
+    ack_time timestamptz NOT NULL,
+    PRIMARY KEY (namespace, entry_id, agent_id),
+    FOREIGN KEY (namespace, entry_id) REFERENCES coordd.context_entries ON DELETE CASCADE
+);
+
+-- One entry as returned to clients (content and vector as JSON text, acks as a JSON array).
+CREATE TYPE coordd.context_row AS (
+    ns_revision bigint,
+    id bigint,
+    from_agent_id text,
+    from_role text,
+    to_role text,
+    to_agent_id text,
+    context_type text,
+    content text,
+    task_id text,
+    correlation_id text,
+    delivery text,
+    sender_vector text,
+    create_time timestamptz,
+    expire_time timestamptz,
+    acks text
+);
+
+CREATE FUNCTION coordd.context_acks_json(p_ns text, p_id bigint) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('agent_id', a.agent_id, 'role', a.role,
+                                                 'ack_time', a.ack_time) ORDER BY a.ack_time,
+                              a.agent_id), '[]')::text
+    FROM coordd.context_acks a WHERE a.namespace = p_ns AND a.entry_id = p_id
+$$;
+
+-- status: 'ok' or 'fence_stale' (current_token: the live token, -1 if unclaimed).
+CREATE TYPE coordd.post_result AS (
+    status text,
+    ns_revision bigint,
+    create_time timestamptz,
+    expire_time timestamptz,
+    current_token bigint
+);
+
+CREATE FUNCTION coordd.post_context(
+    p_ns text, p_agent text, p_role text, p_to_role text, p_to_agent text, p_type text,
+    p_content jsonb, p_task text, p_correlation text, p_ttl interval, p_delivery text,
+    p_vector jsonb, p_fence_ns text, p_fence_resource text, p_fence_token bigint
+) RETURNS coordd.post_result
+LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz := coordd.now();
+    rev bigint;
+    current_token bigint;
+BEGIN
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
+    current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
+    IF current_token <> 0 THEN
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        RETURN ROW('fence_stale'::text, rev - 1, NULL::timestamptz, NULL::timestamptz,
+                   current_token);
+    END IF;
+    INSERT INTO coordd.context_entries (namespace, id, from_agent_id, from_role, to_role,
+        to_agent_id, context_type, content, task_id, correlation_id, delivery, sender_vector,
+        create_time, expire_time)
+    VALUES (p_ns, rev, p_agent, p_role, p_to_role, p_to_agent, p_type, p_content, p_task,
+        p_correlation, p_delivery, p_vector, t, t + p_ttl);
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'context', rev::text, 'post', p_agent,
+            jsonb_build_object('to_role', p_to_role, 'to_agent_id', p_to_agent,
+                               'context_type', p_type, 'delivery', p_delivery), t);
+    PERFORM coordd.notify_watchers(p_ns);
+    RETURN ROW('ok'::text, rev, t, t + p_ttl, 0::bigint);
+END $$;
+
+-- Read the caller's inbox (or, with p_sent, what the caller posted). In unread mode, ANY
+-- entries of the caller's role that nobody holds are taken by the caller under p_lease first
+-- (a mutation: it locks and bumps the namespace, so takers are serialized and logged).
+CREATE FUNCTION coordd.read_context(
+    p_ns text, p_agent text, p_role text, p_unread boolean, p_type text, p_task text,
+    p_after bigint, p_limit integer, p_lease interval, p_sent boolean
+) RETURNS SETOF coordd.context_row
+LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz := coordd.now();
+    rev bigint;
+    taken bigint[];
+BEGIN
+    IF p_unread AND NOT p_sent AND p_role <> '' AND EXISTS (
+        SELECT 1 FROM coordd.context_entries e
+        WHERE e.namespace = p_ns AND e.to_role = p_role AND e.delivery = 'any'
+          AND NOT e.acked AND e.expire_time > t AND e.id > p_after
+          AND (e.take_expire_time IS NULL OR e.take_expire_time <= t)
+          AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
+    ) THEN
+        INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+        ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+        RETURNING n.revision INTO rev;
+        WITH picked AS (
+            SELECT e.id FROM coordd.context_entries e
+            WHERE e.namespace = p_ns AND e.to_role = p_role AND e.delivery = 'any'
+              AND NOT e.acked AND e.expire_time > t AND e.id > p_after
+              AND (e.take_expire_time IS NULL OR e.take_expire_time <= t)
+              AND (p_type = '' OR e.context_type = p_type)
+              AND (p_task = '' OR e.task_id = p_task)
+            ORDER BY e.id LIMIT p_limit
+        ), took AS (
+            UPDATE coordd.context_entries e
+            SET taker_agent_id = p_agent, take_expire_time = t + p_lease
+            FROM picked WHERE e.namespace = p_ns AND e.id = picked.id
+            RETURNING e.id
+        )
+        SELECT array_agg(id ORDER BY id) INTO taken FROM took;
+        IF taken IS NULL THEN
+            UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        ELSE
+            INSERT INTO coordd.changes
+                (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+            VALUES (p_ns, rev, 0, 'context', taken[1]::text, 'take', p_agent,
+                    jsonb_build_object('ids', to_jsonb(taken), 'lease_expire_time', t + p_lease),
+                    t);
+            PERFORM coordd.notify_watchers(p_ns);
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT coordd.ns_revision(p_ns), e.id, e.from_agent_id, e.from_role, e.to_role,
+           e.to_agent_id, e.context_type, e.content::text, e.task_id, e.correlation_id,
+           e.delivery, e.sender_vector::text, e.create_time, e.expire_time,
+           coordd.context_acks_json(p_ns, e.id)
+    FROM coordd.context_entries e
+    WHERE e.namespace = p_ns AND e.id > p_after AND e.expire_time > t
+      AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
+      AND CASE
+          WHEN p_sent THEN e.from_agent_id = p_agent
+          ELSE (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role))
+               AND (NOT p_unread
+                    OR (e.delivery = 'each' AND NOT EXISTS (
+                            SELECT 1 FROM coordd.context_acks a
+                            WHERE a.namespace = p_ns AND a.entry_id = e.id
+                              AND a.agent_id = p_agent))
+                    OR (e.delivery = 'any' AND NOT e.acked AND e.taker_agent_id = p_agent
+                        AND e.take_expire_time > t))
+      END
+    ORDER BY e.id
+    LIMIT p_limit;
+END $$;
+
+-- status 'ok' (acked: the ids acknowledged by this call) or 'fence_stale'.
+CREATE TYPE coordd.ack_result AS (
+    status text,
+    ns_revision bigint,
+    acked bigint[],
+    current_token bigint
+);
+
+-- Acknowledge entries addressed to the caller (its agent id or role). EACH: one receipt per
+-- agent. ANY: only the live taker (or anyone, once nobody holds it) acknowledges, exactly once.
+CREATE FUNCTION coordd.ack_context(
+    p_ns text, p_agent text, p_role text, p_ids bigint[],
+    p_fence_ns text, p_fence_resource text, p_fence_token bigint
+) RETURNS coordd.ack_result
+LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz := coordd.now();
+    rev bigint;
+    current_token bigint;
+    acked bigint[];
+BEGIN
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
+    current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
+    IF current_token <> 0 THEN
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        RETURN ROW('fence_stale'::text, rev - 1, NULL::bigint[], current_token);
+    END IF;
+    WITH targets AS (
+        SELECT e.id, e.delivery, e.acked, e.taker_agent_id, e.take_expire_time
+        FROM coordd.context_entries e
+        WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND e.expire_time > t
+          AND (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role))
+    ), any_ok AS (
+        UPDATE coordd.context_entries e
+        SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL
+        FROM targets
+        WHERE e.namespace = p_ns AND e.id = targets.id AND targets.delivery = 'any'
+          AND NOT targets.acked
+          AND (targets.taker_agent_id = p_agent OR targets.take_expire_time IS NULL
+               OR targets.take_expire_time <= t)
+        RETURNING e.id
+    ), receipts AS (
+        INSERT INTO coordd.context_acks (namespace, entry_id, agent_id, role, ack_time)
+        SELECT p_ns, id, p_agent, p_role, t FROM targets WHERE delivery = 'each'
+        UNION ALL
+        SELECT p_ns, id, p_agent, p_role, t FROM any_ok
+        ON CONFLICT DO NOTHING
+        RETURNING entry_id
+    )
+    SELECT array_agg(entry_id ORDER BY entry_id) INTO acked FROM receipts;
+    IF acked IS NULL THEN
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        RETURN ROW('ok'::text, rev - 1, ARRAY[]::bigint[], 0::bigint);
+    END IF;
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'context', acked[1]::text, 'ack', p_agent,
+            jsonb_build_object('ids', to_jsonb(acked)), t);
+    PERFORM coordd.notify_watchers(p_ns);
+    RETURN ROW('ok'::text, rev, acked, 0::bigint);
+END $$;
+
+CREATE FUNCTION coordd.purge_context(p_limit integer) RETURNS integer
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM coordd.context_entries WHERE ctid IN (
+            SELECT ctid FROM coordd.context_entries WHERE expire_time <= coordd.now()
+            LIMIT p_limit)
+        RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+-- Drop change-log rows older than p_before, namespace by namespace, and record where each
+-- namespace's log now starts (a Watch from before that fails with REVISION_COMPACTED).
+CREATE FUNCTION coordd.compact_changes(p_before timestamptz, p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    ns text;
+    upto bigint;
+    n integer := 0;
+    got integer;
+BEGIN
+    FOR ns, upto IN
+        SELECT namespace, max(revision) FROM coordd.changes
+        WHERE create_time < p_before GROUP BY namespace LIMIT p_limit
+    LOOP
+        DELETE FROM coordd.changes WHERE namespace = ns AND revision <= upto;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        UPDATE coordd.namespaces SET compact_revision = greatest(compact_revision, upto + 1)
+        WHERE name = ns;
+        n := n + got;
+    END LOOP;
+    RETURN n;
+END $$;

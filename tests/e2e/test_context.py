@@ -1,0 +1,199 @@
+"""Context end to end: the seed's protocol, EACH and ANY delivery, subscriptions, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from coordd_client import (
+    AsyncClient,
+    FencingTokenStaleError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+)
+from tests.fix_daemon import write_policy
+
+NS = "acme/swarm"
+
+
+async def test_seed_protocol_each_delivery(connect) -> None:
+    planner = await connect("planner-1", role="planner")
+    reviewers = [await connect(f"reviewer-{i}", role="reviewer") for i in (1, 2)]
+    posted = await planner.context.post(
+        NS,
+        {"doc": "doc-42", "ask": "check citations"},
+        to_role="reviewer",
+        context_type="review_request",
+        task_id="task-7",
+    )
+    assert (posted.from_agent_id, posted.from_role) == ("planner-1", "planner")
+    for r in reviewers:
+        inbox = await r.context.inbox(NS)
+        assert [e.id for e in inbox] == [posted.id]
+        assert inbox[0].content == {"doc": "doc-42", "ask": "check citations"}
+        assert await r.context.ack(NS, posted.id) == [posted.id]
+        assert await r.context.inbox(NS) == []
+        assert await r.context.ack(NS, posted.id) == [], "acknowledged once per agent"
+    assert [e.id for e in await reviewers[0].context.inbox(NS, unread=False)] == [posted.id]
+    (sent,) = await planner.context.sent(NS)
+    assert sorted(a.agent_id for a in sent.acks) == ["reviewer-1", "reviewer-2"]
+    assert {a.role for a in sent.acks} == {"reviewer"}
+    assert await planner.context.inbox(NS) == [], "the planner's own inbox is empty"
+
+
+async def test_entries_to_one_agent_and_filters(connect) -> None:
+    a = await connect("a", role="worker")
+    b = await connect("b", role="worker")
+    direct = await a.context.post(NS, "just for b", to_agent_id="b", context_type="note")
+    await a.context.post(NS, "for all workers", to_role="worker", context_type="broadcast")
+    assert [e.id for e in await b.context.inbox(NS, context_type="note")] == [direct.id]
+    assert len(await b.context.inbox(NS)) == 2
+    assert [e.context_type for e in await a.context.inbox(NS)] == ["broadcast"]
+    page = await b.context.inbox(NS, limit=1)
+    rest = await b.context.inbox(NS, after_id=page[0].id)
+    assert len(page) == 1 and len(rest) == 1 and rest[0].id > page[0].id
+
+
+async def test_any_delivery_every_entry_acknowledged_exactly_once(connect, db_clock) -> None:
+    planner = await connect("planner", role="planner")
+    workers = [await connect(f"w{i}", role="worker") for i in range(4)]
+    ids = []
+    for i in range(500):
+        entry = await planner.context.post(
+            NS, {"n": i}, to_role="worker", context_type="job", delivery="any"
+        )
+        ids.append(entry.id)
+    acked: Counter[int] = Counter()
+    taken_by_dead: list[int] = []
+
+    async def work(i: int, client: AsyncClient) -> None:
+        while True:
+            batch = await client.context.inbox(NS, limit=25, lease=30)
+            if not batch:
+                return
+            if i == 0 and not taken_by_dead:  # worker 0 dies holding its first batch
+                taken_by_dead.extend(e.id for e in batch)
+                return
+            for e in batch:
+                acked.update(await client.context.ack(NS, e.id))
+
+    await asyncio.gather(*(work(i, c) for i, c in enumerate(workers)))
+    assert taken_by_dead and not set(taken_by_dead) & set(acked)
+    assert set(acked) == set(ids) - set(taken_by_dead)
+    db_clock.advance(31)  # the dead worker's lease lapses: its entries are unread again
+    await asyncio.gather(*(work(i, c) for i, c in enumerate(workers[1:], start=1)))
+    assert set(acked) == set(ids)
+    assert max(acked.values()) == 1, "an entry was acknowledged twice"
+    for w in workers:
+        assert await w.context.inbox(NS) == []
+
+
+async def test_any_entry_held_by_a_live_taker_cannot_be_acked_by_others(connect) -> None:
+    planner = await connect("planner", role="planner")
+    w1, w2 = await connect("w1", role="worker"), await connect("w2", role="worker")
+    entry = await planner.context.post(NS, 1, to_role="worker", context_type="job", delivery="any")
+    assert [e.id for e in await w1.context.inbox(NS)] == [entry.id]
+    assert await w2.context.inbox(NS) == [], "taken by w1"
+    assert await w2.context.ack(NS, entry.id) == []
+    assert await w1.context.ack(NS, entry.id) == [entry.id]
+
+
+async def test_subscribe_backlog_then_live_and_resume(connect) -> None:
+    planner = await connect("planner", role="planner")
+    reviewer = await connect("reviewer", role="reviewer")
+    first = await planner.context.post(NS, 1, to_role="reviewer", context_type="t")
+    stream = reviewer.context.subscribe(NS)
+    got = [await asyncio.wait_for(anext(stream), 10)]
+    second = await planner.context.post(NS, 2, to_role="reviewer", context_type="t")
+    got.append(await asyncio.wait_for(anext(stream), 10))
+    await stream.aclose()
+    assert [e.id for e in got] == [first.id, second.id]
+    third = await planner.context.post(NS, 3, to_role="reviewer", context_type="t")
+    resumed = reviewer.context.subscribe(NS, after_id=got[-1].id)  # reconnect from the cursor
+    assert (await asyncio.wait_for(anext(resumed), 10)).id == third.id
+    await resumed.aclose()
+
+
+async def test_subscribe_latency_with_ten_subscribers(connect) -> None:
+    planner = await connect("planner", role="planner")
+    subscribers = [await connect(f"r{i}", role="reviewer") for i in range(10)]
+    posted_at: dict[int, float] = {}
+    latencies: list[float] = []
+    rounds = 30
+
+    async def listen(client: AsyncClient) -> None:
+        stream = client.context.subscribe(NS)
+        async for entry in stream:
+            latencies.append(time.perf_counter() - posted_at[entry.content])
+            if entry.content == rounds - 1:
+                break
+        await stream.aclose()
+
+    listeners = [asyncio.create_task(listen(c)) for c in subscribers]
+    await asyncio.sleep(0)
+    for n in range(rounds):
+        posted_at[n] = time.perf_counter()
+        await planner.context.post(NS, n, to_role="reviewer", context_type="tick")
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(asyncio.gather(*listeners), 30)
+    assert len(latencies) == rounds * 10
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    assert p99 < 0.05, f"p99 delivery {p99 * 1000:.1f} ms"
+
+
+async def test_expired_entries_vanish_and_are_purged(connect, db_clock, daemon, pg_conn) -> None:
+    planner = await connect("planner", role="planner")
+    reviewer = await connect("reviewer", role="reviewer")
+    await planner.context.post(NS, "short", to_role="reviewer", context_type="t", ttl=10)
+    keep = await planner.context.post(NS, "long", to_role="reviewer", context_type="t", ttl=60)
+    db_clock.advance(11)
+    assert [e.id for e in await reviewer.context.inbox(NS, unread=False)] == [keep.id]
+    assert daemon.sweep()["context_purged"] == 1
+    cur = await pg_conn.execute("SELECT count(*) FROM coordd.context_entries")
+    assert (await cur.fetchone())[0] == 1
+
+
+async def test_fenced_post_and_bad_input(connect, db_clock) -> None:
+    a, b = await connect("a", role="worker"), await connect("b", role="worker")
+    old = await a.claims.acquire(NS, "doc", ttl=5)
+    db_clock.advance(6)
+    await b.claims.acquire(NS, "doc", ttl=5)
+    assert old.claim
+    with pytest.raises(FencingTokenStaleError):
+        await a.context.post(NS, 1, to_role="x", context_type="t", fence=old.claim.fence)
+    assert await b.context.inbox(NS, unread=False) == []
+    with pytest.raises(InvalidArgumentError) as exc:
+        await a.context.post(NS, float("nan"), to_role="x", to_agent_id="y", context_type="")
+    assert [v.field for v in exc.value.violations] == ["to_role", "context_type", "content_json"]
+
+
+async def test_reading_another_roles_inbox_needs_admin(start_daemon, tmp_path) -> None:
+    policy = write_policy(
+        tmp_path,
+        '[[grants]]\nrole = "worker"\nnamespaces = ["acme/**"]\noperations = ["read", "write"]\n'
+        '[[grants]]\nrole = "lead"\nnamespaces = ["acme/**"]\noperations = ["read", "admin"]\n',
+    )
+    d = start_daemon(policy_file=policy)
+    async with (
+        await AsyncClient.connect(d.address, agent_id="w", role="worker") as worker,
+        await AsyncClient.connect(d.address, agent_id="l", role="lead") as lead,
+    ):
+        await worker.context.post(NS, 1, to_role="reviewer", context_type="t")
+        with pytest.raises(PermissionDeniedError):
+            await worker.context.inbox(NS, role="reviewer")
+        assert len(await lead.context.inbox(NS, role="reviewer", unread=False)) == 1
+
+
+async def test_entry_carries_the_senders_vector_and_the_reader_merges_it(connect) -> None:
+    a = await connect("agent-a", role="writer")
+    b = await connect("agent-b", role="reader")
+    got = await a.claims.acquire("acme/other", "r", ttl=30)  # A has seen acme/other@rev
+    await a.context.post(NS, "go", to_agent_id="agent-b", context_type="handoff")
+    (entry,) = await b.context.inbox(NS)
+    assert entry.sender_vector == {"acme/other": got.revision}
+    assert b.session.revision("acme/other") == got.revision
+    assert b.session.revision(NS) == entry.id
