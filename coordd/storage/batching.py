@@ -27,7 +27,7 @@ Op = tuple[str, Sequence[Any]]
 class _Pending:
     __slots__ = ("future", "op")
 
-    def __init__(self, op: Op, future: asyncio.Future[Row]) -> None:
+    def __init__(self, op: Op, future: asyncio.Future[list[Row]]) -> None:
         self.op = op
         self.future = future
 
@@ -52,7 +52,14 @@ class WriteBatcher:
 
     async def fetchone(self, namespace: str, sql: str, params: Sequence[Any]) -> Row:
         """Run a write statement returning one row, in the next batch for *namespace*."""
-        future: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
+        rows = await self.fetchall(namespace, sql, params)
+        if not rows:  # pragma: no cover - coordd's write functions always return a row
+            raise RuntimeError("a write statement returned no row")
+        return rows[0]
+
+    async def fetchall(self, namespace: str, sql: str, params: Sequence[Any]) -> list[Row]:
+        """Run a write statement, in the next batch for *namespace*; return its rows."""
+        future: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(namespace)
         if queue is not None:  # a batch is in flight: ride with the next one
             queue.append(_Pending((sql, params), future))
@@ -61,13 +68,13 @@ class WriteBatcher:
         self.transactions += 1
         self.writes += 1
         try:
-            row = await self._db.fetchone(sql, params)
+            rows = await self._db.fetchall(sql, params)
         except BaseException:
             self._drain_later(namespace)
             raise
         self._drain_later(namespace)
         self.written(namespace)
-        return row
+        return rows
 
     def written(self, namespace: str) -> None:
         """Tell the write hook that *namespace* changed (writes made outside the batcher)."""
@@ -107,15 +114,15 @@ class WriteBatcher:
             for p in batch:
                 await self._run_alone(p)
             return
-        for p, row in zip(batch, rows, strict=True):
+        for p, result in zip(batch, rows, strict=True):
             if not p.future.done():
-                p.future.set_result(row)
+                p.future.set_result(result)
 
     async def _run_alone(self, p: _Pending) -> None:
         self.transactions += 1
         self.writes += 1
         try:
-            row = await self._db.fetchone(*p.op)
+            rows = await self._db.fetchall(*p.op)
         except BaseException as exc:
             if not p.future.done():
                 p.future.set_exception(exc)
@@ -123,4 +130,4 @@ class WriteBatcher:
                 raise
             return
         if not p.future.done():
-            p.future.set_result(row)
+            p.future.set_result(rows)

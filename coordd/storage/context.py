@@ -121,9 +121,11 @@ class ContextStore:
             query.lease,
             query.sent,
         )
-        rows = await self._db.fetchall(sql, params)
         if query.unread_only and not query.sent and role:
-            self._writes.written(query.namespace)  # it may have taken ANY entries
+            # It may take ANY entries, a write: group-commit it with the namespace's writes.
+            rows = await self._writes.fetchall(query.namespace, sql, params)
+        else:
+            rows = await self._db.fetchall(sql, params)
         if not rows:
             rev = await self._db.fetchone("SELECT coordd.ns_revision(%s)", (query.namespace,))
             return int(rev[0]), []

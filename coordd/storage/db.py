@@ -98,8 +98,8 @@ class Database:
             raise RuntimeError(f"no row from {sql.split('(')[0]}")
         return row
 
-    async def fetch_batch(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> list[Row]:
-        """Run single-row statements pipelined in one transaction (one commit)."""
+    async def fetch_batch(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Row]]:
+        """Run statements pipelined in one transaction (one commit); the rows of each."""
         attrs: dict[str, AttributeValue] = {**_DB_ATTRS, "coordd.batch_size": len(ops)}
         with _tracer.start_as_current_span("sql batch", attributes=attrs):
             async with (
@@ -109,10 +109,7 @@ class Database:
             ):
                 cursors = [await conn.execute(sql, params) for sql, params in ops]
                 await pipeline.sync()
-                rows = [await cur.fetchone() for cur in cursors]
-        if any(row is None for row in rows):  # pragma: no cover
-            raise RuntimeError("a batched statement returned no row")
-        return rows  # type: ignore[return-value]
+                return [await cur.fetchall() for cur in cursors]
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with _tracer.start_as_current_span(_span_name(sql), attributes=_DB_ATTRS):

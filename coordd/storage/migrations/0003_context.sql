@@ -26,10 +26,15 @@ CREATE TABLE coordd.context_entries (
     acked boolean NOT NULL DEFAULT false,
     PRIMARY KEY (namespace, id)
 );
-CREATE INDEX context_to_role ON coordd.context_entries (namespace, to_role, id);
+-- Inbox scans by delivery kind, so neither kind's backlog slows the other's reads.
+CREATE INDEX context_each ON coordd.context_entries (namespace, to_role, id)
+    WHERE delivery = 'each';
 CREATE INDEX context_to_agent ON coordd.context_entries (namespace, to_agent_id, id)
     WHERE to_agent_id <> '';
 CREATE INDEX context_from_agent ON coordd.context_entries (namespace, from_agent_id, id);
+-- Open ANY entries: what takers scan; acknowledged ones drop out of the index.
+CREATE INDEX context_open_any ON coordd.context_entries (namespace, to_role, id)
+    WHERE delivery = 'any' AND NOT acked;
 CREATE INDEX context_expire_time ON coordd.context_entries (expire_time);
 
 CREATE TABLE coordd.context_acks (
@@ -134,7 +139,9 @@ BEGIN
         INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
         ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
         RETURNING n.revision INTO rev;
-        WITH picked AS (
+        -- Ids first, then update by primary key: an UPDATE joined to a CTE can get a plan
+        -- that scans every entry once the table is large.
+        SELECT array_agg(id ORDER BY id) INTO taken FROM (
             SELECT e.id FROM coordd.context_entries e
             WHERE e.namespace = p_ns AND e.to_role = p_role AND e.delivery = 'any'
               AND NOT e.acked AND e.expire_time > t AND e.id > p_after
@@ -142,13 +149,10 @@ BEGIN
               AND (p_type = '' OR e.context_type = p_type)
               AND (p_task = '' OR e.task_id = p_task)
             ORDER BY e.id LIMIT p_limit
-        ), took AS (
-            UPDATE coordd.context_entries e
-            SET taker_agent_id = p_agent, take_expire_time = t + p_lease
-            FROM picked WHERE e.namespace = p_ns AND e.id = picked.id
-            RETURNING e.id
-        )
-        SELECT array_agg(id ORDER BY id) INTO taken FROM took;
+        ) picked;
+        UPDATE coordd.context_entries
+        SET taker_agent_id = p_agent, take_expire_time = t + p_lease
+        WHERE namespace = p_ns AND id = ANY(taken);
         IF taken IS NULL THEN
             UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
         ELSE
@@ -160,25 +164,38 @@ BEGIN
             PERFORM coordd.notify_watchers(p_ns);
         END IF;
     END IF;
+    -- One index-friendly branch per kind of entry, merged in id order.
     RETURN QUERY
     SELECT coordd.ns_revision(p_ns), e.id, e.from_agent_id, e.from_role, e.to_role,
            e.to_agent_id, e.context_type, e.content::text, e.task_id, e.correlation_id,
            e.delivery, e.sender_vector::text, e.create_time, e.expire_time,
            coordd.context_acks_json(p_ns, e.id)
-    FROM coordd.context_entries e
-    WHERE e.namespace = p_ns AND e.id > p_after AND e.expire_time > t
+    FROM (
+        SELECT x.* FROM coordd.context_entries x       -- what the caller posted
+        WHERE p_sent AND x.namespace = p_ns AND x.from_agent_id = p_agent AND x.id > p_after
+        UNION ALL
+        SELECT x.* FROM coordd.context_entries x       -- to the caller by name
+        WHERE NOT p_sent AND x.namespace = p_ns AND x.to_agent_id = p_agent AND x.id > p_after
+          AND x.to_agent_id <> ''
+        UNION ALL
+        SELECT x.* FROM coordd.context_entries x       -- EACH, to the caller's role
+        WHERE NOT p_sent AND p_role <> '' AND x.namespace = p_ns AND x.to_role = p_role
+          AND x.id > p_after AND x.delivery = 'each'
+        UNION ALL
+        SELECT x.* FROM coordd.context_entries x       -- ANY, unread: the caller's takes
+        WHERE NOT p_sent AND p_unread AND p_role <> '' AND x.namespace = p_ns
+          AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any' AND NOT x.acked
+          AND x.taker_agent_id = p_agent AND x.take_expire_time > t
+        UNION ALL
+        SELECT x.* FROM coordd.context_entries x       -- ANY, all: every entry of the role
+        WHERE NOT p_sent AND NOT p_unread AND p_role <> '' AND x.namespace = p_ns
+          AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any'
+    ) e
+    WHERE e.expire_time > t
       AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
-      AND CASE
-          WHEN p_sent THEN e.from_agent_id = p_agent
-          ELSE (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role))
-               AND (NOT p_unread
-                    OR (e.delivery = 'each' AND NOT EXISTS (
-                            SELECT 1 FROM coordd.context_acks a
-                            WHERE a.namespace = p_ns AND a.entry_id = e.id
-                              AND a.agent_id = p_agent))
-                    OR (e.delivery = 'any' AND NOT e.acked AND e.taker_agent_id = p_agent
-                        AND e.take_expire_time > t))
-      END
+      AND (p_sent OR NOT p_unread OR e.delivery = 'any' OR NOT EXISTS (
+              SELECT 1 FROM coordd.context_acks a
+              WHERE a.namespace = p_ns AND a.entry_id = e.id AND a.agent_id = p_agent))
     ORDER BY e.id
     LIMIT p_limit;
 END $$;
@@ -203,6 +220,8 @@ DECLARE
     rev bigint;
     current_token bigint;
     acked bigint[];
+    each_ids bigint[];
+    any_ids bigint[];
 BEGIN
     INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
     ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
@@ -212,25 +231,23 @@ BEGIN
         UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
         RETURN ROW('fence_stale'::text, rev - 1, NULL::bigint[], current_token);
     END IF;
-    WITH targets AS (
-        SELECT e.id, e.delivery, e.acked, e.taker_agent_id, e.take_expire_time
-        FROM coordd.context_entries e
-        WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND e.expire_time > t
-          AND (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role))
-    ), any_ok AS (
-        UPDATE coordd.context_entries e
-        SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL
-        FROM targets
-        WHERE e.namespace = p_ns AND e.id = targets.id AND targets.delivery = 'any'
-          AND NOT targets.acked
-          AND (targets.taker_agent_id = p_agent OR targets.take_expire_time IS NULL
-               OR targets.take_expire_time <= t)
-        RETURNING e.id
-    ), receipts AS (
+    -- Ids first, then writes by primary key (see read_context).
+    SELECT array_agg(e.id) FILTER (WHERE e.delivery = 'each'),
+           array_agg(e.id) FILTER (
+               WHERE e.delivery = 'any' AND NOT e.acked
+                 AND (e.taker_agent_id = p_agent OR e.take_expire_time IS NULL
+                      OR e.take_expire_time <= t))
+    INTO each_ids, any_ids
+    FROM coordd.context_entries e
+    WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND e.expire_time > t
+      AND (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role));
+    UPDATE coordd.context_entries
+    SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL
+    WHERE namespace = p_ns AND id = ANY(any_ids);
+    WITH receipts AS (
         INSERT INTO coordd.context_acks (namespace, entry_id, agent_id, role, ack_time)
-        SELECT p_ns, id, p_agent, p_role, t FROM targets WHERE delivery = 'each'
-        UNION ALL
-        SELECT p_ns, id, p_agent, p_role, t FROM any_ok
+        SELECT p_ns, id, p_agent, p_role, t
+        FROM unnest(coalesce(each_ids, '{}') || coalesce(any_ids, '{}')) AS id
         ON CONFLICT DO NOTHING
         RETURNING entry_id
     )

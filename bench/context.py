@@ -1,0 +1,192 @@
+"""Context: post -> read -> ack through coordd vs a raw SKIP LOCKED queue; delivery latency.
+
+Throughput: N clients each loop post one item, take one item, acknowledge it. coordd side:
+PostContext (ANY delivery to a role), ReadContext (unread, one entry: takes it under a lease),
+AckContext. Raw side, what an agent would write with psycopg on the same PostgreSQL: INSERT;
+UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING (take with a lease);
+UPDATE ... SET acked (ack). Unbatched on both sides; interleaved reps; daemon in its own process.
+
+Latency: 10 subscribers (SubscribeContext streams), one poster at a steady rate; time from
+just before PostContext to each subscriber receiving the entry.
+
+    python -m bench context [--seconds 6] [--reps 2] [--clients 1,8] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+
+import psycopg
+
+from bench._harness import (
+    Stats,
+    log,
+    machine,
+    median,
+    postgres,
+    print_table,
+    result_line,
+    setup_logging,
+)
+from bench._procs import daemon_process
+
+QUEUE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS raw_queue (
+    id bigserial PRIMARY KEY,
+    to_role text NOT NULL,
+    payload jsonb NOT NULL,
+    taker text,
+    lease_until timestamptz,
+    acked boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS raw_queue_open ON raw_queue (to_role, id) WHERE NOT acked;
+"""
+RAW_POST = "INSERT INTO raw_queue (to_role, payload) VALUES ('worker', %s) RETURNING id"
+RAW_TAKE = """
+UPDATE raw_queue SET taker = %s, lease_until = now() + interval '60 seconds'
+WHERE id = (
+    SELECT id FROM raw_queue
+    WHERE to_role = 'worker' AND NOT acked AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING id, payload
+"""
+RAW_ACK = "UPDATE raw_queue SET acked = true WHERE id = %s AND taker = %s"
+NS = "bench/context"
+
+
+async def _raw_worker(dsn: str, stop_at: float, lat: list[float]) -> int:
+    from psycopg.types.json import Jsonb
+
+    me = f"raw-{uuid.uuid4().hex[:8]}"
+    n = 0
+    async with await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, prepare_threshold=0
+    ) as conn:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            await conn.execute(RAW_POST, (Jsonb({"n": n}),))
+            cur = await conn.execute(RAW_TAKE, (me,))
+            row = await cur.fetchone()
+            if row is not None:
+                await conn.execute(RAW_ACK, (row[0], me))
+                n += 1
+            lat.append(time.perf_counter() - t0)
+    return n
+
+
+async def _coordd_worker(address: str, stop_at: float, lat: list[float]) -> int:
+    from coordd_client import AsyncClient
+
+    n = 0
+    async with await AsyncClient.connect(
+        address, agent_id=f"w-{uuid.uuid4().hex[:8]}", role="worker"
+    ) as client:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            await client.context.post(
+                NS, {"n": n}, to_role="worker", context_type="job", delivery="any"
+            )
+            got = await client.context.inbox(NS, limit=1)
+            if got:
+                await client.context.ack(NS, got[0].id)
+                n += 1
+            lat.append(time.perf_counter() - t0)
+    return n
+
+
+async def _throughput(side: str, target: str, clients: int, seconds: float) -> Stats:
+    lat: list[float] = []
+    stop_at = time.perf_counter() + seconds
+    worker = _raw_worker if side == "raw" else _coordd_worker
+    started = time.perf_counter()
+    done = await asyncio.gather(*(worker(target, stop_at, lat) for _ in range(clients)))
+    return Stats(sum(done), time.perf_counter() - started, lat)
+
+
+async def _delivery(address: str, subscribers: int, posts: int, interval_s: float) -> Stats:
+    from coordd_client import AsyncClient
+
+    sent_at: dict[int, float] = {}
+    lat: list[float] = []
+    clients = [
+        await AsyncClient.connect(address, agent_id=f"s{i}", role="listener")
+        for i in range(subscribers)
+    ]
+    poster = await AsyncClient.connect(address, agent_id="poster", role="planner")
+    start = (await poster.context.post(NS, -1, to_role="nobody", context_type="mark")).id
+
+    async def listen(c: AsyncClient) -> None:
+        async for entry in c.context.subscribe(NS, after_id=start):
+            lat.append(time.perf_counter() - sent_at[entry.content])
+            if entry.content == posts - 1:
+                return
+
+    tasks = [asyncio.create_task(listen(c)) for c in clients]
+    await asyncio.sleep(0.5)  # let every stream reach its live phase
+    for n in range(posts):
+        sent_at[n] = time.perf_counter()
+        await poster.context.post(NS, n, to_role="listener", context_type="tick")
+        await asyncio.sleep(interval_s)
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    for c in [*clients, poster]:
+        await c.close()
+    return Stats(len(lat), 0.0, lat)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench context", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--clients", default="1,8")
+    parser.add_argument("--posts", type=int, default=300, help="posts in the latency run")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 rep, 60 posts")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.reps, args.posts = 2.0, 1, 60
+    levels = [int(x) for x in args.clients.split(",")]
+    setup_logging()
+    print(f"machine: {machine()}")
+    results: dict[tuple[str, int], list[Stats]] = {}
+    with postgres() as dsn, daemon_process(dsn) as address:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(QUEUE_SCHEMA)
+        for n in levels:
+            for rep in range(args.reps):
+                for side, target in (("raw", dsn), ("coordd", address)):
+                    log.info("%s, %d client(s), rep %d/%d", side, n, rep + 1, args.reps)
+                    stats = asyncio.run(_throughput(side, target, n, args.seconds))
+                    results.setdefault((side, n), []).append(stats)
+        log.info("delivery latency: 10 subscribers, %d posts", args.posts)
+        delivery = asyncio.run(_delivery(address, 10, args.posts, 0.01))
+    rows = []
+    figures: dict[str, float] = {}
+    for n in levels:
+        raw = median([s.throughput for s in results[("raw", n)]])
+        co = median([s.throughput for s in results[("coordd", n)]])
+        rows.append([n, "raw SKIP LOCKED", raw, median([s.p50 for s in results[("raw", n)]]), ""])
+        rows.append(
+            [n, "coordd", co, median([s.p50 for s in results[("coordd", n)]]), f"{co / raw:.2f}x"]
+        )
+        figures[f"ratio_c{n}"] = co / raw
+    print_table(
+        "post->read->ack items/s (median of reps); cycle p50 ms",
+        ["clients", "side", "items/s", "p50", "ratio"],
+        rows,
+    )
+    print(
+        f"\nsubscribe delivery, 10 subscribers: p50 {delivery.p50:.2f} ms,"
+        f" p99 {delivery.p99:.2f} ms over {delivery.ops} deliveries"
+    )
+    print(
+        result_line(
+            "context",
+            ratio=figures[f"ratio_c{levels[-1]}"],
+            **{k: v for k, v in figures.items()},
+            deliver_p50_ms=delivery.p50,
+            deliver_p99_ms=delivery.p99,
+        )
+    )
+    return 0
