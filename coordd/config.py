@@ -54,6 +54,9 @@ class Settings:
     pool_timeout_s: float = 10.0
     """COORDD_POOL_TIMEOUT: seconds a call waits for a PostgreSQL connection before
     failing with UNAVAILABLE / STORAGE_UNAVAILABLE."""
+    index_dir: Path | None = None
+    """COORDD_INDEX_DIR: where the vector index snapshot is kept between runs (default:
+    <data-dir>/index with the embedded PostgreSQL; unset with --dsn: rebuilt at start)."""
     changelog_retention_s: float = 86400.0
     """COORDD_CHANGELOG_RETENTION: seconds change-log rows are kept for Watch (default 24 h)."""
     sweep_interval_s: float = 1.0
@@ -91,6 +94,7 @@ class Settings:
             ("tls_cert_file", "COORDD_TLS_CERT"),
             ("tls_key_file", "COORDD_TLS_KEY"),
             ("tls_client_ca_file", "COORDD_TLS_CLIENT_CA"),
+            ("index_dir", "COORDD_INDEX_DIR"),
         ):
             if environ.get(var):
                 values[name] = Path(environ[var])

@@ -13,6 +13,10 @@ by reason, never by message text::
      ├── IdempotencyInFlightError      ABORTED              IDEMPOTENCY_KEY_IN_FLIGHT
      ├── IdempotencyAttemptSupersededError FAILED_PRECONDITION IDEMPOTENCY_ATTEMPT_SUPERSEDED
      ├── UnconditionalWriteForbiddenError FAILED_PRECONDITION UNCONDITIONAL_WRITE_FORBIDDEN
+     ├── AgreementDecidedError         FAILED_PRECONDITION  AGREEMENT_DECIDED
+     ├── NotAParticipantError          FAILED_PRECONDITION  NOT_A_PARTICIPANT
+     ├── VoteAlreadyCastError          FAILED_PRECONDITION  VOTE_ALREADY_CAST
+     ├── AgreementExistsError          ALREADY_EXISTS       AGREEMENT_EXISTS
      ├── NotFoundError                 NOT_FOUND            NOT_FOUND
      ├── PermissionDeniedError         PERMISSION_DENIED    SCOPE_NOT_GRANTED
      ├── UnauthenticatedError          UNAUTHENTICATED      UNAUTHENTICATED
@@ -32,6 +36,8 @@ from typing import Any, ClassVar
 import grpc
 
 __all__ = [
+    "AgreementDecidedError",
+    "AgreementExistsError",
     "ClaimNotHeldError",
     "CoorddError",
     "DeadlineExceededError",
@@ -42,6 +48,7 @@ __all__ = [
     "IdempotencyKeyReusedError",
     "InternalError",
     "InvalidArgumentError",
+    "NotAParticipantError",
     "NotFoundError",
     "PermissionDeniedError",
     "RevisionCompactedError",
@@ -50,6 +57,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnconditionalWriteForbiddenError",
+    "VoteAlreadyCastError",
     "error_class_for_reason",
 ]
 
@@ -254,6 +262,97 @@ class UnconditionalWriteForbiddenError(
         super().__init__(
             f"namespace {namespace} forbids unconditional writes: "
             "use expected_revision or a merge patch"
+        )
+
+
+class AgreementDecidedError(
+    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="AGREEMENT_DECIDED"
+):
+    """A vote arrived after the agreement was decided; it changed nothing.
+
+    Attributes:
+        namespace, agreement_id: The agreement.
+        state: The decision: "committed" or "aborted".
+        cause: Why: "all_accepted", "rejected", "deadline_passed", "withdrawn" or
+            "transition_failed".
+        decision_reason: The decision's detail (a rejecting voter's reason, the conflicting
+            write). Not ``reason``, which every coordd error uses for its stable code.
+        decide_revision: Namespace revision of the decision.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        agreement_id: str,
+        state: str,
+        cause: str = "",
+        decision_reason: str = "",
+        decide_revision: int = 0,
+    ) -> None:
+        self.namespace = namespace
+        self.agreement_id = agreement_id
+        self.state = state
+        self.cause = cause
+        self.decision_reason = decision_reason
+        self.decide_revision = decide_revision
+        why = f" ({decision_reason})" if decision_reason else ""
+        super().__init__(
+            f"agreement {agreement_id!r} in {namespace} is already {state}{why}; "
+            "the vote changed nothing"
+        )
+
+
+class NotAParticipantError(
+    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="NOT_A_PARTICIPANT"
+):
+    """The caller holds no seat in the agreement and none is free for it.
+
+    Attributes:
+        namespace, agreement_id: The agreement.
+        agent_id, role: The caller as the daemon identified it.
+    """
+
+    def __init__(self, namespace: str, agreement_id: str, agent_id: str, role: str) -> None:
+        self.namespace = namespace
+        self.agreement_id = agreement_id
+        self.agent_id = agent_id
+        self.role = role
+        super().__init__(
+            f"agent {agent_id!r} (role {role!r}) is not a participant of agreement "
+            f"{agreement_id!r} in {namespace}, or every seat of its role is taken"
+        )
+
+
+class VoteAlreadyCastError(
+    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="VOTE_ALREADY_CAST"
+):
+    """The caller already voted the other way on this agreement; votes are final.
+
+    Attributes:
+        namespace, agreement_id: The agreement.
+        accept: The vote on record.
+    """
+
+    def __init__(self, namespace: str, agreement_id: str, accept: bool) -> None:
+        self.namespace = namespace
+        self.agreement_id = agreement_id
+        self.accept = accept
+        super().__init__(
+            f"you already voted {'accept' if accept else 'reject'} on agreement "
+            f"{agreement_id!r} in {namespace}; votes are final"
+        )
+
+
+class AgreementExistsError(
+    CoorddError, code=grpc.StatusCode.ALREADY_EXISTS, reason="AGREEMENT_EXISTS"
+):
+    """The agreement id is taken by a different proposal (an identical retry is not an error)."""
+
+    def __init__(self, namespace: str, agreement_id: str) -> None:
+        self.namespace = namespace
+        self.agreement_id = agreement_id
+        super().__init__(
+            f"agreement {agreement_id!r} in {namespace} exists with a different proposal"
         )
 
 

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from coordd import errors, wire
+from coordd.v1 import agreement_service_pb2 as agreement_pb
 from coordd.v1 import error_details_pb2 as coordd_details
 
 DOMAIN = "coordd"
@@ -31,6 +32,51 @@ def _pack(msg: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(msg)
     return packed
+
+
+# Agreement states and causes: the names the errors carry <-> the wire enums.
+AGREEMENT_STATES = {
+    "pending": agreement_pb.AGREEMENT_STATE_PENDING,
+    "committed": agreement_pb.AGREEMENT_STATE_COMMITTED,
+    "aborted": agreement_pb.AGREEMENT_STATE_ABORTED,
+}
+DECISION_CAUSES = {
+    "": agreement_pb.DECISION_CAUSE_UNSPECIFIED,
+    "all_accepted": agreement_pb.DECISION_CAUSE_ALL_ACCEPTED,
+    "rejected": agreement_pb.DECISION_CAUSE_REJECTED,
+    "deadline_passed": agreement_pb.DECISION_CAUSE_DEADLINE_PASSED,
+    "withdrawn": agreement_pb.DECISION_CAUSE_WITHDRAWN,
+    "transition_failed": agreement_pb.DECISION_CAUSE_TRANSITION_FAILED,
+}
+_STATE_NAMES = {v: k for k, v in AGREEMENT_STATES.items()}
+_CAUSE_NAMES = {v: k for k, v in DECISION_CAUSES.items()}
+
+
+def _agreement_details(err: errors.CoorddError) -> list[Message]:
+    if isinstance(err, errors.AgreementDecidedError):
+        return [
+            coordd_details.AgreementDecidedDetail(
+                namespace=err.namespace,
+                id=err.agreement_id,
+                state=AGREEMENT_STATES.get(err.state, agreement_pb.AGREEMENT_STATE_UNSPECIFIED),
+                cause=DECISION_CAUSES.get(err.cause, agreement_pb.DECISION_CAUSE_UNSPECIFIED),
+                reason=err.decision_reason,
+                decide_revision=err.decide_revision,
+            )
+        ]
+    if isinstance(err, errors.NotAParticipantError):
+        return [
+            coordd_details.NotAParticipantDetail(
+                namespace=err.namespace, id=err.agreement_id, agent_id=err.agent_id, role=err.role
+            )
+        ]
+    if isinstance(err, errors.VoteAlreadyCastError):
+        return [
+            coordd_details.VoteAlreadyCastDetail(
+                namespace=err.namespace, id=err.agreement_id, accept=err.accept
+            )
+        ]
+    return []
 
 
 def _typed_details(err: errors.CoorddError) -> list[Message]:
@@ -94,6 +140,7 @@ def _typed_details(err: errors.CoorddError) -> list[Message]:
                 namespace=err.namespace, compact_revision=err.compact_revision
             )
         )
+    out.extend(_agreement_details(err))
     retry_after = getattr(err, "retry_after", None)
     if isinstance(retry_after, timedelta):
         out.append(error_details_pb2.RetryInfo(retry_delay=wire.duration(retry_after)))
@@ -102,7 +149,7 @@ def _typed_details(err: errors.CoorddError) -> list[Message]:
 
 def _metadata(err: errors.CoorddError) -> dict[str, str]:
     meta: dict[str, str] = {}
-    for name in ("namespace", "resource", "key", "permission"):
+    for name in ("namespace", "resource", "key", "permission", "agreement_id"):
         value = getattr(err, name, None)
         if isinstance(value, str) and value:
             meta[name] = value
@@ -136,6 +183,9 @@ def from_status(status: status_pb2.Status) -> errors.CoorddError:
             coordd_details.RevisionMismatchDetail,
             coordd_details.IdempotencyKeyDetail,
             coordd_details.RevisionCompactedDetail,
+            coordd_details.AgreementDecidedDetail,
+            coordd_details.NotAParticipantDetail,
+            coordd_details.VoteAlreadyCastDetail,
         ):
             if detail.Is(cls.DESCRIPTOR):
                 msg = cls()
@@ -209,6 +259,27 @@ def _build(
         rc := d.get("coordd.v1.RevisionCompactedDetail"), coordd_details.RevisionCompactedDetail
     ):
         err = errors.RevisionCompactedError(rc.namespace, rc.compact_revision)
+    elif reason == "AGREEMENT_DECIDED" and isinstance(
+        ad := d.get("coordd.v1.AgreementDecidedDetail"), coordd_details.AgreementDecidedDetail
+    ):
+        err = errors.AgreementDecidedError(
+            ad.namespace,
+            ad.id,
+            _STATE_NAMES.get(ad.state, "pending"),
+            _CAUSE_NAMES.get(ad.cause, ""),
+            ad.reason,
+            ad.decide_revision,
+        )
+    elif reason == "NOT_A_PARTICIPANT" and isinstance(
+        na := d.get("coordd.v1.NotAParticipantDetail"), coordd_details.NotAParticipantDetail
+    ):
+        err = errors.NotAParticipantError(na.namespace, na.id, na.agent_id, na.role)
+    elif reason == "VOTE_ALREADY_CAST" and isinstance(
+        vc := d.get("coordd.v1.VoteAlreadyCastDetail"), coordd_details.VoteAlreadyCastDetail
+    ):
+        err = errors.VoteAlreadyCastError(vc.namespace, vc.id, vc.accept)
+    elif reason == "AGREEMENT_EXISTS":
+        err = errors.AgreementExistsError(meta.get("namespace", ""), meta.get("agreement_id", ""))
     elif reason == "SCOPE_NOT_GRANTED":
         err = errors.PermissionDeniedError(meta.get("permission", ""), meta.get("namespace", ""))
     elif reason == "UNCONDITIONAL_WRITE_FORBIDDEN":

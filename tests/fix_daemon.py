@@ -60,13 +60,26 @@ def daemon_settings(dsn: str, **changes: Any) -> Settings:
     return base.with_(**changes)
 
 
+_session_daemon: list[DaemonThread] = []
+
+
 @pytest.fixture(scope="session")
 def daemon(pg_dsn: str) -> Iterator[DaemonThread]:
     d = DaemonThread(daemon_settings(pg_dsn)).start()
+    _session_daemon.append(d)
     try:
         yield d
     finally:
+        _session_daemon.clear()
         d.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_derived_state(clean_db: None) -> None:
+    """Tests truncate the tables under the session daemon: drop what it derived from them."""
+    for d in _session_daemon:
+        assert d.daemon.indexer is not None
+        d.run(d.daemon.indexer.reset())
 
 
 @pytest.fixture

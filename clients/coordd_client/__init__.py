@@ -12,6 +12,8 @@ Example::
 import logging
 
 from coordd.errors import (
+    AgreementDecidedError,
+    AgreementExistsError,
     ClaimNotHeldError,
     CoorddError,
     DeadlineExceededError,
@@ -22,6 +24,7 @@ from coordd.errors import (
     IdempotencyKeyReusedError,
     InternalError,
     InvalidArgumentError,
+    NotAParticipantError,
     NotFoundError,
     PermissionDeniedError,
     RevisionCompactedError,
@@ -30,25 +33,47 @@ from coordd.errors import (
     UnauthenticatedError,
     UnavailableError,
     UnconditionalWriteForbiddenError,
+    VoteAlreadyCastError,
 )
 
+from ._agreements import (
+    AgreementHandle,
+    Agreements,
+    AsyncAgreements,
+    ProposedAgreement,
+    Proposing,
+)
 from ._claims import AsyncClaims, HeldClaim
-from ._client import AsyncClient, Claims, Client, Context, Idempotency
+from ._client import AsyncClient, Claims, Client, Context, Idempotency, Memory
 from ._context import AsyncContext
 from ._errors import ClaimHeldError, ClaimLostError, IdempotentTaskFailedError
 from ._idempotency import AsyncIdempotency, fingerprint
+from ._memory import AsyncMemory
 from ._models import (
     Acknowledgement,
+    AcquireAllResult,
     AcquireResult,
+    Agreement,
+    AgreementList,
+    AgreementState,
+    Ballot,
     BeginResult,
     ChangeEvent,
     Claim,
     ClaimList,
     ContextEntry,
+    EntryRef,
     Fence,
     IdempotencyRecord,
     IdempotencyState,
+    MemoryEntry,
+    MemoryPage,
+    NamespacePolicy,
+    Participant,
+    Provenance,
+    SearchHit,
     TLSConfig,
+    TransitionWrite,
 )
 from ._session import Session
 from ._watch import AsyncWatch
@@ -59,12 +84,23 @@ if (_logger := logging.getLogger("coordd_client")).level == logging.NOTSET:
 
 __all__ = [
     "Acknowledgement",
+    "AcquireAllResult",
     "AcquireResult",
+    "Agreement",
+    "AgreementDecidedError",
+    "AgreementExistsError",
+    "AgreementHandle",
+    "AgreementList",
+    "AgreementState",
+    "Agreements",
+    "AsyncAgreements",
     "AsyncClaims",
     "AsyncClient",
     "AsyncContext",
     "AsyncIdempotency",
+    "AsyncMemory",
     "AsyncWatch",
+    "Ballot",
     "BeginResult",
     "ChangeEvent",
     "Claim",
@@ -78,6 +114,7 @@ __all__ = [
     "ContextEntry",
     "CoorddError",
     "DeadlineExceededError",
+    "EntryRef",
     "Fence",
     "FencingTokenStaleError",
     "FieldViolation",
@@ -91,15 +128,27 @@ __all__ = [
     "IdempotentTaskFailedError",
     "InternalError",
     "InvalidArgumentError",
+    "Memory",
+    "MemoryEntry",
+    "MemoryPage",
+    "NamespacePolicy",
+    "NotAParticipantError",
     "NotFoundError",
+    "Participant",
     "PermissionDeniedError",
+    "ProposedAgreement",
+    "Proposing",
+    "Provenance",
     "RevisionCompactedError",
     "RevisionMismatchError",
+    "SearchHit",
     "Session",
     "StorageUnavailableError",
     "TLSConfig",
+    "TransitionWrite",
     "UnauthenticatedError",
     "UnavailableError",
     "UnconditionalWriteForbiddenError",
+    "VoteAlreadyCastError",
     "fingerprint",
 ]

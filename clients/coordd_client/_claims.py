@@ -17,7 +17,7 @@ from coordd.v1 import claim_service_pb2_grpc as pb_grpc
 from . import _convert as cv
 from ._core import Core
 from ._errors import ClaimHeldError, ClaimLostError
-from ._models import AcquireResult, Claim, ClaimList, Fence
+from ._models import AcquireAllResult, AcquireResult, Claim, ClaimList, Fence
 
 logger = logging.getLogger("coordd_client")
 
@@ -75,6 +75,26 @@ class AsyncClaims:
         return AcquireResult(
             acquired=resp.acquired,
             claim=cv.claim(resp.claim) if resp.HasField("claim") else None,
+            revision=resp.header.revision,
+        )
+
+    async def acquire_all(
+        self, namespace: str, resources: list[str], ttl: timedelta | float, *, progress: str = ""
+    ) -> AcquireAllResult:
+        """Claim every resource of *resources*, or none, in one transaction.
+
+        No other agent ever sees part of the set claimed by you. Refused (``acquired`` False)
+        if another agent holds any of them; ``claims`` then lists those holders' claims.
+        """
+        resp = await self._core.call(
+            self._stub.AcquireClaims,
+            pb.AcquireClaimsRequest(
+                namespace=namespace, resources=resources, ttl=cv.duration(ttl), progress=progress
+            ),
+        )
+        return AcquireAllResult(
+            acquired=resp.acquired,
+            claims=[cv.claim(c) for c in resp.claims],
             revision=resp.header.revision,
         )
 

@@ -13,14 +13,17 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar
 
+from ._agreements import Agreements, AsyncAgreements
 from ._claims import AsyncClaims, HeldClaim
 from ._context import AsyncContext
 from ._convert import seconds
 from ._core import DEFAULT_TIMEOUT, Core, open_channel
 from ._idempotency import AsyncIdempotency, encode_result, fingerprint, next_step
+from ._memory import AsyncMemory
 from ._models import (
+    AcquireAllResult,
     AcquireResult,
     BeginResult,
     ChangeEvent,
@@ -48,6 +51,7 @@ class AsyncClient:
         idempotency: Idempotency keys and ``once()``.
         context: Directional context: ``post``, ``inbox``, ``ack``, ``subscribe``.
         watch: ``async for event in client.watch(namespace)``: the change log.
+        agreements: Decisions several agents must all accept: ``propose``, ``vote``, ``wait``.
         session: This agent's version vector.
     """
 
@@ -56,7 +60,9 @@ class AsyncClient:
         self.claims = AsyncClaims(core)
         self.idempotency = AsyncIdempotency(core)
         self.context = AsyncContext(core)
+        self.memory = AsyncMemory(core)
         self.watch = AsyncWatch(core)
+        self.agreements = AsyncAgreements(core)
 
     @classmethod
     async def connect(
@@ -145,6 +151,37 @@ class _LoopThread:
         self.loop.close()
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _blocking(loop: _LoopThread, method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """A blocking twin of an async method, with the same (typed) signature."""
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return loop.run(method(*args, **kwargs))
+
+    call.__doc__ = method.__doc__
+    return call
+
+
+class Memory:
+    """Blocking ``client.memory``; see ``AsyncMemory`` for each call."""
+
+    def __init__(self, inner: AsyncMemory, loop: _LoopThread) -> None:
+        self.put = _blocking(loop, inner.put)
+        self.get = _blocking(loop, inner.get)
+        self.delete = _blocking(loop, inner.delete)
+        self.list = _blocking(loop, inner.list)
+        self.history = _blocking(loop, inner.history)
+        self.search = _blocking(loop, inner.search)
+        self.start_task = _blocking(loop, inner.start_task)
+        self.end_task = _blocking(loop, inner.end_task)
+        self.compact_episodes = _blocking(loop, inner.compact_episodes)
+        self.set_policy = _blocking(loop, inner.set_policy)
+        self.get_policy = _blocking(loop, inner.get_policy)
+
+
 class Claims:
     """Blocking ``client.claims``; see ``AsyncClaims`` for the semantics of each call."""
 
@@ -169,6 +206,11 @@ class Claims:
         self, namespace: str, resources: list[str], ttl: timedelta | float, *, progress: str = ""
     ) -> AcquireResult:
         return self._loop.run(self._a.acquire_any(namespace, resources, ttl, progress=progress))
+
+    def acquire_all(
+        self, namespace: str, resources: list[str], ttl: timedelta | float, *, progress: str = ""
+    ) -> AcquireAllResult:
+        return self._loop.run(self._a.acquire_all(namespace, resources, ttl, progress=progress))
 
     def renew(
         self,
@@ -409,6 +451,8 @@ class Client:
         self.claims = Claims(inner.claims, loop)
         self.idempotency = Idempotency(inner.idempotency, loop)
         self.context = Context(inner.context, loop)
+        self.agreements = Agreements(inner.agreements, loop)
+        self.memory = Memory(inner.memory, loop)
 
     @classmethod
     def connect(

@@ -8,20 +8,27 @@ from datetime import datetime, timedelta
 from google.protobuf import duration_pb2
 
 from coordd import wire
+from coordd.v1 import agreement_service_pb2 as agreement_pb
 from coordd.v1 import claim_service_pb2 as claim_pb
 from coordd.v1 import common_pb2
 from coordd.v1 import context_service_pb2 as ctx_pb
 from coordd.v1 import idempotency_service_pb2 as idem_pb
+from coordd.v1 import memory_service_pb2 as memory_pb
 from coordd.v1 import watch_service_pb2 as watch_pb
 
 from ._models import (
     Acknowledgement,
+    Agreement,
+    AgreementState,
+    Ballot,
     ChangeEvent,
     Claim,
     ContextEntry,
     Fence,
     IdempotencyRecord,
     IdempotencyState,
+    Participant,
+    TransitionWrite,
 )
 
 
@@ -121,4 +128,111 @@ def change_event(msg: watch_pb.ChangeEvent) -> ChangeEvent:
         agent_id=msg.agent_id,
         time=dt(msg.time),
         data=json.loads(msg.data_json) if msg.data_json else None,
+    )
+
+
+AGREEMENT_STATE_ENUM = {
+    AgreementState.PENDING: agreement_pb.AGREEMENT_STATE_PENDING,
+    AgreementState.COMMITTED: agreement_pb.AGREEMENT_STATE_COMMITTED,
+    AgreementState.ABORTED: agreement_pb.AGREEMENT_STATE_ABORTED,
+}
+_AGREEMENT_STATES = {number: state for state, number in AGREEMENT_STATE_ENUM.items()}
+_CAUSES = {
+    agreement_pb.DECISION_CAUSE_UNSPECIFIED: "",
+    agreement_pb.DECISION_CAUSE_ALL_ACCEPTED: "all_accepted",
+    agreement_pb.DECISION_CAUSE_REJECTED: "rejected",
+    agreement_pb.DECISION_CAUSE_DEADLINE_PASSED: "deadline_passed",
+    agreement_pb.DECISION_CAUSE_WITHDRAWN: "withdrawn",
+    agreement_pb.DECISION_CAUSE_TRANSITION_FAILED: "transition_failed",
+}
+MEMORY_TIERS = {
+    "working": memory_pb.MEMORY_TIER_WORKING,
+    "episodic": memory_pb.MEMORY_TIER_EPISODIC,
+    "semantic": memory_pb.MEMORY_TIER_SEMANTIC,
+}
+_TIER_NAMES = {number: name for name, number in MEMORY_TIERS.items()}
+WRITE_MODES: dict[str | None, memory_pb.WriteMode.ValueType] = {
+    None: memory_pb.WRITE_MODE_UNSPECIFIED,
+    "lww": memory_pb.WRITE_MODE_LAST_WRITE_WINS,
+    "cas": memory_pb.WRITE_MODE_COMPARE_AND_SET,
+    "merge": memory_pb.WRITE_MODE_MERGE_PATCH,
+}
+_MODE_NAMES = {number: name for name, number in WRITE_MODES.items() if name}
+
+
+def participant(value: Participant | str) -> agreement_pb.Participant:
+    if isinstance(value, str):
+        return agreement_pb.Participant(agent_id=value)
+    return agreement_pb.Participant(
+        agent_id=value.agent_id, role=value.role, count=0 if value.agent_id else value.count
+    )
+
+
+def transition_write(w: TransitionWrite) -> agreement_pb.TransitionWrite:
+    return agreement_pb.TransitionWrite(
+        namespace=w.namespace,
+        key=w.key,
+        tier=MEMORY_TIERS[w.tier],
+        value_json=json.dumps(w.value, separators=(",", ":")),
+        text=w.text,
+        tags=list(w.tags),
+        task_id=w.task_id,
+        write_mode=WRITE_MODES[w.mode],
+        expected_revision=w.expected_revision,
+        ttl=duration(w.ttl),
+    )
+
+
+def _transition_write(msg: agreement_pb.TransitionWrite) -> TransitionWrite:
+    return TransitionWrite(
+        namespace=msg.namespace,
+        key=msg.key,
+        value=json.loads(msg.value_json) if msg.value_json else None,
+        tier=_TIER_NAMES.get(msg.tier, ""),
+        mode=_MODE_NAMES.get(msg.write_mode),
+        expected_revision=msg.expected_revision if msg.HasField("expected_revision") else None,
+        text=msg.text,
+        tags=tuple(msg.tags),
+        task_id=msg.task_id,
+        ttl=msg.ttl.ToTimedelta() if msg.HasField("ttl") else None,
+    )
+
+
+def agreement(msg: agreement_pb.Agreement) -> Agreement:
+    return Agreement(
+        namespace=msg.namespace,
+        id=msg.id,
+        proposer_agent_id=msg.proposer_agent_id,
+        proposer_role=msg.proposer_role,
+        participants=[
+            Participant(agent_id=p.agent_id, role=p.role, count=max(p.count, 1))
+            for p in msg.participants
+        ],
+        transition=json.loads(msg.transition_json) if msg.transition_json else None,
+        writes=[_transition_write(w) for w in msg.writes],
+        state=_AGREEMENT_STATES[msg.state],
+        cause=_CAUSES.get(msg.cause, ""),
+        reason=msg.reason,
+        decided_by_agent_id=msg.decided_by_agent_id,
+        votes=[
+            Ballot(
+                agent_id=b.agent_id,
+                role=b.role,
+                accept=b.accept,
+                reason=b.reason,
+                vote_time=dt(b.vote_time),
+                participant_index=b.participant_index,
+                revision=b.revision,
+            )
+            for b in msg.votes
+        ],
+        seats=msg.seats,
+        accepted=msg.accepted,
+        create_time=dt(msg.create_time),
+        deadline_time=dt(msg.deadline_time),
+        decide_time=opt_dt(msg, "decide_time"),
+        create_revision=msg.create_revision,
+        decide_revision=msg.decide_revision,
+        expire_time=opt_dt(msg, "expire_time"),
+        write_revisions=dict(msg.write_revisions.revisions),
     )

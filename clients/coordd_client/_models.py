@@ -52,6 +52,22 @@ class AcquireResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AcquireAllResult:
+    """Outcome of an all-or-nothing ``acquire_all``.
+
+    Attributes:
+        acquired: True if the caller now holds every requested resource; False if it took none.
+        claims: Your claims, in request order, when acquired (newly taken ones share the
+            fencing token ``revision``); else the other agents' claims that blocked the grant.
+        revision: Namespace revision of the grant (or the current one when refused).
+    """
+
+    acquired: bool
+    claims: list[Claim]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimList:
     claims: list[Claim]
     next_page_token: str
@@ -160,3 +176,181 @@ class ChangeEvent:
     time: datetime
     data: Any
     """Extra data, decoded from JSON (None if none)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryRef:
+    """A reference to (a version of) a memory entry; revision 0 = the current one."""
+
+    namespace: str
+    key: str
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provenance:
+    """Who wrote an entry, when and from what: stamped by the daemon, never by clients."""
+
+    agent_id: str
+    role: str
+    write_time: datetime
+    trace_id: str
+    request_id: str
+    derived_from: list[EntryRef]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryEntry:
+    namespace: str
+    key: str
+    tier: str
+    """"working", "episodic" or "semantic"."""
+    value: Any
+    """The value, decoded from JSON."""
+    text: str
+    embedding: list[float]
+    tags: list[str]
+    task_id: str
+    revision: int
+    create_revision: int
+    provenance: Provenance
+    expire_time: datetime | None
+    valid_from: datetime | None
+    valid_to: datetime | None
+    review_time: datetime | None
+    confidence: float
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchHit:
+    entry: MemoryEntry
+    distance: float
+    """Cosine distance (1 - cosine similarity), ascending."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryPage:
+    entries: list[MemoryEntry]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamespacePolicy:
+    default_mode: str = "lww"
+    forbid_unconditional: bool = False
+    episodic_max_age: timedelta | None = None
+    episodic_max_count: int = 0
+
+
+class AgreementState(enum.StrEnum):
+    PENDING = "pending"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Participant:
+    """Who must accept: one agent (``agent_id``), or ``count`` distinct agents of ``role``.
+
+    Each voter takes one seat with its first vote: the seat naming its agent id, else a free
+    seat of its role. An agent with no seat to take is not a participant.
+    """
+
+    agent_id: str = ""
+    role: str = ""
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransitionWrite:
+    """A memory write applied atomically with an agreement's COMMITTED decision, never else.
+
+    Attributes:
+        tier: "working", "episodic" or "semantic".
+        mode: "lww", "cas" or "merge" (RFC 7386 merge patch); None uses the namespace's
+            default, or compare-and-set when ``expected_revision`` is given (as
+            ``memory.put``).
+        expected_revision: For "cas": 0 = must not exist, N = must be at revision N.
+        ttl: Expiry counted from the commit (None: none).
+    """
+
+    namespace: str
+    key: str
+    value: Any
+    tier: str = "semantic"
+    mode: str | None = None
+    expected_revision: int | None = None
+    text: str = ""
+    tags: tuple[str, ...] = ()
+    task_id: str = ""
+    ttl: timedelta | float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ballot:
+    """One vote: who (stamped by the server), which way, why, and the seat it took."""
+
+    agent_id: str
+    role: str
+    accept: bool
+    reason: str
+    vote_time: datetime
+    participant_index: int
+    """Index into ``participants`` of the seat taken; -1 for a seatless proposer's withdrawal."""
+    revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agreement:
+    """An agreement and its votes.
+
+    Attributes:
+        state: PENDING, then COMMITTED or ABORTED, once and for everyone.
+        cause: Why it was decided: "all_accepted", "rejected", "deadline_passed", "withdrawn",
+            "transition_failed" ("" while pending).
+        reason: The decision's detail (a rejecting voter's reason, the conflicting write).
+        transition: What was agreed (decoded JSON).
+        write_revisions: COMMITTED with writes: namespace -> revision of the writes.
+    """
+
+    namespace: str
+    id: str
+    proposer_agent_id: str
+    proposer_role: str
+    participants: list[Participant]
+    transition: Any
+    writes: list[TransitionWrite]
+    state: AgreementState
+    cause: str
+    reason: str
+    decided_by_agent_id: str
+    votes: list[Ballot]
+    seats: int
+    accepted: int
+    create_time: datetime
+    deadline_time: datetime
+    decide_time: datetime | None
+    create_revision: int
+    decide_revision: int
+    expire_time: datetime | None
+    write_revisions: dict[str, int]
+
+    @property
+    def decided(self) -> bool:
+        return self.state is not AgreementState.PENDING
+
+    @property
+    def committed(self) -> bool:
+        return self.state is AgreementState.COMMITTED
+
+    @property
+    def aborted(self) -> bool:
+        return self.state is AgreementState.ABORTED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgreementList:
+    agreements: list[Agreement]
+    next_page_token: str
+    revision: int

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from coordd.domain.clock import Clock, SystemClock
-from coordd.domain.models import ClaimOutcome, ClaimPage, Identity
+from coordd.domain.models import ClaimOutcome, ClaimPage, ClaimsOutcome, Identity
 
 # A waiter re-checks at least this often, so a release made through another daemon replica
 # (which cannot wake our local queue) is noticed within this bound.
@@ -36,6 +36,16 @@ class ClaimStore(Protocol):
         ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome: ...
+
+    async def acquire_all(
+        self,
+        namespace: str,
+        resources: list[str],
+        agent_id: str,
+        role: str,
+        ttl: timedelta,
+        progress: str,
+    ) -> ClaimsOutcome: ...
 
     async def renew(
         self,
@@ -143,6 +153,14 @@ class ClaimService:
         self, who: Identity, namespace: str, resources: list[str], ttl: timedelta, progress: str
     ) -> ClaimOutcome:
         return await self._store.acquire_any(
+            namespace, resources, who.agent_id, who.role, ttl, progress
+        )
+
+    async def acquire_all(
+        self, who: Identity, namespace: str, resources: list[str], ttl: timedelta, progress: str
+    ) -> ClaimsOutcome:
+        """Claim every resource of *resources* or none (all-or-nothing, one transaction)."""
+        return await self._store.acquire_all(
             namespace, resources, who.agent_id, who.role, ttl, progress
         )
 

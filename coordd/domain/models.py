@@ -54,6 +54,22 @@ class ClaimOutcome:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimsOutcome:
+    """Result of an all-or-nothing multi-claim (AcquireClaims).
+
+    Attributes:
+        acquired: True if the caller holds every requested resource after the call.
+        revision: The grant's revision (or the namespace's current one, if nothing changed).
+        claims: The caller's claims in request order when acquired; else the other agents'
+            claims that blocked the grant.
+    """
+
+    acquired: bool
+    revision: int
+    claims: list[Claim]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimPage:
     revision: int
     claims: list[Claim]
@@ -164,3 +180,88 @@ class Change:
     agent_id: str
     time: datetime
     data_json: str
+
+
+class Tier(enum.IntEnum):
+    WORKING = 1
+    EPISODIC = 2
+    SEMANTIC = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryRef:
+    namespace: str
+    key: str
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryEntry:
+    """One version of a memory entry, with the provenance the server stamped on it."""
+
+    namespace: str
+    key: str
+    tier: Tier
+    value_json: str
+    text: str
+    embedding: bytes  # float32 little-endian, b"" if none
+    tags: list[str]
+    task_id: str
+    revision: int
+    create_revision: int
+    agent_id: str
+    role: str
+    write_time: datetime
+    trace_id: str
+    request_id: str
+    derived_from: list[EntryRef]
+    expire_time: datetime | None
+    valid_from: datetime
+    valid_to: datetime | None
+    review_time: datetime | None
+    confidence: float
+    stale: bool = False
+    """review_time has passed (by the database clock)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryWrite:
+    """What PutMemory asks for (provenance comes from the caller's identity, not from here)."""
+
+    namespace: str
+    key: str
+    tier: Tier
+    value_json: str
+    text: str
+    embedding: bytes
+    dim: int
+    tags: list[str]
+    task_id: str
+    mode: str  # "lww", "cas", "merge" or "" (namespace default)
+    expected_revision: int | None
+    ttl: timedelta | None
+    derived_from: list[EntryRef]
+    review_time: datetime | None
+    confidence: float
+    fence: Fence | None
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamespacePolicy:
+    default_mode: str = "lww"
+    forbid_unconditional: bool = False
+    episodic_max_age: timedelta | None = None
+    episodic_max_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """What a vector search may return: applied before ranking."""
+
+    namespaces: frozenset[str]
+    tier: int = 0
+    tags: frozenset[str] = frozenset()
+    task_id: str = ""
+    include_stale: bool = False
+    now: float = 0.0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+
+import numpy as np
 
 from coordd.errors import FieldViolation, InvalidArgumentError
 
@@ -196,3 +198,32 @@ def _fmt(d: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+MEMORY_KEY_MAX_BYTES = 512
+MEMORY_TEXT_MAX_BYTES = 64 * 1024
+EMBEDDING_MAX_DIM = 4096
+MAX_TAGS = 32
+TAG_MAX_BYTES = 64
+MAX_DERIVED = 100
+MAX_SEARCH_K = 1000
+MAX_PREFIXES = 64
+MEMORY_TTL_MIN = timedelta(seconds=1)
+MEMORY_TTL_MAX = timedelta(days=3650)
+TASK_LEASE_DEFAULT = timedelta(hours=1)
+TASK_LEASE_MIN = timedelta(seconds=1)
+TASK_LEASE_MAX = timedelta(days=7)
+
+
+def embedding_problem(values: Sequence[float], *, required: bool = False) -> str | None:
+    """What is wrong with an embedding (dimension, non-finite values, zero norm), or None."""
+    if not len(values):
+        return "is required" if required else None
+    if len(values) > EMBEDDING_MAX_DIM:
+        return f"must have 1 to {EMBEDDING_MAX_DIM} dimensions"
+    vector = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(vector).all():
+        return "must contain only finite numbers (no NaN or infinity)"
+    if not float(np.dot(vector, vector)) > 0.0:
+        return "must have a non-zero norm (cosine distance is undefined for it)"
+    return None

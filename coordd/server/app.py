@@ -17,15 +17,20 @@ from grpc_reflection.v1alpha import reflection
 from coordd import telemetry
 from coordd.config import ConfigError, Settings
 from coordd.domain.access import OPEN_POLICY, Policy, load_policy
+from coordd.domain.agreements import AgreementService
 from coordd.domain.claims import ClaimService
 from coordd.domain.context import ContextService
 from coordd.domain.idempotency import IdempotencyService
+from coordd.domain.memory import MemorySearch
 from coordd.domain.watch import WatchService
+from coordd.server.agreement_servicer import AgreementServicer
 from coordd.server.claim_servicer import ClaimServicer
 from coordd.server.context_servicer import ContextServicer
 from coordd.server.idempotency_servicer import IdempotencyServicer
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
+from coordd.server.memory_servicer import MemoryServicer
 from coordd.server.watch_servicer import WatchServicer
+from coordd.storage.agreements import AgreementStore
 from coordd.storage.batching import WriteBatcher
 from coordd.storage.changes import ChangeStore
 from coordd.storage.claims import ClaimStore
@@ -33,15 +38,22 @@ from coordd.storage.context import ContextStore
 from coordd.storage.db import Database
 from coordd.storage.embedded import EmbeddedPostgres
 from coordd.storage.idempotency import IdempotencyStore
+from coordd.storage.memory import MemoryStore
+from coordd.storage.memory_index import MemoryIndexer
 from coordd.storage.migrate import migrate
 from coordd.storage.notify import ChangeNotifier
+from coordd.storage.vector_index import VectorIndex
 from coordd.v1 import (
+    agreement_service_pb2,
+    agreement_service_pb2_grpc,
     claim_service_pb2,
     claim_service_pb2_grpc,
     context_service_pb2,
     context_service_pb2_grpc,
     idempotency_service_pb2,
     idempotency_service_pb2_grpc,
+    memory_service_pb2,
+    memory_service_pb2_grpc,
     watch_service_pb2,
     watch_service_pb2_grpc,
 )
@@ -52,7 +64,9 @@ SERVICE_NAMES = (
     claim_service_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name,
     idempotency_service_pb2.DESCRIPTOR.services_by_name["IdempotencyService"].full_name,
     context_service_pb2.DESCRIPTOR.services_by_name["ContextService"].full_name,
+    memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
+    agreement_service_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
 )
 
 
@@ -71,10 +85,13 @@ class Daemon:
         # Housekeeping run every sweep interval: name -> coroutine returning rows affected.
         self._sweeps: dict[str, Callable[[], Awaitable[int]]] = {}
         self.notifier: ChangeNotifier | None = None
+        self.indexer: MemoryIndexer | None = None
+        self.memory_store: MemoryStore | None = None
         self.context_store: ContextStore | None = None
         self.change_store: ChangeStore | None = None
         self.claim_store: ClaimStore | None = None
         self.claim_service: ClaimService | None = None
+        self.agreement_service: AgreementService | None = None
         self.idempotency_store: IdempotencyStore | None = None
 
     @property
@@ -105,9 +122,18 @@ class Daemon:
         )
         await self._db.open()
         self.notifier = ChangeNotifier(self._db, s.server_id)
+        index_dir = s.index_dir or (s.data_dir / "index" if self._embedded else None)
+        self.indexer = MemoryIndexer(self._db, VectorIndex(), index_dir)
+        notifier, indexer = self.notifier, self.indexer
+
+        def written(namespace: str) -> None:
+            notifier.wake(namespace)
+            indexer.dirty(namespace)
+
         # One write batcher for the daemon: writes to a namespace group-commit together,
-        # whichever service they come from; each write wakes the streams that follow it.
-        self.writes = WriteBatcher(self._db, on_write=self.notifier.wake)
+        # whichever service they come from; each write wakes the streams that follow it and
+        # the vector index.
+        self.writes = WriteBatcher(self._db, on_write=written)
         self.claim_store = ClaimStore(self._db, self.writes)
         self.idempotency_store = IdempotencyStore(self._db, self.writes)
 
@@ -137,6 +163,23 @@ class Daemon:
             ContextServicer(ContextService(self.context_store, self.notifier), policy, s.server_id),
             server,
         )
+        self.memory_store = MemoryStore(self._db, self.writes)
+        await self.indexer.start()
+        memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
+            MemoryServicer(
+                self.memory_store,
+                MemorySearch(self.indexer, self.memory_store, policy),
+                policy,
+                s.server_id,
+            ),
+            server,
+        )
+        self.agreement_service = AgreementService(
+            AgreementStore(self._db, self.writes), self.notifier
+        )
+        agreement_service_pb2_grpc.add_AgreementServiceServicer_to_server(
+            AgreementServicer(self.agreement_service, policy, s.server_id), server
+        )
         self.change_store = ChangeStore(self._db)
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(
             WatchServicer(WatchService(self.change_store, self.notifier), policy, s.server_id),
@@ -160,6 +203,9 @@ class Daemon:
         self._sweeps["idempotency_purged"] = self.idempotency_store.purge
         self._sweeps["context_purged"] = self.context_store.purge
         self._sweeps["changes_compacted"] = self._compact_changes
+        self._sweeps["agreements_expired"] = self.agreement_service.sweep
+        self._sweeps["agreements_purged"] = self.agreement_service.purge
+        self._sweeps["memory_swept"] = self.memory_store.sweep
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="coordd-sweeper")
         logger.info("coordd serving on %s (server id %s)", self.address, s.server_id)
 
@@ -222,6 +268,8 @@ class Daemon:
             self._sweeper = None
         if self.notifier is not None:
             await self.notifier.stop()
+        if self.indexer is not None:
+            await self.indexer.stop()
         await self._close_storage()
         logger.info("coordd stopped")
 

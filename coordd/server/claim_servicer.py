@@ -23,6 +23,16 @@ def _check_claim_name(c: v.Checker, namespace: str, resource: str) -> None:
     c.name("resource", resource, v.RESOURCE_MAX_BYTES)
 
 
+def _check_resources(c: v.Checker, namespace: str, resources: list[str]) -> None:
+    c.namespace("namespace", namespace)
+    if not 1 <= len(resources) <= v.MAX_RESOURCES_PER_CALL:
+        c.fail("resources", f"must list 1 to {v.MAX_RESOURCES_PER_CALL} resources")
+    for i, resource in enumerate(resources):
+        c.name(f"resources[{i}]", resource, v.RESOURCE_MAX_BYTES)
+    if len(set(resources)) != len(resources):
+        c.fail("resources", "must not contain duplicates")
+
+
 class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
     def __init__(self, claims: ClaimService, policy: Policy, server_id: str) -> None:
         super().__init__(policy, server_id)
@@ -55,13 +65,7 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
         who = self.authorize(Operation.CLAIM, req.namespace)
         ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
         with v.checking() as c:
-            c.namespace("namespace", req.namespace)
-            if not 1 <= len(req.resources) <= v.MAX_RESOURCES_PER_CALL:
-                c.fail("resources", f"must list 1 to {v.MAX_RESOURCES_PER_CALL} resources")
-            for i, resource in enumerate(req.resources):
-                c.name(f"resources[{i}]", resource, v.RESOURCE_MAX_BYTES)
-            if len(set(req.resources)) != len(req.resources):
-                c.fail("resources", "must not contain duplicates")
+            _check_resources(c, req.namespace, list(req.resources))
             c.duration("ttl", ttl, v.CLAIM_TTL_MIN, v.CLAIM_TTL_MAX, required=True)
             c.text("progress", req.progress, v.PROGRESS_MAX_BYTES)
         assert ttl is not None
@@ -72,6 +76,25 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
             header=self.header(req.namespace, out.revision),
             acquired=out.acquired,
             claim=convert.claim(out.claim),
+        )
+
+    async def AcquireClaims(
+        self, req: pb.AcquireClaimsRequest, ctx: Ctx
+    ) -> pb.AcquireClaimsResponse:
+        who = self.authorize(Operation.CLAIM, req.namespace)
+        ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
+        with v.checking() as c:
+            _check_resources(c, req.namespace, list(req.resources))
+            c.duration("ttl", ttl, v.CLAIM_TTL_MIN, v.CLAIM_TTL_MAX, required=True)
+            c.text("progress", req.progress, v.PROGRESS_MAX_BYTES)
+        assert ttl is not None
+        out = await self._claims.acquire_all(
+            who, req.namespace, list(req.resources), ttl, req.progress
+        )
+        return pb.AcquireClaimsResponse(
+            header=self.header(req.namespace, out.revision),
+            acquired=out.acquired,
+            claims=[convert.claim_message(cl) for cl in out.claims],
         )
 
     async def RenewClaim(self, req: pb.RenewClaimRequest, ctx: Ctx) -> pb.RenewClaimResponse:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
+import numpy as np
 from google.protobuf import duration_pb2
 
 from coordd import wire
@@ -14,6 +16,7 @@ from coordd.v1 import claim_service_pb2 as claim_pb
 from coordd.v1 import common_pb2
 from coordd.v1 import context_service_pb2 as ctx_pb
 from coordd.v1 import idempotency_service_pb2 as idem_pb
+from coordd.v1 import memory_service_pb2 as mem_pb
 from coordd.v1 import watch_service_pb2 as watch_pb
 
 _MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
@@ -140,4 +143,69 @@ def change_event(change: models.Change) -> watch_pb.ChangeEvent:
         agent_id=change.agent_id,
         time=timestamp(change.time),
         data_json=change.data_json,
+    )
+
+
+TIERS = {
+    mem_pb.MEMORY_TIER_WORKING: models.Tier.WORKING,
+    mem_pb.MEMORY_TIER_EPISODIC: models.Tier.EPISODIC,
+    mem_pb.MEMORY_TIER_SEMANTIC: models.Tier.SEMANTIC,
+}
+WRITE_MODES = {
+    mem_pb.WRITE_MODE_UNSPECIFIED: "",
+    mem_pb.WRITE_MODE_LAST_WRITE_WINS: "lww",
+    mem_pb.WRITE_MODE_COMPARE_AND_SET: "cas",
+    mem_pb.WRITE_MODE_MERGE_PATCH: "merge",
+}
+_MODE_ENUM = {v: k for k, v in WRITE_MODES.items() if v}
+
+
+def embedding_bytes(values: Sequence[float]) -> bytes:
+    return np.asarray(values, dtype="<f4").tobytes() if len(values) else b""
+
+
+def memory_entry(
+    e: models.MemoryEntry, now: datetime, *, with_embedding: bool = True
+) -> mem_pb.MemoryEntry:
+    return mem_pb.MemoryEntry(
+        namespace=e.namespace,
+        key=e.key,
+        tier=int(e.tier),  # type: ignore[arg-type]
+        value_json=e.value_json,
+        text=e.text,
+        embedding=(
+            np.frombuffer(e.embedding, dtype="<f4").tolist()
+            if with_embedding and e.embedding
+            else []
+        ),
+        tags=e.tags,
+        task_id=e.task_id,
+        revision=e.revision,
+        create_revision=e.create_revision,
+        provenance=mem_pb.Provenance(
+            agent_id=e.agent_id,
+            role=e.role,
+            write_time=timestamp(e.write_time),
+            trace_id=e.trace_id,
+            request_id=e.request_id,
+            derived_from=[
+                mem_pb.EntryRef(namespace=r.namespace, key=r.key, revision=r.revision)
+                for r in e.derived_from
+            ],
+        ),
+        expire_time=timestamp(e.expire_time),
+        valid_from=timestamp(e.valid_from),
+        valid_to=timestamp(e.valid_to),
+        review_time=timestamp(e.review_time),
+        confidence=e.confidence,
+        stale=e.stale,
+    )
+
+
+def policy_message(p: models.NamespacePolicy) -> mem_pb.NamespacePolicy:
+    return mem_pb.NamespacePolicy(
+        default_write_mode=_MODE_ENUM.get(p.default_mode, mem_pb.WRITE_MODE_UNSPECIFIED),
+        forbid_unconditional_writes=p.forbid_unconditional,
+        episodic_max_age=wire.duration(p.episodic_max_age) if p.episodic_max_age else None,
+        episodic_max_count=p.episodic_max_count,
     )

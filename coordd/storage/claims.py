@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from coordd.domain.models import Claim, ClaimOutcome, ClaimPage
+from coordd.domain.models import Claim, ClaimOutcome, ClaimPage, ClaimsOutcome
 from coordd.errors import ClaimNotHeldError
 from coordd.storage.batching import WriteBatcher
 from coordd.storage.db import Database, Row
@@ -69,6 +69,26 @@ class ClaimStore:
             (namespace, resources, agent_id, role, ttl, progress),
         )
         return ClaimOutcome(acquired=row[0] == "ok", revision=row[1], claim=_claim(namespace, row))
+
+    async def acquire_all(
+        self,
+        namespace: str,
+        resources: list[str],
+        agent_id: str,
+        role: str,
+        ttl: timedelta,
+        progress: str,
+    ) -> ClaimsOutcome:
+        """Claim every resource or none, in one transaction (``coordd.acquire_claims``)."""
+        rows = await self._writes.fetchall(
+            namespace,
+            f"SELECT {_COLUMNS} FROM coordd.acquire_claims(%s, %s, %s, %s, %s, %s)",
+            (namespace, resources, agent_id, role, ttl, progress),
+        )
+        claims = [c for row in rows if (c := _claim(namespace, row)) is not None]
+        acquired = bool(rows) and rows[0][0] == "ok"
+        revision = rows[0][1] if rows else await self.revision(namespace)
+        return ClaimsOutcome(acquired=acquired, revision=revision, claims=claims)
 
     async def renew(
         self,

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63oordd/v1/claim_service.proto\x12\tcoordd.v1\x1a\x16\x63oordd/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\x05\x43laim\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x17\n\x0fholder_agent_id\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x03\x12\x30\n\x0c\x61\x63quire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08progress\x18\x07 \x01(\t\x12\x13\n\x0bholder_role\x18\x08 \x01(\t\"\x9d\x01\n\x13\x41\x63quireClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x05 \x01(\t\"t\n\x14\x41\x63quireClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\x10\n\x08\x61\x63quired\x18\x02 \x01(\x08\x12\x1f\n\x05\x63laim\x18\x03 \x01(\x0b\x32\x10.coordd.v1.Claim\"x\n\x16\x41\x63quireAnyClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\"w\n\x17\x41\x63quireAnyClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\x10\n\x08\x61\x63quired\x18\x02 \x01(\x08\x12\x1f\n\x05\x63laim\x18\x03 \x01(\x0b\x32\x10.coordd.v1.Claim\"\x9b\x01\n\x11RenewClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\x08progress\x18\x05 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_progress\"`\n\x12RenewClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\x1f\n\x05\x63laim\x18\x02 \x01(\x0b\x32\x10.coordd.v1.Claim\"Q\n\x13ReleaseClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\"A\n\x14ReleaseClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\"6\n\x0fGetClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\"m\n\x10GetClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x1f\n\x05\x63laim\x18\x03 \x01(\x0b\x32\x10.coordd.v1.Claim\"f\n\x11ListClaimsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x17\n\x0fholder_agent_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"z\n\x12ListClaimsResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12 \n\x06\x63laims\x18\x02 \x03(\x0b\x32\x10.coordd.v1.Claim\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t2\xe5\x03\n\x0c\x43laimService\x12O\n\x0c\x41\x63quireClaim\x12\x1e.coordd.v1.AcquireClaimRequest\x1a\x1f.coordd.v1.AcquireClaimResponse\x12X\n\x0f\x41\x63quireAnyClaim\x12!.coordd.v1.AcquireAnyClaimRequest\x1a\".coordd.v1.AcquireAnyClaimResponse\x12I\n\nRenewClaim\x12\x1c.coordd.v1.RenewClaimRequest\x1a\x1d.coordd.v1.RenewClaimResponse\x12O\n\x0cReleaseClaim\x12\x1e.coordd.v1.ReleaseClaimRequest\x1a\x1f.coordd.v1.ReleaseClaimResponse\x12\x43\n\x08GetClaim\x12\x1a.coordd.v1.GetClaimRequest\x1a\x1b.coordd.v1.GetClaimResponse\x12I\n\nListClaims\x12\x1c.coordd.v1.ListClaimsRequest\x1a\x1d.coordd.v1.ListClaimsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63oordd/v1/claim_service.proto\x12\tcoordd.v1\x1a\x16\x63oordd/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\x05\x43laim\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x17\n\x0fholder_agent_id\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x03\x12\x30\n\x0c\x61\x63quire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08progress\x18\x07 \x01(\t\x12\x13\n\x0bholder_role\x18\x08 \x01(\t\"\x9d\x01\n\x13\x41\x63quireClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x05 \x01(\t\"t\n\x14\x41\x63quireClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\x10\n\x08\x61\x63quired\x18\x02 \x01(\x08\x12\x1f\n\x05\x63laim\x18\x03 \x01(\x0b\x32\x10.coordd.v1.Claim\"x\n\x16\x41\x63quireAnyClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\"w\n\x17\x41\x63quireAnyClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\x10\n\x08\x61\x63quired\x18\x02 \x01(\x08\x12\x1f\n\x05\x63laim\x18\x03 \x01(\x0b\x32\x10.coordd.v1.Claim\"v\n\x14\x41\x63quireClaimsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08progress\x18\x04 \x01(\t\"v\n\x15\x41\x63quireClaimsResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\x10\n\x08\x61\x63quired\x18\x02 \x01(\x08\x12 \n\x06\x63laims\x18\x03 \x03(\x0b\x32\x10.coordd.v1.Claim\"\x9b\x01\n\x11RenewClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\x12&\n\x03ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\x08progress\x18\x05 \x01(\tH\x00\x88\x01\x01\x42\x0b\n\t_progress\"`\n\x12RenewClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\x1f\n\x05\x63laim\x18\x02 \x01(\x0b\x32\x10.coordd.v1.Claim\"Q\n\x13ReleaseClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x15\n\rfencing_token\x18\x03 \x01(\x03\"A\n\x14ReleaseClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\"6\n\x0fGetClaimRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\"m\n\x10GetClaimResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12\x1f\n\x05\x63laim\x18\x03 \x01(\x0b\x32\x10.coordd.v1.Claim\"f\n\x11ListClaimsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x17\n\x0fholder_agent_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"z\n\x12ListClaimsResponse\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.coordd.v1.ResponseHeader\x12 \n\x06\x63laims\x18\x02 \x03(\x0b\x32\x10.coordd.v1.Claim\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t2\xb9\x04\n\x0c\x43laimService\x12O\n\x0c\x41\x63quireClaim\x12\x1e.coordd.v1.AcquireClaimRequest\x1a\x1f.coordd.v1.AcquireClaimResponse\x12X\n\x0f\x41\x63quireAnyClaim\x12!.coordd.v1.AcquireAnyClaimRequest\x1a\".coordd.v1.AcquireAnyClaimResponse\x12R\n\rAcquireClaims\x12\x1f.coordd.v1.AcquireClaimsRequest\x1a .coordd.v1.AcquireClaimsResponse\x12I\n\nRenewClaim\x12\x1c.coordd.v1.RenewClaimRequest\x1a\x1d.coordd.v1.RenewClaimResponse\x12O\n\x0cReleaseClaim\x12\x1e.coordd.v1.ReleaseClaimRequest\x1a\x1f.coordd.v1.ReleaseClaimResponse\x12\x43\n\x08GetClaim\x12\x1a.coordd.v1.GetClaimRequest\x1a\x1b.coordd.v1.GetClaimResponse\x12I\n\nListClaims\x12\x1c.coordd.v1.ListClaimsRequest\x1a\x1d.coordd.v1.ListClaimsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,22 +44,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACQUIREANYCLAIMREQUEST']._serialized_end=764
   _globals['_ACQUIREANYCLAIMRESPONSE']._serialized_start=766
   _globals['_ACQUIREANYCLAIMRESPONSE']._serialized_end=885
-  _globals['_RENEWCLAIMREQUEST']._serialized_start=888
-  _globals['_RENEWCLAIMREQUEST']._serialized_end=1043
-  _globals['_RENEWCLAIMRESPONSE']._serialized_start=1045
-  _globals['_RENEWCLAIMRESPONSE']._serialized_end=1141
-  _globals['_RELEASECLAIMREQUEST']._serialized_start=1143
-  _globals['_RELEASECLAIMREQUEST']._serialized_end=1224
-  _globals['_RELEASECLAIMRESPONSE']._serialized_start=1226
-  _globals['_RELEASECLAIMRESPONSE']._serialized_end=1291
-  _globals['_GETCLAIMREQUEST']._serialized_start=1293
-  _globals['_GETCLAIMREQUEST']._serialized_end=1347
-  _globals['_GETCLAIMRESPONSE']._serialized_start=1349
-  _globals['_GETCLAIMRESPONSE']._serialized_end=1458
-  _globals['_LISTCLAIMSREQUEST']._serialized_start=1460
-  _globals['_LISTCLAIMSREQUEST']._serialized_end=1562
-  _globals['_LISTCLAIMSRESPONSE']._serialized_start=1564
-  _globals['_LISTCLAIMSRESPONSE']._serialized_end=1686
-  _globals['_CLAIMSERVICE']._serialized_start=1689
-  _globals['_CLAIMSERVICE']._serialized_end=2174
+  _globals['_ACQUIRECLAIMSREQUEST']._serialized_start=887
+  _globals['_ACQUIRECLAIMSREQUEST']._serialized_end=1005
+  _globals['_ACQUIRECLAIMSRESPONSE']._serialized_start=1007
+  _globals['_ACQUIRECLAIMSRESPONSE']._serialized_end=1125
+  _globals['_RENEWCLAIMREQUEST']._serialized_start=1128
+  _globals['_RENEWCLAIMREQUEST']._serialized_end=1283
+  _globals['_RENEWCLAIMRESPONSE']._serialized_start=1285
+  _globals['_RENEWCLAIMRESPONSE']._serialized_end=1381
+  _globals['_RELEASECLAIMREQUEST']._serialized_start=1383
+  _globals['_RELEASECLAIMREQUEST']._serialized_end=1464
+  _globals['_RELEASECLAIMRESPONSE']._serialized_start=1466
+  _globals['_RELEASECLAIMRESPONSE']._serialized_end=1531
+  _globals['_GETCLAIMREQUEST']._serialized_start=1533
+  _globals['_GETCLAIMREQUEST']._serialized_end=1587
+  _globals['_GETCLAIMRESPONSE']._serialized_start=1589
+  _globals['_GETCLAIMRESPONSE']._serialized_end=1698
+  _globals['_LISTCLAIMSREQUEST']._serialized_start=1700
+  _globals['_LISTCLAIMSREQUEST']._serialized_end=1802
+  _globals['_LISTCLAIMSRESPONSE']._serialized_start=1804
+  _globals['_LISTCLAIMSRESPONSE']._serialized_end=1926
+  _globals['_CLAIMSERVICE']._serialized_start=1929
+  _globals['_CLAIMSERVICE']._serialized_end=2498
 # @@protoc_insertion_point(module_scope)

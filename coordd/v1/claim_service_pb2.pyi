@@ -221,6 +221,85 @@ class AcquireAnyClaimResponse(_message.Message):
 Global___AcquireAnyClaimResponse: _TypeAlias = AcquireAnyClaimResponse  # noqa: Y015
 
 @_typing.final
+class AcquireClaimsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """Namespace of the resources. Required."""
+    progress: _builtins.str
+    """Optional initial progress note (<= 1024 bytes), recorded on every claim of the grant."""
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resources to claim together, 1-1000; duplicates are not allowed. Order does not
+        matter to the outcome; responses list claims in this order.
+        """
+
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """Lease length of every claim of the grant. Required, 100 ms to 24 h."""
+
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        resources: _abc.Iterable[_builtins.str] | None = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        progress: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "progress", b"progress", "resources", b"resources", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireClaimsRequest: _TypeAlias = AcquireClaimsRequest  # noqa: Y015
+
+@_typing.final
+class AcquireClaimsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    ACQUIRED_FIELD_NUMBER: _builtins.int
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    acquired: _builtins.bool
+    """True if the caller now holds every resource of the request; false if it holds none of
+    those it did not already hold (nothing was changed).
+    """
+    @_builtins.property
+    def header(self) -> _common_pb2.ResponseHeader:
+        """header.revision is the revision of the grant when acquired (one revision for the whole
+        set), else the namespace's current one.
+        """
+
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___Claim]:
+        """acquired=true: the caller's claims, one per requested resource, in request order. Newly
+        taken resources carry fencing_token == header.revision (strictly larger than any earlier
+        token of each resource); resources the caller already held keep their token and are
+        renewed to the new ttl. acquired=false: the live claims of other agents that blocked the
+        grant, in request order.
+        """
+
+    def __init__(
+        self,
+        *,
+        header: _common_pb2.ResponseHeader | None = ...,
+        acquired: _builtins.bool = ...,
+        claims: _abc.Iterable[Global___Claim] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquired", b"acquired", "claims", b"claims", "header", b"header"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireClaimsResponse: _TypeAlias = AcquireClaimsResponse  # noqa: Y015
+
+@_typing.final
 class RenewClaimRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -44,6 +44,11 @@ class ClaimServiceStub:
                 request_serializer=coordd_dot_v1_dot_claim__service__pb2.AcquireAnyClaimRequest.SerializeToString,
                 response_deserializer=coordd_dot_v1_dot_claim__service__pb2.AcquireAnyClaimResponse.FromString,
                 _registered_method=True)
+        self.AcquireClaims = channel.unary_unary(
+                '/coordd.v1.ClaimService/AcquireClaims',
+                request_serializer=coordd_dot_v1_dot_claim__service__pb2.AcquireClaimsRequest.SerializeToString,
+                response_deserializer=coordd_dot_v1_dot_claim__service__pb2.AcquireClaimsResponse.FromString,
+                _registered_method=True)
         self.RenewClaim = channel.unary_unary(
                 '/coordd.v1.ClaimService/RenewClaim',
                 request_serializer=coordd_dot_v1_dot_claim__service__pb2.RenewClaimRequest.SerializeToString,
@@ -80,6 +85,15 @@ class ClaimServiceServicer:
 
     def AcquireAnyClaim(self, request, context):
         """Claim the first free resource of a list, in list order, in one round trip.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcquireClaims(self, request, context):
+        """Claim every resource of a set, or none of them, in one transaction (all-or-nothing).
+        No other agent ever sees a partial grant: each resource is free (or already the caller's)
+        and taken, or nothing changes and the blocking holders' claims are answered.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +139,11 @@ def add_ClaimServiceServicer_to_server(servicer, server):
                     servicer.AcquireAnyClaim,
                     request_deserializer=coordd_dot_v1_dot_claim__service__pb2.AcquireAnyClaimRequest.FromString,
                     response_serializer=coordd_dot_v1_dot_claim__service__pb2.AcquireAnyClaimResponse.SerializeToString,
+            ),
+            'AcquireClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcquireClaims,
+                    request_deserializer=coordd_dot_v1_dot_claim__service__pb2.AcquireClaimsRequest.FromString,
+                    response_serializer=coordd_dot_v1_dot_claim__service__pb2.AcquireClaimsResponse.SerializeToString,
             ),
             'RenewClaim': grpc.unary_unary_rpc_method_handler(
                     servicer.RenewClaim,
@@ -201,6 +220,33 @@ class ClaimService:
             '/coordd.v1.ClaimService/AcquireAnyClaim',
             coordd_dot_v1_dot_claim__service__pb2.AcquireAnyClaimRequest.SerializeToString,
             coordd_dot_v1_dot_claim__service__pb2.AcquireAnyClaimResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcquireClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordd.v1.ClaimService/AcquireClaims',
+            coordd_dot_v1_dot_claim__service__pb2.AcquireClaimsRequest.SerializeToString,
+            coordd_dot_v1_dot_claim__service__pb2.AcquireClaimsResponse.FromString,
             options,
             channel_credentials,
             insecure,

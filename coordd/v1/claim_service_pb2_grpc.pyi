@@ -43,6 +43,11 @@ class ClaimServiceStub:
     """
     AcquireAnyClaim: _grpc.UnaryUnaryMultiCallable[_claim_service_pb2.AcquireAnyClaimRequest, _claim_service_pb2.AcquireAnyClaimResponse]
     """Claim the first free resource of a list, in list order, in one round trip."""
+    AcquireClaims: _grpc.UnaryUnaryMultiCallable[_claim_service_pb2.AcquireClaimsRequest, _claim_service_pb2.AcquireClaimsResponse]
+    """Claim every resource of a set, or none of them, in one transaction (all-or-nothing).
+    No other agent ever sees a partial grant: each resource is free (or already the caller's)
+    and taken, or nothing changes and the blocking holders' claims are answered.
+    """
     RenewClaim: _grpc.UnaryUnaryMultiCallable[_claim_service_pb2.RenewClaimRequest, _claim_service_pb2.RenewClaimResponse]
     """Extend a held claim's lease, optionally recording progress (a semantic heartbeat)."""
     ReleaseClaim: _grpc.UnaryUnaryMultiCallable[_claim_service_pb2.ReleaseClaimRequest, _claim_service_pb2.ReleaseClaimResponse]
@@ -62,6 +67,11 @@ class ClaimServiceAsyncStub(ClaimServiceStub):
     """
     AcquireAnyClaim: _aio.UnaryUnaryMultiCallable[_claim_service_pb2.AcquireAnyClaimRequest, _claim_service_pb2.AcquireAnyClaimResponse]  # type: ignore[assignment]
     """Claim the first free resource of a list, in list order, in one round trip."""
+    AcquireClaims: _aio.UnaryUnaryMultiCallable[_claim_service_pb2.AcquireClaimsRequest, _claim_service_pb2.AcquireClaimsResponse]  # type: ignore[assignment]
+    """Claim every resource of a set, or none of them, in one transaction (all-or-nothing).
+    No other agent ever sees a partial grant: each resource is free (or already the caller's)
+    and taken, or nothing changes and the blocking holders' claims are answered.
+    """
     RenewClaim: _aio.UnaryUnaryMultiCallable[_claim_service_pb2.RenewClaimRequest, _claim_service_pb2.RenewClaimResponse]  # type: ignore[assignment]
     """Extend a held claim's lease, optionally recording progress (a semantic heartbeat)."""
     ReleaseClaim: _aio.UnaryUnaryMultiCallable[_claim_service_pb2.ReleaseClaimRequest, _claim_service_pb2.ReleaseClaimResponse]  # type: ignore[assignment]
@@ -90,6 +100,17 @@ class ClaimServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_claim_service_pb2.AcquireAnyClaimResponse, _abc.Awaitable[_claim_service_pb2.AcquireAnyClaimResponse]]:
         """Claim the first free resource of a list, in list order, in one round trip."""
+
+    @_abc_1.abstractmethod
+    def AcquireClaims(
+        self,
+        request: _claim_service_pb2.AcquireClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_claim_service_pb2.AcquireClaimsResponse, _abc.Awaitable[_claim_service_pb2.AcquireClaimsResponse]]:
+        """Claim every resource of a set, or none of them, in one transaction (all-or-nothing).
+        No other agent ever sees a partial grant: each resource is free (or already the caller's)
+        and taken, or nothing changes and the blocking holders' claims are answered.
+        """
 
     @_abc_1.abstractmethod
     def RenewClaim(

@@ -22,24 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from coordd.v1 import agreement_service_pb2 as coordd_dot_v1_dot_agreement__service__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63oordd/v1/error_details.proto\x12\tcoordd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x12\x43laimNotHeldDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x17\n\x0fholder_agent_id\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x17\x46\x65ncingTokenStaleDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x17\n\x0fpresented_token\x18\x03 \x01(\x03\x12\x15\n\rcurrent_token\x18\x04 \x01(\x03\"m\n\x16RevisionMismatchDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x03 \x01(\x03\x12\x18\n\x10\x63urrent_revision\x18\x04 \x01(\x03\"O\n\x14IdempotencyKeyDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x17\n\x0f\x63urrent_attempt\x18\x03 \x01(\x03\"F\n\x17RevisionCompactedDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x18\n\x10\x63ompact_revision\x18\x02 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63oordd/v1/error_details.proto\x12\tcoordd.v1\x1a!coordd/v1/agreement_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x12\x43laimNotHeldDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x17\n\x0fholder_agent_id\x18\x03 \x01(\t\x12\x15\n\rfencing_token\x18\x04 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x17\x46\x65ncingTokenStaleDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x17\n\x0fpresented_token\x18\x03 \x01(\x03\x12\x15\n\rcurrent_token\x18\x04 \x01(\x03\"m\n\x16RevisionMismatchDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x19\n\x11\x65xpected_revision\x18\x03 \x01(\x03\x12\x18\n\x10\x63urrent_revision\x18\x04 \x01(\x03\"O\n\x14IdempotencyKeyDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x17\n\x0f\x63urrent_attempt\x18\x03 \x01(\x03\"F\n\x17RevisionCompactedDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x18\n\x10\x63ompact_revision\x18\x02 \x01(\x03\"\xb3\x01\n\x16\x41greementDecidedDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.coordd.v1.AgreementState\x12\'\n\x05\x63\x61use\x18\x04 \x01(\x0e\x32\x18.coordd.v1.DecisionCause\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x17\n\x0f\x64\x65\x63ide_revision\x18\x06 \x01(\x03\"V\n\x15NotAParticipantDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\"F\n\x15VoteAlreadyCastDetail\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coordd.v1.error_details_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLAIMNOTHELDDETAIL']._serialized_start=78
-  _globals['_CLAIMNOTHELDDETAIL']._serialized_end=232
-  _globals['_FENCINGTOKENSTALEDETAIL']._serialized_start=234
-  _globals['_FENCINGTOKENSTALEDETAIL']._serialized_end=344
-  _globals['_REVISIONMISMATCHDETAIL']._serialized_start=346
-  _globals['_REVISIONMISMATCHDETAIL']._serialized_end=455
-  _globals['_IDEMPOTENCYKEYDETAIL']._serialized_start=457
-  _globals['_IDEMPOTENCYKEYDETAIL']._serialized_end=536
-  _globals['_REVISIONCOMPACTEDDETAIL']._serialized_start=538
-  _globals['_REVISIONCOMPACTEDDETAIL']._serialized_end=608
+  _globals['_CLAIMNOTHELDDETAIL']._serialized_start=113
+  _globals['_CLAIMNOTHELDDETAIL']._serialized_end=267
+  _globals['_FENCINGTOKENSTALEDETAIL']._serialized_start=269
+  _globals['_FENCINGTOKENSTALEDETAIL']._serialized_end=379
+  _globals['_REVISIONMISMATCHDETAIL']._serialized_start=381
+  _globals['_REVISIONMISMATCHDETAIL']._serialized_end=490
+  _globals['_IDEMPOTENCYKEYDETAIL']._serialized_start=492
+  _globals['_IDEMPOTENCYKEYDETAIL']._serialized_end=571
+  _globals['_REVISIONCOMPACTEDDETAIL']._serialized_start=573
+  _globals['_REVISIONCOMPACTEDDETAIL']._serialized_end=643
+  _globals['_AGREEMENTDECIDEDDETAIL']._serialized_start=646
+  _globals['_AGREEMENTDECIDEDDETAIL']._serialized_end=825
+  _globals['_NOTAPARTICIPANTDETAIL']._serialized_start=827
+  _globals['_NOTAPARTICIPANTDETAIL']._serialized_end=913
+  _globals['_VOTEALREADYCASTDETAIL']._serialized_start=915
+  _globals['_VOTEALREADYCASTDETAIL']._serialized_end=985
 # @@protoc_insertion_point(module_scope)

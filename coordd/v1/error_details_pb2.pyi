@@ -7,6 +7,7 @@ Every coordd error carries ErrorInfo{domain: "coordd", reason: <REASON>}. The me
 added where the caller needs data to act; clients unpack them into typed exception attributes.
 """
 
+from coordd.v1 import agreement_service_pb2 as _agreement_service_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -175,3 +176,101 @@ class RevisionCompactedDetail(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevisionCompactedDetail: _TypeAlias = RevisionCompactedDetail  # noqa: Y015
+
+@_typing.final
+class AgreementDecidedDetail(_message.Message):
+    """Sent with AGREEMENT_DECIDED: the vote came after the decision, which it did not change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DECIDE_REVISION_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    id: _builtins.str
+    state: _agreement_service_pb2.AgreementState.ValueType
+    """COMMITTED or ABORTED."""
+    cause: _agreement_service_pb2.DecisionCause.ValueType
+    reason: _builtins.str
+    """The decision's reason (see Agreement.reason)."""
+    decide_revision: _builtins.int
+    """Namespace revision of the decision."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        id: _builtins.str = ...,
+        state: _agreement_service_pb2.AgreementState.ValueType = ...,
+        cause: _agreement_service_pb2.DecisionCause.ValueType = ...,
+        reason: _builtins.str = ...,
+        decide_revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "decide_revision", b"decide_revision", "id", b"id", "namespace", b"namespace", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgreementDecidedDetail: _TypeAlias = AgreementDecidedDetail  # noqa: Y015
+
+@_typing.final
+class NotAParticipantDetail(_message.Message):
+    """Sent with NOT_A_PARTICIPANT: the caller holds no seat and none is free for it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    id: _builtins.str
+    agent_id: _builtins.str
+    """The caller, as the daemon identified it."""
+    role: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        id: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "id", b"id", "namespace", b"namespace", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotAParticipantDetail: _TypeAlias = NotAParticipantDetail  # noqa: Y015
+
+@_typing.final
+class VoteAlreadyCastDetail(_message.Message):
+    """Sent with VOTE_ALREADY_CAST: the caller voted before, the other way; votes are final."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    ACCEPT_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    id: _builtins.str
+    accept: _builtins.bool
+    """The vote on record."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        id: _builtins.str = ...,
+        accept: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "id", b"id", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteAlreadyCastDetail: _TypeAlias = VoteAlreadyCastDetail  # noqa: Y015

@@ -624,13 +624,17 @@ class SearchMemoryRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_STALE_FIELD_NUMBER: _builtins.int
-    MIN_REVISION_FIELD_NUMBER: _builtins.int
+    MIN_REVISIONS_FIELD_NUMBER: _builtins.int
+    EF_FIELD_NUMBER: _builtins.int
     k: _builtins.int
     """1-1000."""
     tier: Global___MemoryTier.ValueType
     task_id: _builtins.str
     include_stale: _builtins.bool
-    min_revision: _builtins.int
+    ef: _builtins.int
+    """Search breadth (hnswlib ef): higher finds more of the true nearest neighbours, slower.
+    0 = the daemon's default (128); at most 4096; at least k is used.
+    """
     @_builtins.property
     def embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Required; its dimension selects the index."""
@@ -641,6 +645,12 @@ class SearchMemoryRequest(_message.Message):
 
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def min_revisions(self) -> _common_pb2.VersionVector:
+        """Read-your-writes: per namespace, the revision the index must reflect before searching
+        (the client sends its session vector).
+        """
+
     def __init__(
         self,
         *,
@@ -651,11 +661,12 @@ class SearchMemoryRequest(_message.Message):
         tags: _abc.Iterable[_builtins.str] | None = ...,
         task_id: _builtins.str = ...,
         include_stale: _builtins.bool = ...,
-        min_revision: _builtins.int = ...,
+        min_revisions: _common_pb2.VersionVector | None = ...,
+        ef: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["min_revisions", b"min_revisions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding", b"embedding", "include_stale", b"include_stale", "k", b"k", "min_revision", b"min_revision", "namespace_prefixes", b"namespace_prefixes", "tags", b"tags", "task_id", b"task_id", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ef", b"ef", "embedding", b"embedding", "include_stale", b"include_stale", "k", b"k", "min_revisions", b"min_revisions", "namespace_prefixes", b"namespace_prefixes", "tags", b"tags", "task_id", b"task_id", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -663,6 +674,8 @@ Global___SearchMemoryRequest: _TypeAlias = SearchMemoryRequest  # noqa: Y015
 
 @_typing.final
 class SearchHit(_message.Message):
+    """Search hits and List results leave MemoryEntry.embedding empty (Get returns it)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int

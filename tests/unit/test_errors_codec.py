@@ -21,6 +21,11 @@ CASES = [
     errors.RevisionCompactedError("ns", 5),
     errors.StorageUnavailableError(),
     errors.InternalError("internal error; trace_id=ab", "ab"),
+    errors.AgreementDecidedError("ns", "ag", "aborted", "rejected", "too risky", 7),
+    errors.AgreementDecidedError("ns", "ag", "committed", "all_accepted", "", 9),
+    errors.NotAParticipantError("ns", "ag", "agent-x", "reviewer"),
+    errors.VoteAlreadyCastError("ns", "ag", True),
+    errors.AgreementExistsError("ns", "ag"),
 ]
 
 

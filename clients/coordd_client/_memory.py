@@ -1,0 +1,356 @@
+"""Memory: working (per task), episodic (aging) and semantic (versioned) entries, and search."""
+
+from __future__ import annotations
+
+import builtins
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from coordd import wire
+from coordd.v1 import common_pb2
+from coordd.v1 import memory_service_pb2 as pb
+from coordd.v1 import memory_service_pb2_grpc as pb_grpc
+
+from . import _convert as cv
+from ._core import Core
+from ._models import (
+    EntryRef,
+    Fence,
+    MemoryEntry,
+    MemoryPage,
+    NamespacePolicy,
+    Provenance,
+    SearchHit,
+)
+
+_TIERS = {
+    "working": pb.MEMORY_TIER_WORKING,
+    "episodic": pb.MEMORY_TIER_EPISODIC,
+    "semantic": pb.MEMORY_TIER_SEMANTIC,
+}
+_TIER_NAMES = {v: k for k, v in _TIERS.items()}
+_MODES = {
+    None: pb.WRITE_MODE_UNSPECIFIED,
+    "lww": pb.WRITE_MODE_LAST_WRITE_WINS,
+    "cas": pb.WRITE_MODE_COMPARE_AND_SET,
+    "merge": pb.WRITE_MODE_MERGE_PATCH,
+}
+_MODE_NAMES = {v: k for k, v in _MODES.items() if k}
+_OUTCOMES = {
+    "succeeded": pb.TASK_OUTCOME_SUCCEEDED,
+    "failed": pb.TASK_OUTCOME_FAILED,
+    "cancelled": pb.TASK_OUTCOME_CANCELLED,
+}
+
+
+def _entry(msg: pb.MemoryEntry) -> MemoryEntry:
+    p = msg.provenance
+    return MemoryEntry(
+        namespace=msg.namespace,
+        key=msg.key,
+        tier=_TIER_NAMES.get(msg.tier, "unspecified"),
+        value=json.loads(msg.value_json) if msg.value_json else None,
+        text=msg.text,
+        embedding=list(msg.embedding),
+        tags=list(msg.tags),
+        task_id=msg.task_id,
+        revision=msg.revision,
+        create_revision=msg.create_revision,
+        provenance=Provenance(
+            agent_id=p.agent_id,
+            role=p.role,
+            write_time=cv.dt(p.write_time),
+            trace_id=p.trace_id,
+            request_id=p.request_id,
+            derived_from=[
+                EntryRef(namespace=r.namespace, key=r.key, revision=r.revision)
+                for r in p.derived_from
+            ],
+        ),
+        expire_time=cv.opt_dt(msg, "expire_time"),
+        valid_from=cv.opt_dt(msg, "valid_from"),
+        valid_to=cv.opt_dt(msg, "valid_to"),
+        review_time=cv.opt_dt(msg, "review_time"),
+        confidence=msg.confidence,
+        stale=msg.stale,
+    )
+
+
+def _refs(refs: Sequence[EntryRef | tuple[str, str]]) -> list[pb.EntryRef]:
+    out = []
+    for r in refs:
+        if isinstance(r, EntryRef):
+            out.append(pb.EntryRef(namespace=r.namespace, key=r.key, revision=r.revision))
+        else:
+            out.append(pb.EntryRef(namespace=r[0], key=r[1]))
+    return out
+
+
+def _ts(value: datetime | None) -> Any:
+    return wire.timestamp(value)
+
+
+class AsyncMemory:
+    """``client.memory``. Reads pass this session's revisions, so you always see your writes."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._stub = pb_grpc.MemoryServiceStub(core.channel)
+
+    async def put(
+        self,
+        namespace: str,
+        key: str,
+        value: Any,
+        *,
+        tier: str = "semantic",
+        text: str = "",
+        embedding: Sequence[float] | None = None,
+        tags: Sequence[str] = (),
+        task_id: str = "",
+        mode: str | None = None,
+        expected_revision: int | None = None,
+        ttl: timedelta | float | None = None,
+        derived_from: Sequence[EntryRef | tuple[str, str]] = (),
+        review_time: datetime | None = None,
+        confidence: float = 0.0,
+        fence: Fence | None = None,
+        request_id: str = "",
+    ) -> MemoryEntry:
+        """Write an entry. *mode*: "lww", "merge" (RFC 7386 patch) or "cas" (with
+        *expected_revision*, 0 = must not exist); None uses the namespace's policy, or CAS when
+        *expected_revision* is given. Provenance is stamped by the daemon."""
+        resp = await self._core.call(
+            self._stub.PutMemory,
+            pb.PutMemoryRequest(
+                namespace=namespace,
+                key=key,
+                tier=_TIERS[tier],
+                value_json=json.dumps(value, separators=(",", ":")),
+                text=text,
+                embedding=list(embedding or ()),
+                tags=list(tags),
+                task_id=task_id,
+                write_mode=_MODES[mode],
+                expected_revision=expected_revision,
+                ttl=cv.duration(ttl),
+                derived_from=_refs(derived_from),
+                review_time=_ts(review_time),
+                confidence=confidence,
+                fence=cv.fence(fence),
+                request_id=request_id,
+            ),
+        )
+        return _entry(resp.entry)
+
+    async def get(
+        self, namespace: str, key: str, *, as_of: datetime | None = None
+    ) -> MemoryEntry | None:
+        """The current (or, with *as_of*, the then-current) version, or None."""
+        resp = await self._core.call(
+            self._stub.GetMemory,
+            pb.GetMemoryRequest(
+                namespace=namespace,
+                key=key,
+                as_of=_ts(as_of),
+                min_revision=self._core.session.revision(namespace),
+            ),
+        )
+        return _entry(resp.entry) if resp.found else None
+
+    async def delete(
+        self,
+        namespace: str,
+        key: str,
+        *,
+        expected_revision: int | None = None,
+        fence: Fence | None = None,
+    ) -> bool:
+        resp = await self._core.call(
+            self._stub.DeleteMemory,
+            pb.DeleteMemoryRequest(
+                namespace=namespace,
+                key=key,
+                expected_revision=expected_revision,
+                fence=cv.fence(fence),
+            ),
+        )
+        return resp.deleted
+
+    async def list(
+        self,
+        namespace_prefix: str,
+        *,
+        tier: str | None = None,
+        tags: Sequence[str] = (),
+        task_id: str = "",
+        include_stale: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> MemoryPage:
+        resp = await self._core.call(
+            self._stub.ListMemory,
+            pb.ListMemoryRequest(
+                namespace_prefix=namespace_prefix,
+                tier=_TIERS[tier] if tier else pb.MEMORY_TIER_UNSPECIFIED,
+                tags=list(tags),
+                task_id=task_id,
+                include_stale=include_stale,
+                page_size=page_size,
+                page_token=page_token,
+            ),
+        )
+        return MemoryPage(
+            entries=[_entry(e) for e in resp.entries], next_page_token=resp.next_page_token
+        )
+
+    async def history(
+        self, namespace: str, key: str, *, page_size: int = 0, page_token: str = ""
+    ) -> builtins.list[MemoryEntry]:
+        """Every version of *key*, newest first, each with its provenance and validity."""
+        resp = await self._core.call(
+            self._stub.MemoryHistory,
+            pb.MemoryHistoryRequest(
+                namespace=namespace, key=key, page_size=page_size, page_token=page_token
+            ),
+        )
+        return [_entry(e) for e in resp.versions]
+
+    async def search(
+        self,
+        embedding: Sequence[float],
+        k: int,
+        namespace_prefixes: str | Sequence[str],
+        *,
+        tier: str | None = None,
+        tags: Sequence[str] = (),
+        task_id: str = "",
+        include_stale: bool = False,
+        ef: int = 0,
+    ) -> builtins.list[SearchHit]:
+        """The k nearest entries by cosine distance, after filtering (stale ones excluded
+        unless asked for); reflects at least this session's writes."""
+        prefixes = (
+            [namespace_prefixes]
+            if isinstance(namespace_prefixes, str)
+            else list(namespace_prefixes)
+        )
+        vector = self._core.session.vector
+        resp = await self._core.call(
+            self._stub.SearchMemory,
+            pb.SearchMemoryRequest(
+                embedding=list(embedding),
+                k=k,
+                namespace_prefixes=prefixes,
+                tier=_TIERS[tier] if tier else pb.MEMORY_TIER_UNSPECIFIED,
+                tags=list(tags),
+                task_id=task_id,
+                include_stale=include_stale,
+                ef=ef,
+                min_revisions=common_pb2.VersionVector(
+                    revisions={
+                        ns: rev
+                        for ns, rev in vector.items()
+                        if any(ns == p or ns.startswith(p + "/") for p in prefixes)
+                    }
+                ),
+            ),
+        )
+        return [SearchHit(entry=_entry(h.entry), distance=h.distance) for h in resp.hits]
+
+    async def start_task(
+        self, namespace: str, task_id: str, *, lease: timedelta | float | None = None
+    ) -> datetime:
+        """Open a task (working memory needs one); returns its lease expiry."""
+        resp = await self._core.call(
+            self._stub.StartTask,
+            pb.StartTaskRequest(namespace=namespace, task_id=task_id, lease=cv.duration(lease)),
+        )
+        return cv.dt(resp.lease_expire_time)
+
+    async def end_task(
+        self,
+        namespace: str,
+        task_id: str,
+        *,
+        outcome: str = "succeeded",
+        archive: bool = False,
+        summary: Any = None,
+        summary_text: str = "",
+        summary_embedding: Sequence[float] | None = None,
+    ) -> tuple[int, MemoryEntry | None]:
+        """End a task: its working memory goes at once; with *archive* it becomes one
+        episodic entry ("task/<id>") listing its sources. Returns (removed, episode)."""
+        resp = await self._core.call(
+            self._stub.EndTask,
+            pb.EndTaskRequest(
+                namespace=namespace,
+                task_id=task_id,
+                outcome=_OUTCOMES[outcome],
+                archive=archive,
+                summary_json=json.dumps(summary) if summary is not None else "",
+                summary_text=summary_text,
+                summary_embedding=list(summary_embedding or ()),
+            ),
+        )
+        return resp.removed, _entry(resp.episode) if resp.HasField("episode") else None
+
+    async def compact_episodes(
+        self,
+        namespace: str,
+        keys: Sequence[str],
+        summary_key: str,
+        summary: Any,
+        *,
+        text: str = "",
+        embedding: Sequence[float] | None = None,
+        tags: Sequence[str] = (),
+    ) -> MemoryEntry:
+        """Replace episodes by one summary episode, atomically; lineage in derived_from."""
+        resp = await self._core.call(
+            self._stub.CompactEpisodes,
+            pb.CompactEpisodesRequest(
+                namespace=namespace,
+                keys=list(keys),
+                summary_key=summary_key,
+                summary_json=json.dumps(summary),
+                summary_text=text,
+                summary_embedding=list(embedding or ()),
+                tags=list(tags),
+            ),
+        )
+        return _entry(resp.summary)
+
+    async def set_policy(self, namespace: str, policy: NamespacePolicy) -> NamespacePolicy:
+        resp = await self._core.call(
+            self._stub.SetNamespacePolicy,
+            pb.SetNamespacePolicyRequest(
+                namespace=namespace,
+                policy=pb.NamespacePolicy(
+                    default_write_mode=_MODES[policy.default_mode],
+                    forbid_unconditional_writes=policy.forbid_unconditional,
+                    episodic_max_age=cv.duration(policy.episodic_max_age),
+                    episodic_max_count=policy.episodic_max_count,
+                ),
+            ),
+        )
+        return _policy(resp.policy)
+
+    async def get_policy(self, namespace: str) -> NamespacePolicy:
+        resp = await self._core.call(
+            self._stub.GetNamespacePolicy, pb.GetNamespacePolicyRequest(namespace=namespace)
+        )
+        return _policy(resp.policy)
+
+
+def _policy(msg: pb.NamespacePolicy) -> NamespacePolicy:
+    return NamespacePolicy(
+        default_mode=_MODE_NAMES.get(msg.default_write_mode, "lww"),
+        forbid_unconditional=msg.forbid_unconditional_writes,
+        episodic_max_age=msg.episodic_max_age.ToTimedelta()
+        if msg.HasField("episodic_max_age")
+        else None,
+        episodic_max_count=msg.episodic_max_count,
+    )

@@ -1,0 +1,108 @@
+"""Memory rules: writes with provenance, semantic history, tasks, and filtered search."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from coordd.domain.access import Operation, Policy, pattern_matches
+from coordd.domain.models import Identity, MemoryEntry, SearchFilter, Tier
+
+
+class SearchIndex(Protocol):
+    def namespaces(self) -> set[str]: ...
+
+    def search(
+        self, query: Any, k: int, f: SearchFilter, ef: int = 0
+    ) -> list[tuple[str, str, float]]: ...
+
+
+class Indexer(Protocol):
+    @property
+    def index(self) -> SearchIndex: ...
+
+    async def ensure(self, minimum: dict[str, int]) -> None: ...
+
+
+class EntryReader(Protocol):
+    async def get_many(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], MemoryEntry]: ...
+
+    async def now(self) -> float:
+        """The database clock, epoch seconds (expiry and staleness use it, not this host's)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchQuery:
+    embedding: bytes
+    dim: int
+    k: int
+    namespace_prefixes: list[str]
+    tier: Tier | None
+    tags: list[str]
+    task_id: str
+    include_stale: bool
+    min_revisions: dict[str, int]
+    ef: int = 0
+
+
+def under(prefix: str, namespace: str) -> bool:
+    return namespace == prefix or namespace.startswith(prefix + "/")
+
+
+class MemorySearch:
+    """k-NN over embeddings, filtered before ranking by scope, grants, tier, tags, task,
+    expiry and staleness: the caller never sees, and never loses places to, what it may not
+    read."""
+
+    def __init__(self, indexer: Indexer, entries: EntryReader, policy: Policy) -> None:
+        self._indexer = indexer
+        self._entries = entries
+        self._policy = policy
+
+    def readable(self, who: Identity, prefixes: list[str]) -> frozenset[str]:
+        out = set()
+        for ns in self._indexer.index.namespaces():
+            if any(under(p, ns) for p in prefixes):
+                try:
+                    self._policy.check(who, Operation.READ, ns)
+                except Exception:
+                    continue
+                out.add(ns)
+        return frozenset(out)
+
+    async def search(self, who: Identity, q: SearchQuery) -> list[tuple[MemoryEntry, float]]:
+        await self._indexer.ensure(
+            {
+                ns: rev
+                for ns, rev in q.min_revisions.items()
+                if any(under(p, ns) for p in q.namespace_prefixes)
+            }
+        )
+        vector = np.frombuffer(q.embedding, dtype="<f4").astype(np.float32)
+        f = SearchFilter(
+            namespaces=self.readable(who, q.namespace_prefixes),
+            tier=int(q.tier) if q.tier else 0,
+            tags=frozenset(q.tags),
+            task_id=q.task_id,
+            include_stale=q.include_stale,
+            now=await self._entries.now(),
+        )
+        if not f.namespaces:
+            return []
+        found = await asyncio.to_thread(self._indexer.index.search, vector, q.k, f, q.ef)
+        entries = await self._entries.get_many([(ns, key) for ns, key, _ in found])
+        return [
+            (entries[(ns, key)], distance) for ns, key, distance in found if (ns, key) in entries
+        ]
+
+
+def is_stale(entry: MemoryEntry, now: datetime) -> bool:
+    return entry.review_time is not None and entry.review_time <= now
+
+
+__all__ = ["MemorySearch", "SearchQuery", "is_stale", "pattern_matches", "under"]

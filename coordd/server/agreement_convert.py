@@ -1,0 +1,210 @@
+"""Agreement requests: validation and protobuf <-> domain conversion."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from opentelemetry import trace
+
+from coordd import rpc_status
+from coordd.domain import agreements as ag
+from coordd.domain import validation as v
+from coordd.server import convert
+from coordd.v1 import agreement_service_pb2 as pb
+from coordd.v1 import common_pb2
+from coordd.v1 import memory_service_pb2 as mem_pb
+
+MAX_PARTICIPANTS = 64
+MAX_SEATS = 256
+MAX_WRITES = 100
+REASON_MAX_BYTES = 1024
+DEADLINE_MIN = timedelta(milliseconds=100)
+DEADLINE_MAX = timedelta(days=7)
+RETENTION_DEFAULT = timedelta(hours=24)
+RETENTION_MIN = timedelta(minutes=1)
+RETENTION_MAX = timedelta(days=30)
+WAIT_MAX = timedelta(minutes=5)
+
+_MODES = {
+    mem_pb.WRITE_MODE_UNSPECIFIED: ag.WriteMode.DEFAULT,
+    mem_pb.WRITE_MODE_LAST_WRITE_WINS: ag.WriteMode.LAST_WRITE_WINS,
+    mem_pb.WRITE_MODE_COMPARE_AND_SET: ag.WriteMode.COMPARE_AND_SET,
+    mem_pb.WRITE_MODE_MERGE_PATCH: ag.WriteMode.MERGE_PATCH,
+}
+_MODE_ENUM = {mode: number for number, mode in _MODES.items()}
+_TIERS = (mem_pb.MEMORY_TIER_WORKING, mem_pb.MEMORY_TIER_EPISODIC, mem_pb.MEMORY_TIER_SEMANTIC)
+STATES = {
+    pb.AGREEMENT_STATE_UNSPECIFIED: None,
+    pb.AGREEMENT_STATE_PENDING: ag.AgreementState.PENDING,
+    pb.AGREEMENT_STATE_COMMITTED: ag.AgreementState.COMMITTED,
+    pb.AGREEMENT_STATE_ABORTED: ag.AgreementState.ABORTED,
+}
+
+
+def check_id(c: v.Checker, namespace: str, agreement_id: str) -> None:
+    c.namespace("namespace", namespace)
+    c.name("id", agreement_id, v.RESOURCE_MAX_BYTES)
+
+
+def check_participants(c: v.Checker, participants: list[pb.Participant]) -> None:
+    if not 1 <= len(participants) <= MAX_PARTICIPANTS:
+        c.fail("participants", f"must list 1 to {MAX_PARTICIPANTS} participants")
+        return
+    agents: set[str] = set()
+    roles: set[str] = set()
+    total = 0
+    for i, p in enumerate(participants):
+        field = f"participants[{i}]"
+        if bool(p.agent_id) == bool(p.role):
+            c.fail(field, "exactly one of agent_id and role is required")
+            continue
+        if p.agent_id:
+            c.identifier(f"{field}.agent_id", p.agent_id)
+            if p.count not in (0, 1):
+                c.fail(f"{field}.count", "must be 0 or 1 for an agent participant")
+            if p.agent_id in agents:
+                c.fail(f"{field}.agent_id", "names an agent listed before")
+            agents.add(p.agent_id)
+            total += 1
+        else:
+            c.identifier(f"{field}.role", p.role)
+            if not 0 <= p.count <= MAX_SEATS:
+                c.fail(f"{field}.count", f"must be between 0 and {MAX_SEATS} (0 means 1)")
+            if p.role in roles:
+                c.fail(f"{field}.role", "names a role listed before (raise its count instead)")
+            roles.add(p.role)
+            total += max(p.count, 1)
+    if total > MAX_SEATS:
+        c.fail("participants", f"must have at most {MAX_SEATS} seats in total")
+
+
+def check_writes(c: v.Checker, writes: list[pb.TransitionWrite]) -> None:
+    if len(writes) > MAX_WRITES:
+        c.fail("writes", f"must have at most {MAX_WRITES} writes")
+        return
+    keys: set[tuple[str, str]] = set()
+    for i, w in enumerate(writes):
+        field = f"writes[{i}]"
+        c.namespace(f"{field}.namespace", w.namespace)
+        c.name(f"{field}.key", w.key, v.MEMORY_KEY_MAX_BYTES)
+        if (w.namespace, w.key) in keys:
+            c.fail(f"{field}.key", "is written twice by the transition")
+        keys.add((w.namespace, w.key))
+        if w.tier not in _TIERS:
+            c.fail(f"{field}.tier", "must be WORKING, EPISODIC or SEMANTIC")
+        c.json(f"{field}.value_json", w.value_json)
+        c.text(f"{field}.text", w.text, v.MEMORY_TEXT_MAX_BYTES)
+        if len(w.tags) > v.MAX_TAGS:
+            c.fail(f"{field}.tags", f"must have at most {v.MAX_TAGS} tags")
+        for j, tag in enumerate(w.tags):
+            c.name(f"{field}.tags[{j}]", tag, v.TAG_MAX_BYTES)
+        c.text(f"{field}.task_id", w.task_id, v.TASK_ID_MAX_BYTES)
+        if w.tier == mem_pb.MEMORY_TIER_WORKING and not w.task_id:
+            c.fail(f"{field}.task_id", "is required for WORKING memory")
+        if w.write_mode not in _MODES:
+            c.fail(f"{field}.write_mode", "is not a known write mode")
+        cas = w.write_mode in (mem_pb.WRITE_MODE_COMPARE_AND_SET, mem_pb.WRITE_MODE_UNSPECIFIED)
+        if w.HasField("expected_revision"):
+            if not cas:
+                c.fail(f"{field}.expected_revision", "is only for COMPARE_AND_SET")
+            elif w.expected_revision < 0:
+                c.fail(f"{field}.expected_revision", "must be >= 0 (0 = must not exist)")
+        elif w.write_mode == mem_pb.WRITE_MODE_COMPARE_AND_SET:
+            c.fail(f"{field}.expected_revision", "is required for COMPARE_AND_SET")
+        ttl = convert.duration(w.ttl, w.HasField("ttl"), f"{field}.ttl")
+        c.duration(f"{field}.ttl", ttl, v.MEMORY_TTL_MIN, v.MEMORY_TTL_MAX)
+
+
+def participants(msgs: list[pb.Participant]) -> list[ag.Participant]:
+    return [
+        ag.Participant(agent_id=p.agent_id, role=p.role, count=1 if p.agent_id else max(p.count, 1))
+        for p in msgs
+    ]
+
+
+def transition_write(w: pb.TransitionWrite) -> ag.TransitionWrite:
+    return ag.TransitionWrite(
+        namespace=w.namespace,
+        key=w.key,
+        tier=int(w.tier),
+        value_json=w.value_json,
+        text=w.text,
+        tags=tuple(w.tags),
+        task_id=w.task_id,
+        mode=_MODES[w.write_mode],
+        expected_revision=w.expected_revision if w.HasField("expected_revision") else None,
+        ttl=convert.duration(w.ttl, w.HasField("ttl"), "ttl"),
+    )
+
+
+def proposal(
+    req: pb.ProposeAgreementRequest, deadline: timedelta, retention: timedelta | None
+) -> ag.Proposal:
+    ctx = trace.get_current_span().get_span_context()
+    return ag.Proposal(
+        namespace=req.namespace,
+        id=req.id,
+        participants=participants(list(req.participants)),
+        transition_json=req.transition_json,
+        writes=[transition_write(w) for w in req.writes],
+        deadline=deadline,
+        accept=req.accept,
+        retention=retention or RETENTION_DEFAULT,
+        fingerprint=hashlib.sha256(req.SerializeToString(deterministic=True)).digest(),
+        trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else "",
+    )
+
+
+def agreement_message(a: ag.Agreement) -> pb.Agreement:
+    return pb.Agreement(
+        namespace=a.namespace,
+        id=a.id,
+        proposer_agent_id=a.proposer_agent_id,
+        proposer_role=a.proposer_role,
+        participants=[
+            pb.Participant(agent_id=p.agent_id, role=p.role, count=p.count) for p in a.participants
+        ],
+        transition_json=a.transition_json,
+        writes=[_write_message(w) for w in a.writes],
+        state=rpc_status.AGREEMENT_STATES[a.state.value],
+        cause=rpc_status.DECISION_CAUSES[a.cause.value],
+        reason=a.reason,
+        decided_by_agent_id=a.decided_by_agent_id,
+        votes=[
+            pb.Ballot(
+                agent_id=b.agent_id,
+                role=b.role,
+                accept=b.accept,
+                reason=b.reason,
+                vote_time=convert.timestamp(b.vote_time),
+                participant_index=b.seat,
+                revision=b.revision,
+            )
+            for b in a.votes
+        ],
+        seats=a.seats,
+        accepted=a.accepted,
+        create_time=convert.timestamp(a.create_time),
+        deadline_time=convert.timestamp(a.deadline_time),
+        decide_time=convert.timestamp(a.decide_time),
+        create_revision=a.create_revision,
+        decide_revision=a.decide_revision,
+        expire_time=convert.timestamp(a.expire_time),
+        write_revisions=common_pb2.VersionVector(revisions=a.write_revisions),
+    )
+
+
+def _write_message(w: ag.TransitionWrite) -> pb.TransitionWrite:
+    return pb.TransitionWrite(
+        namespace=w.namespace,
+        key=w.key,
+        tier=w.tier,  # type: ignore[arg-type]
+        value_json=w.value_json,
+        text=w.text,
+        tags=list(w.tags),
+        task_id=w.task_id,
+        write_mode=_MODE_ENUM[w.mode],
+        expected_revision=w.expected_revision,
+        ttl=None if w.ttl is None else convert.to_duration(w.ttl),
+    )

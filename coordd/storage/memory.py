@@ -1,0 +1,363 @@
+"""Memory entries in PostgreSQL: one SQL function call per write."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from psycopg.types.json import Jsonb
+
+from coordd.domain.models import (
+    EntryRef,
+    Fence,
+    Identity,
+    MemoryEntry,
+    MemoryWrite,
+    NamespacePolicy,
+    Tier,
+)
+from coordd.errors import (
+    FencingTokenStaleError,
+    NotFoundError,
+    RevisionMismatchError,
+    UnconditionalWriteForbiddenError,
+)
+from coordd.storage.batching import WriteBatcher
+from coordd.storage.db import Database, Row
+
+ENTRY_COLUMNS = (
+    "namespace, key, tier, value::text, text, coalesce(embedding, ''::bytea), tags, task_id,"
+    " revision, create_revision, agent_id, role, write_time, trace_id, request_id,"
+    " derived_from::text, expire_time, valid_from, {valid_to}, review_time, confidence,"
+    " coalesce(review_time <= coordd.now(), false)"
+)
+CURRENT = ENTRY_COLUMNS.format(valid_to="NULL::timestamptz")
+HISTORIC = ENTRY_COLUMNS.format(valid_to="valid_to")
+_LIVE = "(expire_time IS NULL OR expire_time > coordd.now())"
+
+
+def entry_from_row(row: Row) -> MemoryEntry:
+    return MemoryEntry(
+        namespace=row[0],
+        key=row[1],
+        tier=Tier(row[2]),
+        value_json=row[3],
+        text=row[4],
+        embedding=bytes(row[5]),
+        tags=list(row[6]),
+        task_id=row[7],
+        revision=row[8],
+        create_revision=row[9],
+        agent_id=row[10],
+        role=row[11],
+        write_time=row[12],
+        trace_id=row[13],
+        request_id=row[14],
+        derived_from=[
+            EntryRef(namespace=d["namespace"], key=d["key"], revision=int(d.get("revision", 0)))
+            for d in json.loads(row[15])
+        ],
+        expire_time=row[16],
+        valid_from=row[17],
+        valid_to=row[18],
+        review_time=row[19],
+        confidence=float(row[20]),
+        stale=bool(row[21]),
+    )
+
+
+def _fence(f: Fence | None) -> tuple[str | None, str | None, int | None]:
+    return (f.namespace, f.resource, f.token) if f else (None, None, None)
+
+
+def _refs(refs: list[EntryRef]) -> Jsonb:
+    return Jsonb([{"namespace": r.namespace, "key": r.key, "revision": r.revision} for r in refs])
+
+
+class MemoryStore:
+    def __init__(self, db: Database, writes: WriteBatcher) -> None:
+        self._db = db
+        self._writes = writes
+
+    async def put(self, who: Identity, trace_id: str, w: MemoryWrite) -> MemoryEntry:
+        row = await self._writes.fetchone(
+            w.namespace,
+            "SELECT status, ns_revision, revision, create_revision, write_time, expire_time,"
+            " value, current_revision, current_token FROM coordd.memory_put("
+            "%s, %s, %s::smallint, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::real,"
+            " %s, %s, %s, %s, %s, %s, %s)",
+            (
+                w.namespace,
+                w.key,
+                int(w.tier),
+                Jsonb(json.loads(w.value_json)),
+                w.text,
+                w.embedding or None,
+                w.dim,
+                w.tags,
+                w.task_id,
+                w.mode,
+                w.expected_revision,
+                w.ttl,
+                _refs(w.derived_from),
+                w.review_time,
+                w.confidence,
+                who.agent_id,
+                who.role,
+                trace_id,
+                w.request_id,
+                *_fence(w.fence),
+            ),
+        )
+        status = row[0]
+        if status == "revision_mismatch":
+            raise RevisionMismatchError(w.namespace, w.key, w.expected_revision or 0, row[7])
+        if status == "fence_stale" and w.fence is not None:
+            raise FencingTokenStaleError(
+                w.fence.namespace, w.fence.resource, w.fence.token, max(int(row[8]), 0)
+            )
+        if status == "unconditional_forbidden":
+            raise UnconditionalWriteForbiddenError(w.namespace)
+        if status == "task_not_started":
+            raise NotFoundError(
+                f"task {w.task_id!r} is not started in {w.namespace}: StartTask first"
+            )
+        return MemoryEntry(
+            namespace=w.namespace,
+            key=w.key,
+            tier=w.tier,
+            value_json=row[6],
+            text=w.text,
+            embedding=w.embedding,
+            tags=w.tags,
+            task_id=w.task_id,
+            revision=row[2],
+            create_revision=row[3],
+            agent_id=who.agent_id,
+            role=who.role,
+            write_time=row[4],
+            trace_id=trace_id,
+            request_id=w.request_id,
+            derived_from=w.derived_from,
+            expire_time=row[5],
+            valid_from=row[4],
+            valid_to=None,
+            review_time=w.review_time,
+            confidence=w.confidence,
+            stale=w.review_time is not None and w.review_time <= row[4],
+        )
+
+    async def get(
+        self, namespace: str, key: str, as_of: datetime | None
+    ) -> tuple[int, MemoryEntry | None]:
+        if as_of is None:
+            rows = await self._db.fetchall(
+                f"SELECT coordd.ns_revision(%s), {CURRENT} FROM coordd.memory"
+                f" WHERE namespace = %s AND key = %s AND {_LIVE}",
+                (namespace, namespace, key),
+            )
+        else:
+            rows = await self._db.fetchall(
+                f"SELECT coordd.ns_revision(%s), * FROM ("
+                f" SELECT {CURRENT} FROM coordd.memory WHERE namespace = %s AND key = %s"
+                f"  AND valid_from <= %s"
+                f" UNION ALL SELECT {HISTORIC} FROM coordd.memory_history"
+                f"  WHERE namespace = %s AND key = %s AND valid_from <= %s AND valid_to > %s"
+                f") v ORDER BY revision DESC LIMIT 1",
+                (namespace, namespace, key, as_of, namespace, key, as_of, as_of),
+            )
+        if not rows:
+            return await self.revision(namespace), None
+        return rows[0][0], entry_from_row(rows[0][1:])
+
+    async def get_many(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], MemoryEntry]:
+        if not refs:
+            return {}
+        rows = await self._db.fetchall(
+            f"SELECT {CURRENT} FROM coordd.memory m JOIN unnest(%s::text[], %s::text[])"
+            f" AS r(ns, k) ON m.namespace = r.ns AND m.key = r.k WHERE {_LIVE}",
+            ([r[0] for r in refs], [r[1] for r in refs]),
+        )
+        return {(e.namespace, e.key): e for e in map(entry_from_row, rows)}
+
+    async def now(self) -> float:
+        """The database clock coordd uses, as epoch seconds."""
+        row = await self._db.fetchone("SELECT extract(epoch FROM coordd.now())::float8")
+        return float(row[0])
+
+    async def revision(self, namespace: str) -> int:
+        row = await self._db.fetchone("SELECT coordd.ns_revision(%s)", (namespace,))
+        return int(row[0])
+
+    async def delete(
+        self, who: Identity, namespace: str, key: str, expected: int | None, fence: Fence | None
+    ) -> tuple[int, bool]:
+        row = await self._writes.fetchone(
+            namespace,
+            "SELECT status, ns_revision, deleted, current_revision, current_token"
+            " FROM coordd.memory_delete(%s, %s, %s, %s, %s, %s, %s)",
+            (namespace, key, expected, who.agent_id, *_fence(fence)),
+        )
+        if row[0] == "revision_mismatch":
+            raise RevisionMismatchError(namespace, key, expected or 0, row[3])
+        if row[0] == "fence_stale" and fence is not None:
+            raise FencingTokenStaleError(
+                fence.namespace, fence.resource, fence.token, max(int(row[4]), 0)
+            )
+        return row[1], row[2] > 0
+
+    async def list_entries(
+        self,
+        prefix: str,
+        tier: int,
+        tags: list[str],
+        task_id: str,
+        include_stale: bool,
+        after: tuple[str, str],
+        limit: int,
+    ) -> list[MemoryEntry]:
+        rows = await self._db.fetchall(
+            f"SELECT {CURRENT} FROM coordd.memory"
+            " WHERE (namespace = %s OR (namespace >= %s AND namespace < %s))"
+            " AND (namespace, key) > (%s, %s) AND (%s = 0 OR tier = %s) AND tags @> %s"
+            " AND (%s = '' OR task_id = %s)"
+            f" AND {_LIVE} AND (%s OR review_time IS NULL OR review_time > coordd.now())"
+            " ORDER BY namespace, key LIMIT %s",
+            (
+                prefix,
+                prefix + "/",
+                prefix + "0",
+                after[0],
+                after[1],
+                tier,
+                tier,
+                tags,
+                task_id,
+                task_id,
+                include_stale,
+                limit,
+            ),
+        )
+        return [entry_from_row(r) for r in rows]
+
+    async def history(self, namespace: str, key: str, before: int, limit: int) -> list[MemoryEntry]:
+        rows = await self._db.fetchall(
+            f"SELECT * FROM (SELECT {CURRENT} FROM coordd.memory WHERE namespace = %s"
+            f" AND key = %s UNION ALL SELECT {HISTORIC} FROM coordd.memory_history"
+            " WHERE namespace = %s AND key = %s) v WHERE revision < %s"
+            " ORDER BY revision DESC LIMIT %s",
+            (namespace, key, namespace, key, before, limit),
+        )
+        return [entry_from_row(r) for r in rows]
+
+    async def start_task(
+        self, who: Identity, namespace: str, task_id: str, lease: timedelta
+    ) -> tuple[int, datetime]:
+        row = await self._writes.fetchone(
+            namespace,
+            "SELECT * FROM coordd.memory_start_task(%s, %s, %s, %s)",
+            (namespace, task_id, who.agent_id, lease),
+        )
+        return row[0], row[1]
+
+    async def end_task(
+        self,
+        who: Identity,
+        trace_id: str,
+        namespace: str,
+        task_id: str,
+        outcome: str,
+        archive: bool,
+        summary_json: str,
+        summary_text: str,
+        embedding: bytes,
+        dim: int,
+    ) -> tuple[int, int, MemoryEntry | None]:
+        row = await self._writes.fetchone(
+            namespace,
+            "SELECT * FROM coordd.memory_end_task(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                namespace,
+                task_id,
+                outcome,
+                archive,
+                Jsonb(json.loads(summary_json)) if summary_json else None,
+                summary_text,
+                embedding or None,
+                dim,
+                who.agent_id,
+                who.role,
+                trace_id,
+            ),
+        )
+        if row[0] == "not_found":
+            raise NotFoundError(f"task {task_id!r} is not started in {namespace}")
+        episode = None
+        if archive:
+            _, episode = await self.get(namespace, f"task/{task_id}", None)
+        return row[1], row[2], episode
+
+    async def compact(
+        self,
+        who: Identity,
+        trace_id: str,
+        namespace: str,
+        keys: list[str],
+        summary_key: str,
+        summary_json: str,
+        text: str,
+        embedding: bytes,
+        dim: int,
+        tags: list[str],
+    ) -> MemoryEntry:
+        row = await self._writes.fetchone(
+            namespace,
+            "SELECT status, ns_revision, revision FROM coordd.memory_compact("
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                namespace,
+                keys,
+                summary_key,
+                Jsonb(json.loads(summary_json)),
+                text,
+                embedding or None,
+                dim,
+                tags,
+                who.agent_id,
+                who.role,
+                trace_id,
+            ),
+        )
+        if row[0] == "not_found":
+            raise NotFoundError(f"not every key is an episode in {namespace}")
+        _, entry = await self.get(namespace, summary_key, None)
+        assert entry is not None
+        return entry
+
+    async def set_policy(self, who: Identity, namespace: str, p: NamespacePolicy) -> int:
+        row = await self._writes.fetchone(
+            namespace,
+            "SELECT coordd.memory_set_policy(%s, %s, %s, %s, %s, %s)",
+            (
+                namespace,
+                p.default_mode,
+                p.forbid_unconditional,
+                p.episodic_max_age,
+                p.episodic_max_count,
+                who.agent_id,
+            ),
+        )
+        return int(row[0])
+
+    async def get_policy(self, namespace: str) -> tuple[int, NamespacePolicy]:
+        rows = await self._db.fetchall(
+            "SELECT default_mode, forbid_unconditional, episodic_max_age, episodic_max_count"
+            " FROM coordd.memory_policy WHERE namespace = %s",
+            (namespace,),
+        )
+        policy = NamespacePolicy(*rows[0]) if rows else NamespacePolicy()
+        return await self.revision(namespace), policy
+
+    async def sweep(self, limit: int = 1000) -> int:
+        row = await self._db.fetchone("SELECT coordd.memory_sweep(%s)", (limit,))
+        return int(row[0])

@@ -1,0 +1,195 @@
+"""Keeps the vector index caught up with PostgreSQL through the change log.
+
+Every path that writes memory (PutMemory, EndTask archives, compaction, retention sweeps,
+agreement transitions, other daemon replicas) leaves change-log rows of kind 'memory'. The
+indexer reads, per namespace, which keys changed after the revision the index reflects and the
+current rows of those keys, in one statement (one snapshot), and applies them. It runs when this
+daemon writes a namespace, every ``interval_s`` for writes made elsewhere, and on demand when a
+search asks for at least a revision (read-your-writes).
+
+At start it loads the snapshot saved at the last shutdown and catches up; with no usable
+snapshot, or a change log compacted past a cursor, it rebuilds from the memory table, logging
+progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from coordd.storage.db import Database, Row
+from coordd.storage.vector_index import Element, VectorIndex, normalize
+
+logger = logging.getLogger(__name__)
+
+_ELEMENT_COLUMNS = (
+    "m.namespace, m.key, m.tier, m.embedding, m.tags, m.task_id, m.expire_time, m.review_time"
+)
+
+
+def _epoch(value: object) -> float:
+    return value.timestamp() if value is not None else math.inf  # type: ignore[attr-defined]
+
+
+def element(row: Row) -> Element | None:
+    """An index element from (namespace, key, tier, embedding, tags, task, expire, review)."""
+    if row[3] is None:
+        return None
+    vector = np.frombuffer(bytes(row[3]), dtype="<f4").astype(np.float32)
+    return Element(
+        namespace=row[0],
+        key=row[1],
+        tier=int(row[2]),
+        tags=frozenset(row[4]),
+        task_id=row[5],
+        expire=_epoch(row[6]),
+        review=_epoch(row[7]),
+        vector=normalize(vector),
+    )
+
+
+class MemoryIndexer:
+    def __init__(
+        self, db: Database, index: VectorIndex, snapshot_dir: Path | None, interval_s: float = 1.0
+    ) -> None:
+        self._db = db
+        self.index = index
+        self._snapshot_dir = snapshot_dir
+        self._interval_s = interval_s
+        self._identity = ""
+        self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        row = await self._db.fetchone(
+            "SELECT (SELECT system_identifier FROM pg_control_system())::text"
+            " || '/' || current_database()"
+        )
+        self._identity = str(row[0])
+        started = time.monotonic()
+        loaded = False
+        if self._snapshot_dir is not None:
+            loaded = await asyncio.to_thread(self.index.load, self._snapshot_dir, self._identity)
+        if loaded:
+            logger.info(
+                "vector index: loaded %d vectors from %s", len(self.index), self._snapshot_dir
+            )
+            await self.catch_up()
+        else:
+            await self.rebuild()
+        logger.info(
+            "vector index ready: %d vectors in %.1fs", len(self.index), time.monotonic() - started
+        )
+        self._task = asyncio.create_task(self._loop(), name="coordd-indexer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._snapshot_dir is not None and self._identity:
+            await asyncio.to_thread(self.index.save, self._snapshot_dir, self._identity)
+            logger.info("vector index: saved %d vectors to %s", len(self.index), self._snapshot_dir)
+
+    async def reset(self) -> None:
+        """Forget everything indexed (for databases truncated under a running daemon)."""
+        async with self._lock:
+            self.index.apply([], [(ns, key) for ns, key in list(self.index.keys())])
+            self.index.cursors = {}
+
+    def dirty(self, namespace: str) -> None:
+        """This daemon wrote *namespace*: catch up soon."""
+        self._dirty.set()
+
+    async def ensure(self, minimum: dict[str, int]) -> None:
+        """Return once the index reflects at least these namespace revisions (or the newest)."""
+        if any(self.index.cursors.get(ns, 0) < rev for ns, rev in minimum.items()):
+            await self.catch_up(list(minimum))
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self._interval_s)
+            self._dirty.clear()
+            try:
+                await self.catch_up()
+            except Exception:
+                logger.warning("vector index catch-up failed; retrying", exc_info=True)
+
+    async def rebuild(self) -> None:
+        """Load every embedding from PostgreSQL, in batches, logging progress."""
+        async with self._lock:
+            await self._rebuild()
+
+    async def _rebuild(self) -> None:
+        async with self._db.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur = await conn.execute("SELECT name, revision FROM coordd.namespaces")
+                cursors = {r[0]: r[1] for r in await cur.fetchall()}
+                cur = await conn.execute(
+                    "SELECT count(*) FROM coordd.memory WHERE embedding IS NOT NULL"
+                )
+                total = (await cur.fetchone() or (0,))[0]
+                logger.info("vector index: rebuilding from PostgreSQL (%d vectors)", total)
+                done = 0
+                last_log = time.monotonic()
+                async with conn.cursor(name="coordd_rebuild") as named:
+                    await named.execute(
+                        f"SELECT {_ELEMENT_COLUMNS} FROM coordd.memory m"
+                        " WHERE m.embedding IS NOT NULL"
+                    )
+                    while rows := await named.fetchmany(5000):
+                        batch = [e for r in rows if (e := element(r)) is not None]
+                        await asyncio.to_thread(self.index.apply, batch, [])
+                        done += len(rows)
+                        if time.monotonic() - last_log > 2 or done == total:
+                            last_log = time.monotonic()
+                            logger.info("vector index: rebuilt %d/%d", done, total)
+            self.index.cursors = cursors
+
+    async def catch_up(self, namespaces: list[str] | None = None) -> None:
+        """Apply memory changes committed after the revisions the index reflects."""
+        async with self._lock:
+            cursors = self.index.cursors
+            rows = await self._db.fetchall(
+                "WITH ns AS ("
+                " SELECT n.name, n.revision, n.compact_revision, coalesce(c.rev, 0) AS cursor"
+                " FROM coordd.namespaces n"
+                " LEFT JOIN unnest(%s::text[], %s::bigint[]) AS c(ns, rev) ON c.ns = n.name"
+                " WHERE n.revision > coalesce(c.rev, 0)"
+                " AND (%s::text[] IS NULL OR n.name = ANY(%s::text[])))"
+                " SELECT ns.name, ns.revision, ns.compact_revision > ns.cursor + 1, k.key,"
+                f" {_ELEMENT_COLUMNS}, m.key IS NOT NULL"
+                " FROM ns LEFT JOIN LATERAL ("
+                "  SELECT DISTINCT ch.key FROM coordd.changes ch WHERE ch.namespace = ns.name"
+                "  AND ch.revision > ns.cursor AND ch.kind = 'memory') k ON true"
+                " LEFT JOIN coordd.memory m ON m.namespace = ns.name AND m.key = k.key",
+                (list(cursors), list(cursors.values()), namespaces, namespaces),
+            )
+            if any(r[2] for r in rows):  # the log was compacted past a cursor
+                logger.warning("vector index: change log compacted past the index; rebuilding")
+                await self._rebuild()
+                return
+            puts: list[Element] = []
+            removes: list[tuple[str, str]] = []
+            advanced: dict[str, int] = {}
+            for r in rows:
+                advanced[r[0]] = r[1]
+                if r[3] is None:
+                    continue
+                e = element(r[4:12]) if r[12] else None
+                if e is None:
+                    removes.append((r[0], r[3]))
+                else:
+                    puts.append(e)
+            if puts or removes:
+                await asyncio.to_thread(self.index.apply, puts, removes)
+            self.index.cursors = {**cursors, **advanced}

@@ -1,0 +1,198 @@
+"""Vector search through the API: recall against brute force, filters, concurrency, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from coordd_client import AsyncClient
+
+NS = "acme/kb"
+DIM = 128
+N = 20_000
+
+
+def clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """200 Gaussian clusters (sigma 0.35), as in the anchors' hnswlib/pgvector comparison."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(200, dim)).astype(np.float32)
+    data = centres[rng.integers(0, 200, n)] + 0.35 * rng.normal(size=(n, dim)).astype(np.float32)
+    return data.astype(np.float32)
+
+
+def queries_near(data: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Queries from the data's own distribution: data points moved by a little noise."""
+    rng = np.random.default_rng(seed)
+    picked = data[rng.integers(0, len(data), n)]
+    return (picked + 0.05 * rng.normal(size=picked.shape)).astype(np.float32)
+
+
+def exact_top(data: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> set[int]:
+    unit = data[ids] / np.linalg.norm(data[ids], axis=1, keepdims=True)
+    dist = 1 - unit @ (q / np.linalg.norm(q))
+    return {int(ids[i]) for i in np.argsort(dist)[:k]}
+
+
+async def ingest(client: AsyncClient, data: np.ndarray, start: int, keep: set[int]) -> None:
+    queue = list(range(start, start + len(data)))
+
+    async def worker() -> None:
+        while queue:
+            i = queue.pop()
+            await client.memory.put(
+                NS,
+                f"v{i}",
+                {"i": i},
+                embedding=data[i - start].tolist(),
+                tags=["keep"] if i in keep else [],
+                tier="episodic",
+            )
+
+    await asyncio.gather(*(worker() for _ in range(32)))
+
+
+@pytest.fixture(scope="module")
+def dataset() -> tuple[np.ndarray, set[int], np.ndarray]:
+    data = clustered(N, DIM, seed=1)
+    keep = set(range(0, N, 10))  # a tag on 10% of entries
+    queries = queries_near(data, 60, seed=2)
+    return data, keep, queries
+
+
+async def test_recall_with_and_without_a_ten_percent_filter(connect, dataset) -> None:
+    data, keep, queries = dataset
+    client = await connect("indexer")
+    started = time.perf_counter()
+    await ingest(client, data, 0, keep)
+    ingest_s = time.perf_counter() - started
+    all_ids = np.arange(N)
+    keep_ids = np.array(sorted(keep))
+    recall_all = recall_keep = 0.0
+    for q in queries:
+        hits = await client.memory.search(q.tolist(), 10, NS)
+        got = {int(h.entry.key[1:]) for h in hits}
+        assert len(got) == 10
+        recall_all += len(got & exact_top(data, all_ids, q, 10)) / 10
+        kept = await client.memory.search(q.tolist(), 10, NS, tags=["keep"])
+        got_keep = {int(h.entry.key[1:]) for h in kept}
+        assert len(got_keep) == 10 and got_keep <= keep, "a filtered-out entry was returned"
+        assert all("keep" in h.entry.tags for h in kept)
+        recall_keep += len(got_keep & exact_top(data, keep_ids, q, 10)) / 10
+        assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+    recall_all /= len(queries)
+    recall_keep /= len(queries)
+    print(f"ingest {N / ingest_s:.0f}/s, recall@10 {recall_all:.3f}, filtered {recall_keep:.3f}")
+    assert recall_all >= 0.95
+    assert recall_keep >= 0.95
+
+
+async def test_grants_filter_before_ranking(start_daemon, tmp_path) -> None:
+    from tests.fix_daemon import write_policy
+
+    policy = write_policy(
+        tmp_path,
+        '[[grants]]\nrole = "writer"\nnamespaces = ["**"]\noperations = ["read", "write"]\n'
+        '[[grants]]\nrole = "reader"\nnamespaces = ["kb/public/**", "kb/public"]\n'
+        'operations = ["read"]\n',
+    )
+    d = start_daemon(policy_file=policy)
+    async with (
+        await AsyncClient.connect(d.address, agent_id="w", role="writer") as writer,
+        await AsyncClient.connect(d.address, agent_id="r", role="reader") as reader,
+    ):
+        rng = np.random.default_rng(3)
+        target = rng.normal(size=16)
+        for i in range(30):  # the secret entries are the nearest ones
+            await writer.memory.put("kb/secret", f"s{i}", i, embedding=(target + 0.01 * i).tolist())
+        for i in range(30):
+            await writer.memory.put("kb/public", f"p{i}", i, embedding=rng.normal(size=16).tolist())
+        hits = await reader.memory.search(target.tolist(), 10, "kb")
+        assert len(hits) == 10, "k results when k readable entries match"
+        assert all(h.entry.namespace == "kb/public" for h in hits)
+
+
+async def test_concurrent_ingest_and_search_for_30_seconds(connect) -> None:
+    writer = await connect("writer")
+    readers = [await connect(f"reader{i}") for i in range(3)]
+    data = clustered(40_000, 64, seed=4)
+    written = 0
+    errors: list[BaseException] = []
+    searches = 0
+    stop_at = time.monotonic() + 30
+
+    async def write() -> None:
+        nonlocal written
+        while time.monotonic() < stop_at and written < len(data):
+            batch = range(written, min(written + 16, len(data)))
+            await asyncio.gather(
+                *(
+                    writer.memory.put("acme/live", f"v{i}", i, embedding=data[i].tolist())
+                    for i in batch
+                )
+            )
+            written = batch[-1] + 1
+
+    async def read(client: AsyncClient) -> None:
+        nonlocal searches
+        rng = np.random.default_rng()
+        while time.monotonic() < stop_at:
+            try:
+                await client.memory.search(data[rng.integers(0, 40_000)].tolist(), 10, "acme/live")
+                searches += 1
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    await asyncio.gather(write(), *(read(c) for c in readers))
+    assert not errors, errors[:3]
+    assert written > 1000 and searches > 100
+    # Recall holds on what was written (the index caught up with every write).
+    ids = np.arange(written)
+    recall = 0.0
+    rng = np.random.default_rng(5)
+    for q in data[rng.integers(0, written, 30)]:
+        hits = await writer.memory.search(q.tolist(), 10, "acme/live")
+        recall += len({int(h.entry.key[1:]) for h in hits} & exact_top(data, ids, q, 10)) / 10
+    print(f"wrote {written}, searched {searches} times, recall@10 {recall / 30:.3f}")
+    assert recall / 30 >= 0.95
+
+
+async def test_entries_and_results_identical_after_restart(start_daemon, tmp_path) -> None:
+    data = clustered(3000, 32, seed=6)
+    queries = queries_near(data, 10, seed=7)
+    first = start_daemon(index_dir=tmp_path / "index")
+    async with await AsyncClient.connect(first.address, agent_id="a") as c:
+        await ingest_ns(c, data)
+        before = [
+            [
+                (h.entry.key, round(h.distance, 5))
+                for h in await c.memory.search(q.tolist(), 10, "acme/restart")
+            ]
+            for q in queries
+        ]
+        entry_before = await c.memory.get("acme/restart", "v7")
+    first.stop()
+    second = start_daemon(index_dir=tmp_path / "index")
+    async with await AsyncClient.connect(second.address, agent_id="a") as c:
+        after = [
+            [
+                (h.entry.key, round(h.distance, 5))
+                for h in await c.memory.search(q.tolist(), 10, "acme/restart")
+            ]
+            for q in queries
+        ]
+        entry_after = await c.memory.get("acme/restart", "v7")
+    assert after == before
+    assert entry_after == entry_before
+    assert (tmp_path / "index" / "meta.pickle").exists()
+
+
+async def ingest_ns(client: AsyncClient, data: np.ndarray) -> None:
+    async def put(i: int) -> None:
+        await client.memory.put("acme/restart", f"v{i}", i, embedding=data[i].tolist())
+
+    for start in range(0, len(data), 64):
+        await asyncio.gather(*(put(i) for i in range(start, min(start + 64, len(data)))))
