@@ -20,6 +20,10 @@ class SearchIndex(Protocol):
         self, query: Any, k: int, f: SearchFilter, ef: int = 0
     ) -> list[tuple[str, str, float]]: ...
 
+    def try_search(
+        self, query: Any, k: int, f: SearchFilter, ef: int = 0
+    ) -> list[tuple[str, str, float]] | None: ...
+
 
 class Indexer(Protocol):
     @property
@@ -31,8 +35,9 @@ class Indexer(Protocol):
 class EntryReader(Protocol):
     async def get_many(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], MemoryEntry]: ...
 
-    async def now(self) -> float:
-        """The database clock, epoch seconds (expiry and staleness use it, not this host's)."""
+    async def clock(self, namespace: str) -> tuple[float, int]:
+        """The database clock (epoch seconds: expiry and staleness use it, not this host's)
+        and the revision of *namespace*."""
         ...
 
 
@@ -75,7 +80,10 @@ class MemorySearch:
                 out.add(ns)
         return frozenset(out)
 
-    async def search(self, who: Identity, q: SearchQuery) -> list[tuple[MemoryEntry, float]]:
+    async def search(
+        self, who: Identity, q: SearchQuery
+    ) -> tuple[int, list[tuple[MemoryEntry, float]]]:
+        """The hits, and the revision of the first prefix's namespace (for the header)."""
         await self._indexer.ensure(
             {
                 ns: rev
@@ -84,19 +92,23 @@ class MemorySearch:
             }
         )
         vector = np.frombuffer(q.embedding, dtype="<f4").astype(np.float32)
+        now, revision = await self._entries.clock(q.namespace_prefixes[0])
         f = SearchFilter(
             namespaces=self.readable(who, q.namespace_prefixes),
             tier=int(q.tier) if q.tier else 0,
             tags=frozenset(q.tags),
             task_id=q.task_id,
             include_stale=q.include_stale,
-            now=await self._entries.now(),
+            now=now,
         )
         if not f.namespaces:
-            return []
-        found = await asyncio.to_thread(self._indexer.index.search, vector, q.k, f, q.ef)
+            return revision, []
+        index = self._indexer.index
+        found = index.try_search(vector, q.k, f, q.ef)
+        if found is None:  # the index is being written: wait for it off the event loop
+            found = await asyncio.to_thread(index.search, vector, q.k, f, q.ef)
         entries = await self._entries.get_many([(ns, key) for ns, key, _ in found])
-        return [
+        return revision, [
             (entries[(ns, key)], distance) for ns, key, distance in found if (ns, key) in entries
         ]
 

@@ -226,7 +226,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
             c.vector("min_revisions", dict(req.min_revisions.revisions))
             if not 0 <= req.ef <= 4096:
                 c.fail("ef", "must be between 0 (default) and 4096")
-        hits = await self._search.search(
+        revision, hits = await self._search.search(
             who,
             SearchQuery(
                 embedding=convert.embedding_bytes(req.embedding),
@@ -242,9 +242,8 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
             ),
         )
         now = _now()
-        first = req.namespace_prefixes[0]
         return pb.SearchMemoryResponse(
-            header=self.header(first, await self._store.revision(first)),
+            header=self.header(req.namespace_prefixes[0], revision),
             hits=[
                 pb.SearchHit(entry=convert.memory_entry(e, now, with_embedding=False), distance=d)
                 for e, d in hits

@@ -166,6 +166,7 @@ class VectorIndex:
         self.exact_limit = exact_limit
         self._graphs: dict[int, _Graph] = {}
         self._where: dict[tuple[str, str], int] = {}  # (namespace, key) -> dim
+        self._per_namespace: dict[str, int] = {}  # namespace -> elements (kept, not recounted)
         self.lock = threading.Lock()
         self.cursors: dict[str, int] = {}  # namespace -> revision reflected
 
@@ -176,7 +177,14 @@ class VectorIndex:
         return list(self._where)
 
     def namespaces(self) -> set[str]:
-        return {ns for ns, _ in self._where}
+        return set(self._per_namespace)
+
+    def _count(self, namespace: str, delta: int) -> None:
+        n = self._per_namespace.get(namespace, 0) + delta
+        if n > 0:
+            self._per_namespace[namespace] = n
+        else:
+            self._per_namespace.pop(namespace, None)
 
     def apply(self, puts: Iterable[Element], removes: Iterable[tuple[str, str]]) -> None:
         """Add or replace elements and remove keys (under the lock)."""
@@ -186,9 +194,12 @@ class VectorIndex:
                 dim = self._where.pop((ns, key), None)
                 if dim is not None:
                     self._graphs[dim].remove(ns, key)
+                    self._count(ns, -1)
             for e in puts:
                 old = self._where.get((e.namespace, e.key))
-                if old is not None and old != e.vector.shape[0]:
+                if old is None:
+                    self._count(e.namespace, 1)
+                elif old != e.vector.shape[0]:
                     self._graphs[old].remove(e.namespace, e.key)
                 self._where[(e.namespace, e.key)] = e.vector.shape[0]
                 by_dim.setdefault(e.vector.shape[0], []).append(e)
@@ -198,41 +209,63 @@ class VectorIndex:
                     graph = self._graphs[dim] = _Graph(dim, self._m, self._ef_construction)
                 graph.put(elements)
 
+    def try_search(
+        self, query: FloatArray, k: int, f: Filter, ef: int = 0
+    ) -> list[tuple[str, str, float]] | None:
+        """Search now if no writer holds the index, else None (without waiting).
+
+        A search takes well under a millisecond: callers on an event loop run it inline,
+        because handing it to a thread costs up to the interpreter's 5 ms switch interval to
+        get the answer back.
+        """
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            return self._search(query, k, f, ef)
+        finally:
+            self.lock.release()
+
     def search(
         self, query: FloatArray, k: int, f: Filter, ef: int = 0
     ) -> list[tuple[str, str, float]]:
         """The k nearest (namespace, key, cosine distance) among elements passing *f*."""
+        with self.lock:
+            return self._search(query, k, f, ef)
+
+    def _search(
+        self, query: FloatArray, k: int, f: Filter, ef: int
+    ) -> list[tuple[str, str, float]]:
         graph = self._graphs.get(query.shape[0])
         if graph is None:
             return []
         q = normalize(query)
-        with self.lock:
-            mask = graph.mask(f)
-            allowed = int(mask.sum())
-            if allowed == 0:
-                return []
-            k = min(k, allowed)
-            if allowed * graph.dim <= self.exact_limit:
-                labels = np.flatnonzero(mask)
-                dist = 1.0 - graph.vectors[labels] @ q
-                top = (
-                    np.argpartition(dist, k - 1)[:k] if k < len(labels) else np.arange(len(labels))
-                )
-                top = top[np.argsort(dist[top])]
-                found = [(int(labels[i]), float(dist[i])) for i in top]
-            else:
-                graph.hnsw.set_ef(max(ef or self.ef_search, k))
-                everything = allowed == int(graph.alive[: graph.next_label].sum())
-                ids, dists = graph.hnsw.knn_query(
-                    q, k=k, filter=None if everything else (lambda label: bool(mask[label]))
-                )
-                found = [(int(i), float(d)) for i, d in zip(ids[0], dists[0], strict=True)]
-            out = []
-            for label, distance in found:
-                key = graph.keys[label]
-                if key is not None:
-                    out.append((key[0], key[1], distance))
-            return out
+        mask = graph.mask(f)
+        allowed = int(mask.sum())
+        if allowed == 0:
+            return []
+        k = min(k, allowed)
+        if allowed * graph.dim <= self.exact_limit:
+            labels = np.flatnonzero(mask)
+            dist = 1.0 - graph.vectors[labels] @ q
+            top = np.argpartition(dist, k - 1)[:k] if k < len(labels) else np.arange(len(labels))
+            top = top[np.argsort(dist[top])]
+            found = [(int(labels[i]), float(dist[i])) for i in top]
+        else:
+            graph.hnsw.set_ef(max(ef or self.ef_search, k))
+            everything = allowed == int(graph.alive[: graph.next_label].sum())
+            ids, dists = graph.hnsw.knn_query(
+                q,
+                k=k,
+                num_threads=1,
+                filter=None if everything else (lambda label: bool(mask[label])),
+            )
+            found = [(int(i), float(d)) for i, d in zip(ids[0], dists[0], strict=True)]
+        out = []
+        for label, distance in found:
+            key = graph.keys[label]
+            if key is not None:
+                out.append((key[0], key[1], distance))
+        return out
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -285,5 +318,8 @@ class VectorIndex:
         with self.lock:
             self._graphs = graphs
             self._where = meta["where"]
+            self._per_namespace = {}
+            for ns, _ in self._where:
+                self._count(ns, 1)
             self.cursors = meta["cursors"]
         return True

@@ -1,0 +1,340 @@
+"""Memory search and ingest: coordd (in-process hnswlib) vs pgvector HNSW, same PostgreSQL.
+
+Same data on both sides (N x 384 clustered vectors: 200 Gaussian centres, sigma 0.35, as in the
+anchors' comparison; queries are data points moved by a little noise), loaded the same way
+(COPY). pgvector then builds its HNSW index (m=16, ef_construction=64, its defaults); coordd
+builds its index at start (m=16, ef_construction=200, its defaults) — the cold start — and again
+from the snapshot it saved at shutdown. Search is compared at equal recall@10 against exact
+brute force: each side at the smallest ef reaching ~0.95 and ~0.99, 1 and 8 clients, through
+coordd's gRPC API vs psycopg with binary vectors (pgvector.psycopg). Ingest: new vectors through
+PutMemory vs INSERT into the indexed pgvector table, 8 clients each.
+
+    python -m bench memory [--n 100000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+from bench._harness import (
+    Progress,
+    Stats,
+    log,
+    machine,
+    postgres,
+    print_table,
+    result_line,
+    setup_logging,
+)
+
+DIM = 384
+NS = "bench/memory"
+_SERVING = re.compile(r"coordd serving on (\S+)")
+
+
+def dataset(n: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, DIM)).astype(np.float32)
+    data = (centres[rng.integers(0, 200, n)] + 0.35 * rng.normal(size=(n, DIM))).astype(np.float32)
+    picked = data[rng.integers(0, n, queries)]
+    return data, (picked + 0.05 * rng.normal(size=picked.shape)).astype(np.float32)
+
+
+def truth(data: np.ndarray, queries: np.ndarray, k: int = 10) -> list[set[int]]:
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    out = []
+    for start in range(0, len(q), 50):
+        dist = 1 - q[start : start + 50] @ unit.T
+        out += [set(map(int, np.argpartition(d, k)[:k])) for d in dist]
+    return out
+
+
+def load(dsn: str, data: np.ndarray) -> None:
+    """COPY the vectors into coordd's memory table and into a pgvector table."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(f"CREATE TABLE pv (id int PRIMARY KEY, embedding vector({DIM}))")
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        progress = Progress("COPY into coordd.memory and pgvector", len(data) * 2)
+        with conn.cursor() as cur:
+            with cur.copy(
+                "COPY coordd.memory (namespace, key, tier, value, embedding, dim, revision,"
+                " create_revision, agent_id, role, write_time, valid_from) FROM STDIN"
+            ) as copy:
+                for i, v in enumerate(data):
+                    copy.write_row(
+                        (
+                            NS,
+                            f"v{i}",
+                            3,
+                            "{}",
+                            v.astype("<f4").tobytes(),
+                            DIM,
+                            i + 1,
+                            i + 1,
+                            "loader",
+                            "",
+                            "now",
+                            "now",
+                        )
+                    )
+                    if i % 10000 == 9999:
+                        progress.add(10000)
+            conn.execute(
+                "INSERT INTO coordd.namespaces (name, revision) VALUES (%s, %s)", (NS, len(data))
+            )
+            with cur.copy("COPY pv (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(["int4", "vector"])
+                for i, v in enumerate(data):
+                    copy.write_row((i, v))
+                    if i % 10000 == 9999:
+                        progress.add(10000)
+        log.info("pgvector: building its HNSW index (m=16, ef_construction=64)")
+        started = time.perf_counter()
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute(
+            "CREATE INDEX pv_hnsw ON pv USING hnsw (embedding vector_cosine_ops)"
+            " WITH (m = 16, ef_construction = 64)"
+        )
+        log.info("pgvector: index built in %.1fs", time.perf_counter() - started)
+
+
+def start_daemon(dsn: str, index_dir: Path) -> tuple[subprocess.Popen[str], str, float]:
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coordd", "serve", "--dsn", dsn, "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "COORDD_INDEX_DIR": str(index_dir)},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "vector index" in line:
+            log.info("daemon: %s", line.strip().split(": ", 1)[-1])
+        if m := _SERVING.search(line):
+            import threading
+
+            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+            return proc, m.group(1), time.perf_counter() - started
+    raise RuntimeError("daemon did not start")
+
+
+def stop_daemon(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.wait(60)
+
+
+async def coordd_search(
+    address: str, queries: np.ndarray, ef: int, clients: int, seconds: float | None
+) -> tuple[list[set[int]], Stats]:
+    from coordd_client import AsyncClient
+
+    conns = [await AsyncClient.connect(address, agent_id=f"s{i}") for i in range(clients)]
+    results: list[set[int]] = [set()] * len(queries)
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds if seconds else None
+
+    async def run(c: AsyncClient, offset: int) -> None:
+        i = offset
+        while (stop is None and i < len(queries)) or (stop and time.perf_counter() < stop):
+            q = queries[i % len(queries)]
+            t = time.perf_counter()
+            hits = await c.memory.search(q.tolist(), 10, NS, ef=ef)
+            lat.append(time.perf_counter() - t)
+            results[i % len(queries)] = {int(h.entry.key[1:]) for h in hits}
+            i += clients
+
+    started = time.perf_counter()
+    await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        await c.close()
+    return results, Stats(len(lat), elapsed, lat)
+
+
+async def pgvector_search(
+    dsn: str, queries: np.ndarray, ef: int, clients: int, seconds: float | None
+) -> tuple[list[set[int]], Stats]:
+    from pgvector.psycopg import register_vector_async
+
+    conns = []
+    for _ in range(clients):
+        c = await psycopg.AsyncConnection.connect(dsn, autocommit=True, prepare_threshold=0)
+        await register_vector_async(c)
+        await c.execute(f"SET hnsw.ef_search = {int(ef)}")
+        conns.append(c)
+    results: list[set[int]] = [set()] * len(queries)
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds if seconds else None
+
+    async def run(c: psycopg.AsyncConnection[tuple[object, ...]], offset: int) -> None:
+        i = offset
+        while (stop is None and i < len(queries)) or (stop and time.perf_counter() < stop):
+            q = queries[i % len(queries)]
+            t = time.perf_counter()
+            cur = await c.execute("SELECT id FROM pv ORDER BY embedding <=> %s LIMIT 10", (q,))
+            rows = await cur.fetchall()
+            lat.append(time.perf_counter() - t)
+            results[i % len(queries)] = {int(r[0]) for r in rows}
+            i += clients
+
+    started = time.perf_counter()
+    await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        await c.close()
+    return results, Stats(len(lat), elapsed, lat)
+
+
+def recall(found: list[set[int]], gt: list[set[int]]) -> float:
+    return float(np.mean([len(f & g) / 10 for f, g in zip(found, gt, strict=True)]))
+
+
+def pick_ef(search, target: float, efs: list[int], gt: list[set[int]]) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """The smallest ef whose recall reaches *target* (the largest tried, if none does)."""
+    best = (efs[-1], 0.0)
+    for ef in efs:
+        r = recall(asyncio.run(search(ef))[0], gt)
+        log.info("  ef %d: recall@10 %.3f", ef, r)
+        if r >= target:
+            return ef, r
+        best = (ef, r)
+    return best
+
+
+async def ingest_coordd(address: str, data: np.ndarray, clients: int) -> float:
+    from coordd_client import AsyncClient
+
+    conns = [await AsyncClient.connect(address, agent_id=f"w{i}") for i in range(clients)]
+    queue = list(range(len(data)))
+    started = time.perf_counter()
+
+    async def run(c: AsyncClient) -> None:
+        while queue:
+            i = queue.pop()
+            await c.memory.put(NS, f"new{i}", {}, embedding=data[i].tolist())
+
+    await asyncio.gather(*(run(c) for c in conns))
+    rate = len(data) / (time.perf_counter() - started)
+    for c in conns:
+        await c.close()
+    return rate
+
+
+async def ingest_pgvector(dsn: str, data: np.ndarray, clients: int) -> float:
+    from pgvector.psycopg import register_vector_async
+
+    conns = []
+    for _ in range(clients):
+        c = await psycopg.AsyncConnection.connect(dsn, autocommit=True, prepare_threshold=0)
+        await register_vector_async(c)
+        conns.append(c)
+    queue = list(range(len(data)))
+    started = time.perf_counter()
+
+    async def run(c: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        while queue:
+            i = queue.pop()
+            await c.execute(
+                "INSERT INTO pv (id, embedding) VALUES (%s, %s)", (10_000_000 + i, data[i])
+            )
+
+    await asyncio.gather(*(run(c) for c in conns))
+    rate = len(data) / (time.perf_counter() - started)
+    for c in conns:
+        await c.close()
+    return rate
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__)
+    parser.add_argument("--n", type=int, default=100_000, help="vectors loaded")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per QPS run")
+    parser.add_argument("--ingest", type=int, default=3000, help="vectors ingested per side")
+    parser.add_argument("--quick", action="store_true", help="10k vectors, short runs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.queries, args.seconds, args.ingest = 10_000, 100, 2.0, 500
+    setup_logging()
+    print(f"machine: {machine()}")
+    data, queries = dataset(args.n, args.queries)
+    log.info("exact top-10 of %d queries over %d vectors", len(queries), len(data))
+    gt = truth(data, queries)
+    figures: dict[str, float] = {}
+    rows = []
+    with postgres() as dsn, tempfile.TemporaryDirectory() as tmp:
+        load(dsn, data)
+        proc, address, rebuild_s = start_daemon(dsn, Path(tmp) / "index")
+        log.info("coordd cold start, rebuilding the index from PostgreSQL: %.1fs", rebuild_s)
+        stop_daemon(proc)  # saves the snapshot
+        proc, address, snapshot_s = start_daemon(dsn, Path(tmp) / "index")
+        log.info("coordd cold start from its snapshot: %.1fs", snapshot_s)
+        try:
+            for target, label in ((0.95, "r95"), (0.99, "r99")):
+                log.info("coordd: smallest ef reaching recall %.2f", target)
+                ef_c, r_c = pick_ef(
+                    lambda ef: coordd_search(address, queries, ef, 1, None),
+                    target,
+                    [16, 32, 64, 128, 256, 512, 1024],
+                    gt,
+                )
+                log.info("pgvector: smallest ef_search reaching recall %.2f", target)
+                ef_p, r_p = pick_ef(
+                    lambda ef: pgvector_search(dsn, queries, ef, 1, None),
+                    target,
+                    [20, 40, 80, 160, 320, 640, 1000],
+                    gt,
+                )
+                for clients in (1, 8):
+                    _, sc = asyncio.run(
+                        coordd_search(address, queries, ef_c, clients, args.seconds)
+                    )
+                    _, sp = asyncio.run(pgvector_search(dsn, queries, ef_p, clients, args.seconds))
+                    rows.append([label, clients, "coordd", ef_c, r_c, sc.throughput, sc.p50])
+                    rows.append([label, clients, "pgvector", ef_p, r_p, sp.throughput, sp.p50])
+                    figures[f"qps_ratio_{label}_c{clients}"] = sc.throughput / sp.throughput
+            log.info("ingest: %d new vectors per side, 8 clients", args.ingest)
+            fresh = dataset(args.n + args.ingest, 1)[0][args.n :]
+            rate_c = asyncio.run(ingest_coordd(address, fresh, 8))
+            rate_p = asyncio.run(ingest_pgvector(dsn, fresh, 8))
+        finally:
+            stop_daemon(proc)
+    print_table(
+        f"search, {args.n} x {DIM}, k=10 (QPS and p50 ms)",
+        ["recall", "clients", "side", "ef", "recall@10", "QPS", "p50"],
+        rows,
+    )
+    print(
+        f"\ningest (8 clients): coordd {rate_c:.0f}/s, pgvector {rate_p:.0f}/s "
+        f"({rate_c / rate_p:.2f}x)"
+    )
+    print(f"cold start: rebuild {rebuild_s:.1f}s, from snapshot {snapshot_s:.1f}s")
+    print(
+        result_line(
+            "memory",
+            qps_ratio_r95=figures["qps_ratio_r95_c8"],
+            qps_ratio_r99=figures["qps_ratio_r99_c8"],
+            ingest_ratio=rate_c / rate_p,
+            cold_start_s=snapshot_s,
+            cold_start_rebuild_s=rebuild_s,
+            qps_ratio_r95_c1=figures["qps_ratio_r95_c1"],
+            qps_ratio_r99_c1=figures["qps_ratio_r99_c1"],
+        )
+    )
+    return 0
