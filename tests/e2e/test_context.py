@@ -197,3 +197,17 @@ async def test_entry_carries_the_senders_vector_and_the_reader_merges_it(connect
     assert entry.sender_vector == {"acme/other": got.revision}
     assert b.session.revision("acme/other") == got.revision
     assert b.session.revision(NS) == entry.id
+
+
+async def test_causality_reader_sees_what_the_sender_wrote_before_posting(connect) -> None:
+    a = await connect("agent-a", role="writer")
+    b = await connect("agent-b", role="reader")
+    written = await a.memory.put("acme/facts", "plan", {"step": 3})
+    posted = await a.context.post(NS, "plan updated", to_agent_id="agent-b", context_type="ping")
+    assert posted.sender_vector["acme/facts"] == written.revision
+    (entry,) = await b.context.inbox(NS)
+    assert entry.sender_vector == posted.sender_vector
+    # B merged A's vector: its read carries min_revision >= A's write, and returns it.
+    assert b.session.revision("acme/facts") == written.revision
+    seen = await b.memory.get("acme/facts", "plan")
+    assert seen is not None and seen.revision >= written.revision and seen.value == {"step": 3}
