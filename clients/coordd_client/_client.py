@@ -23,15 +23,9 @@ from ._core import DEFAULT_TIMEOUT, Core, open_channel
 from ._idempotency import AsyncIdempotency, encode_result, fingerprint, next_step
 from ._memory import AsyncMemory
 from ._models import (
-    AcquireAllResult,
-    AcquireResult,
-    BeginResult,
     ChangeEvent,
-    Claim,
-    ClaimList,
     ContextEntry,
     Fence,
-    IdempotencyRecord,
     TLSConfig,
 )
 from ._session import Session
@@ -188,60 +182,13 @@ class Claims:
     def __init__(self, inner: AsyncClaims, loop: _LoopThread) -> None:
         self._a = inner
         self._loop = loop
-
-    def acquire(
-        self,
-        namespace: str,
-        resource: str,
-        ttl: timedelta | float,
-        *,
-        wait: timedelta | float | None = None,
-        progress: str = "",
-    ) -> AcquireResult:
-        return self._loop.run(
-            self._a.acquire(namespace, resource, ttl, wait=wait, progress=progress)
-        )
-
-    def acquire_any(
-        self, namespace: str, resources: list[str], ttl: timedelta | float, *, progress: str = ""
-    ) -> AcquireResult:
-        return self._loop.run(self._a.acquire_any(namespace, resources, ttl, progress=progress))
-
-    def acquire_all(
-        self, namespace: str, resources: list[str], ttl: timedelta | float, *, progress: str = ""
-    ) -> AcquireAllResult:
-        return self._loop.run(self._a.acquire_all(namespace, resources, ttl, progress=progress))
-
-    def renew(
-        self,
-        namespace: str,
-        resource: str,
-        fencing_token: int,
-        ttl: timedelta | float,
-        *,
-        progress: str | None = None,
-    ) -> Claim:
-        return self._loop.run(
-            self._a.renew(namespace, resource, fencing_token, ttl, progress=progress)
-        )
-
-    def release(self, namespace: str, resource: str, fencing_token: int) -> int:
-        return self._loop.run(self._a.release(namespace, resource, fencing_token))
-
-    def get(self, namespace: str, resource: str) -> Claim | None:
-        return self._loop.run(self._a.get(namespace, resource))
-
-    def list(
-        self, namespace: str, *, holder_agent_id: str = "", page_size: int = 0, page_token: str = ""
-    ) -> ClaimList:
-        return self._loop.run(
-            self._a.list(
-                namespace,
-                holder_agent_id=holder_agent_id,
-                page_size=page_size,
-                page_token=page_token,
-            )
-        )
+        self.acquire = _blocking(loop, inner.acquire)
+        self.acquire_any = _blocking(loop, inner.acquire_any)
+        self.acquire_all = _blocking(loop, inner.acquire_all)
+        self.renew = _blocking(loop, inner.renew)
+        self.release = _blocking(loop, inner.release)
+        self.get = _blocking(loop, inner.get)
+        self.list = _blocking(loop, inner.list)
 
     @contextlib.contextmanager
     def hold(
@@ -275,41 +222,10 @@ class Idempotency:
     def __init__(self, inner: AsyncIdempotency, loop: _LoopThread) -> None:
         self._a = inner
         self._loop = loop
-
-    def begin(
-        self,
-        namespace: str,
-        key: str,
-        fingerprint: bytes = b"",
-        *,
-        lease: timedelta | float | None = None,
-        retention: timedelta | float | None = None,
-    ) -> BeginResult:
-        return self._loop.run(
-            self._a.begin(namespace, key, fingerprint, lease=lease, retention=retention)
-        )
-
-    def complete(
-        self, namespace: str, key: str, attempt: int, result: bytes, *, fence: Fence | None = None
-    ) -> IdempotencyRecord:
-        return self._loop.run(self._a.complete(namespace, key, attempt, result, fence=fence))
-
-    def fail(
-        self,
-        namespace: str,
-        key: str,
-        attempt: int,
-        *,
-        retryable: bool,
-        error: str = "",
-        fence: Fence | None = None,
-    ) -> IdempotencyRecord:
-        return self._loop.run(
-            self._a.fail(namespace, key, attempt, retryable=retryable, error=error, fence=fence)
-        )
-
-    def get(self, namespace: str, key: str) -> IdempotencyRecord | None:
-        return self._loop.run(self._a.get(namespace, key))
+        self.begin = _blocking(loop, inner.begin)
+        self.complete = _blocking(loop, inner.complete)
+        self.fail = _blocking(loop, inner.fail)
+        self.get = _blocking(loop, inner.get)
 
     def once(
         self,
@@ -351,70 +267,10 @@ class Context:
     def __init__(self, inner: AsyncContext, loop: _LoopThread) -> None:
         self._a = inner
         self._loop = loop
-
-    def post(
-        self,
-        namespace: str,
-        content: Any,
-        *,
-        to_role: str = "",
-        to_agent_id: str = "",
-        context_type: str,
-        task_id: str = "",
-        correlation_id: str = "",
-        ttl: timedelta | float | None = None,
-        delivery: str = "each",
-        fence: Fence | None = None,
-    ) -> ContextEntry:
-        return self._loop.run(
-            self._a.post(
-                namespace,
-                content,
-                to_role=to_role,
-                to_agent_id=to_agent_id,
-                context_type=context_type,
-                task_id=task_id,
-                correlation_id=correlation_id,
-                ttl=ttl,
-                delivery=delivery,
-                fence=fence,
-            )
-        )
-
-    def inbox(
-        self,
-        namespace: str,
-        *,
-        unread: bool = True,
-        context_type: str = "",
-        task_id: str = "",
-        after_id: int = 0,
-        limit: int = 0,
-        lease: timedelta | float | None = None,
-        role: str = "",
-    ) -> list[ContextEntry]:
-        return self._loop.run(
-            self._a.inbox(
-                namespace,
-                unread=unread,
-                context_type=context_type,
-                task_id=task_id,
-                after_id=after_id,
-                limit=limit,
-                lease=lease,
-                role=role,
-            )
-        )
-
-    def sent(
-        self, namespace: str, *, after_id: int = 0, limit: int = 0, context_type: str = ""
-    ) -> list[ContextEntry]:
-        return self._loop.run(
-            self._a.sent(namespace, after_id=after_id, limit=limit, context_type=context_type)
-        )
-
-    def ack(self, namespace: str, ids: int | list[int], *, fence: Fence | None = None) -> list[int]:
-        return self._loop.run(self._a.ack(namespace, ids, fence=fence))
+        self.post = _blocking(loop, inner.post)
+        self.inbox = _blocking(loop, inner.inbox)
+        self.sent = _blocking(loop, inner.sent)
+        self.ack = _blocking(loop, inner.ack)
 
     def subscribe(
         self,
