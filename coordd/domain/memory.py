@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,11 +30,17 @@ class Indexer(Protocol):
     @property
     def index(self) -> SearchIndex: ...
 
+    clock_offset_s: float
+
     async def ensure(self, minimum: dict[str, int]) -> None: ...
 
 
 class EntryReader(Protocol):
     async def get_many(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], MemoryEntry]: ...
+
+    async def hits(
+        self, refs: list[tuple[str, str]], namespace: str
+    ) -> tuple[float, int, dict[tuple[str, str], MemoryEntry]]: ...
 
     async def clock(self, namespace: str) -> tuple[float, int]:
         """The database clock (epoch seconds: expiry and staleness use it, not this host's)
@@ -92,25 +99,43 @@ class MemorySearch:
             }
         )
         vector = np.frombuffer(q.embedding, dtype="<f4").astype(np.float32)
-        now, revision = await self._entries.clock(q.namespace_prefixes[0])
-        f = SearchFilter(
-            namespaces=self.readable(who, q.namespace_prefixes),
-            tier=int(q.tier) if q.tier else 0,
-            tags=frozenset(q.tags),
-            task_id=q.task_id,
-            include_stale=q.include_stale,
-            now=now,
-        )
-        if not f.namespaces:
-            return revision, []
+        readable = self.readable(who, q.namespace_prefixes)
+        # Expiry and staleness filter before ranking, by the database clock. The mask uses the
+        # clock as last read by the indexer; the hydrating query re-checks each hit against the
+        # database's own clock, and if that drops a hit the search runs again with it, so the
+        # result never holds an expired or stale entry nor loses a place to one.
+        now = time.time() + self._indexer.clock_offset_s
+        for attempt in (1, 2):
+            f = SearchFilter(
+                namespaces=readable,
+                tier=int(q.tier) if q.tier else 0,
+                tags=frozenset(q.tags),
+                task_id=q.task_id,
+                include_stale=q.include_stale,
+                now=now,
+            )
+            found = await self._nearest(vector, q.k, f, q.ef) if readable else []
+            db_now, revision, entries = await self._entries.hits(
+                [(ns, key) for ns, key, _ in found], q.namespace_prefixes[0]
+            )
+            kept = [
+                (entries[(ns, key)], distance)
+                for ns, key, distance in found
+                if (ns, key) in entries and (q.include_stale or not entries[(ns, key)].stale)
+            ]
+            if len(kept) == len(found) or now >= db_now or attempt == 2:
+                return revision, kept
+            now = db_now  # the cached clock was behind: once more, exactly
+        raise AssertionError("unreachable")
+
+    async def _nearest(
+        self, vector: Any, k: int, f: SearchFilter, ef: int
+    ) -> list[tuple[str, str, float]]:
         index = self._indexer.index
-        found = index.try_search(vector, q.k, f, q.ef)
+        found = index.try_search(vector, k, f, ef)
         if found is None:  # the index is being written: wait for it off the event loop
-            found = await asyncio.to_thread(index.search, vector, q.k, f, q.ef)
-        entries = await self._entries.get_many([(ns, key) for ns, key, _ in found])
-        return revision, [
-            (entries[(ns, key)], distance) for ns, key, distance in found if (ns, key) in entries
-        ]
+            found = await asyncio.to_thread(index.search, vector, k, f, ef)
+        return found
 
 
 def is_stale(entry: MemoryEntry, now: datetime) -> bool:

@@ -182,6 +182,22 @@ class MemoryStore:
         )
         return {(e.namespace, e.key): e for e in map(entry_from_row, rows)}
 
+    async def hits(
+        self, refs: list[tuple[str, str]], namespace: str
+    ) -> tuple[float, int, dict[tuple[str, str], MemoryEntry]]:
+        """In one query: the database clock (epoch seconds), *namespace*'s revision, and the
+        live current entries of *refs* without their embeddings (stale ones flagged)."""
+        columns = CURRENT.replace("coalesce(embedding, ''::bytea)", "''::bytea")
+        rows = await self._db.fetchall(
+            "SELECT extract(epoch FROM coordd.now())::float8, coordd.ns_revision(%s), e.*"
+            " FROM (SELECT 1) one LEFT JOIN LATERAL ("
+            f" SELECT {columns} FROM coordd.memory m JOIN unnest(%s::text[], %s::text[])"
+            f" AS r(ns, k) ON m.namespace = r.ns AND m.key = r.k WHERE {_LIVE}) e ON true",
+            (namespace, [r[0] for r in refs], [r[1] for r in refs]),
+        )
+        entries = {(e.namespace, e.key): e for e in (entry_from_row(r[2:]) for r in rows if r[2])}
+        return float(rows[0][0]), int(rows[0][1]), entries
+
     async def clock(self, namespace: str) -> tuple[float, int]:
         """The database clock coordd uses (epoch seconds) and *namespace*'s revision."""
         row = await self._db.fetchone(

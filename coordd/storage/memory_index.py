@@ -66,6 +66,8 @@ class MemoryIndexer:
         self._dirty = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self.clock_offset_s = 0.0
+        """coordd.now() minus this host's clock (non-zero only where tests shift time)."""
 
     async def start(self) -> None:
         row = await self._db.fetchone(
@@ -157,6 +159,10 @@ class MemoryIndexer:
 
     async def catch_up(self, namespaces: list[str] | None = None) -> None:
         """Apply memory changes committed after the revisions the index reflects."""
+        row = await self._db.fetchone(
+            "SELECT extract(epoch FROM coordd.now())::float8 - extract(epoch FROM now())::float8"
+        )
+        self.clock_offset_s = float(row[0])
         async with self._lock:
             cursors = self.index.cursors
             rows = await self._db.fetchall(
