@@ -1,3 +1,10 @@
 """Fixtures are plugins, one module per concern (psycopg's layout)."""
 
+import sys
+
 pytest_plugins = ("tests.fix_db", "tests.fix_daemon")
+
+
+# The daemon lowers Python's GIL switch interval (coordd/cli.py); tests run daemons in-process,
+# so do the same here to keep thread handoffs as fast as in production.
+sys.setswitchinterval(0.001)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
 
-from coordd.domain.access import Operation, Policy, pattern_matches
+from coordd.domain.access import Operation, Policy
 from coordd.domain.models import Identity, MemoryEntry, SearchFilter, Tier
 
 
@@ -36,16 +35,9 @@ class Indexer(Protocol):
 
 
 class EntryReader(Protocol):
-    async def get_many(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], MemoryEntry]: ...
-
     async def hits(
         self, refs: list[tuple[str, str]], namespace: str
     ) -> tuple[float, int, dict[tuple[str, str], MemoryEntry]]: ...
-
-    async def clock(self, namespace: str) -> tuple[float, int]:
-        """The database clock (epoch seconds: expiry and staleness use it, not this host's)
-        and the revision of *namespace*."""
-        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,10 +128,3 @@ class MemorySearch:
         if found is None:  # the index is being written: wait for it off the event loop
             found = await asyncio.to_thread(index.search, vector, k, f, ef)
         return found
-
-
-def is_stale(entry: MemoryEntry, now: datetime) -> bool:
-    return entry.review_time is not None and entry.review_time <= now
-
-
-__all__ = ["MemorySearch", "SearchQuery", "is_stale", "pattern_matches", "under"]

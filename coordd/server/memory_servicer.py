@@ -11,7 +11,7 @@ from opentelemetry import trace
 from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.memory import MemorySearch, SearchQuery
-from coordd.domain.models import EntryRef, MemoryWrite, NamespacePolicy, Tier
+from coordd.domain.models import EntryRef, MemoryWrite, NamespacePolicy
 from coordd.server import convert
 from coordd.server.base import ServicerBase
 from coordd.server.context_servicer import check_fence
@@ -368,6 +368,3 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         return pb.GetNamespacePolicyResponse(
             header=self.header(req.namespace, revision), policy=convert.policy_message(policy)
         )
-
-
-__all__ = ["MemoryServicer", "Tier"]

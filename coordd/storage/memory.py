@@ -170,18 +170,6 @@ class MemoryStore:
             return await self.revision(namespace), None
         return rows[0][0], entry_from_row(rows[0][1:])
 
-    async def get_many(self, refs: list[tuple[str, str]]) -> dict[tuple[str, str], MemoryEntry]:
-        """Current entries by key, without their embeddings (for search hits)."""
-        if not refs:
-            return {}
-        columns = CURRENT.replace("coalesce(embedding, ''::bytea)", "''::bytea")
-        rows = await self._db.fetchall(
-            f"SELECT {columns} FROM coordd.memory m JOIN unnest(%s::text[], %s::text[])"
-            f" AS r(ns, k) ON m.namespace = r.ns AND m.key = r.k WHERE {_LIVE}",
-            ([r[0] for r in refs], [r[1] for r in refs]),
-        )
-        return {(e.namespace, e.key): e for e in map(entry_from_row, rows)}
-
     async def hits(
         self, refs: list[tuple[str, str]], namespace: str
     ) -> tuple[float, int, dict[tuple[str, str], MemoryEntry]]:
@@ -197,14 +185,6 @@ class MemoryStore:
         )
         entries = {(e.namespace, e.key): e for e in (entry_from_row(r[2:]) for r in rows if r[2])}
         return float(rows[0][0]), int(rows[0][1]), entries
-
-    async def clock(self, namespace: str) -> tuple[float, int]:
-        """The database clock coordd uses (epoch seconds) and *namespace*'s revision."""
-        row = await self._db.fetchone(
-            "SELECT extract(epoch FROM coordd.now())::float8, coordd.ns_revision(%s)",
-            (namespace,),
-        )
-        return float(row[0]), int(row[1])
 
     async def revision(self, namespace: str) -> int:
         row = await self._db.fetchone("SELECT coordd.ns_revision(%s)", (namespace,))
