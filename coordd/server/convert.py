@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 from google.protobuf import duration_pb2
@@ -164,9 +164,7 @@ def embedding_bytes(values: Sequence[float]) -> bytes:
     return np.asarray(values, dtype="<f4").tobytes() if len(values) else b""
 
 
-def memory_entry(
-    e: models.MemoryEntry, now: datetime, *, with_embedding: bool = True
-) -> mem_pb.MemoryEntry:
+def memory_entry(e: models.MemoryEntry, *, with_embedding: bool = True) -> mem_pb.MemoryEntry:
     return mem_pb.MemoryEntry(
         namespace=e.namespace,
         key=e.key,

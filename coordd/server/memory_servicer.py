@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -26,10 +26,6 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 def _trace_id() -> str:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _key(c: v.Checker, namespace: str, key: str) -> None:
@@ -125,7 +121,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         )
         return pb.PutMemoryResponse(  # the caller has the embedding: not echoed back
             header=self.header(req.namespace, entry.revision),
-            entry=convert.memory_entry(entry, _now(), with_embedding=False),
+            entry=convert.memory_entry(entry, with_embedding=False),
         )
 
     async def GetMemory(self, req: pb.GetMemoryRequest, ctx: Ctx) -> pb.GetMemoryResponse:
@@ -139,7 +135,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         return pb.GetMemoryResponse(
             header=self.header(req.namespace, revision),
             found=entry is not None,
-            entry=convert.memory_entry(entry, _now()) if entry else None,
+            entry=convert.memory_entry(entry) if entry else None,
         )
 
     async def DeleteMemory(self, req: pb.DeleteMemoryRequest, ctx: Ctx) -> pb.DeleteMemoryResponse:
@@ -176,12 +172,11 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
             limit + 1,
         )
         page = entries[:limit]
-        now = _now()
         return pb.ListMemoryResponse(
             header=self.header(
                 req.namespace_prefix, await self._store.revision(req.namespace_prefix)
             ),
-            entries=[convert.memory_entry(e, now, with_embedding=False) for e in page],
+            entries=[convert.memory_entry(e, with_embedding=False) for e in page],
             next_page_token=convert.encode_page_token(
                 f"{page[-1].namespace}\x00{page[-1].key}" if len(entries) > limit else None
             ),
@@ -199,10 +194,9 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         limit = req.page_size or v.DEFAULT_PAGE_SIZE
         versions = await self._store.history(req.namespace, req.key, before, limit + 1)
         page = versions[:limit]
-        now = _now()
         return pb.MemoryHistoryResponse(
             header=self.header(req.namespace, await self._store.revision(req.namespace)),
-            versions=[convert.memory_entry(e, now) for e in page],
+            versions=[convert.memory_entry(e) for e in page],
             next_page_token=convert.encode_page_token(
                 str(page[-1].revision) if len(versions) > limit else None
             ),
@@ -241,11 +235,10 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
                 ef=req.ef,
             ),
         )
-        now = _now()
         return pb.SearchMemoryResponse(
             header=self.header(req.namespace_prefixes[0], revision),
             hits=[
-                pb.SearchHit(entry=convert.memory_entry(e, now, with_embedding=False), distance=d)
+                pb.SearchHit(entry=convert.memory_entry(e, with_embedding=False), distance=d)
                 for e, d in hits
             ],
         )
@@ -297,7 +290,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         return pb.EndTaskResponse(
             header=self.header(req.namespace, revision),
             removed=removed,
-            episode=convert.memory_entry(episode, _now()) if episode else None,
+            episode=convert.memory_entry(episode) if episode else None,
         )
 
     async def CompactEpisodes(
@@ -329,7 +322,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         )
         return pb.CompactEpisodesResponse(
             header=self.header(req.namespace, entry.revision),
-            summary=convert.memory_entry(entry, _now()),
+            summary=convert.memory_entry(entry),
         )
 
     async def SetNamespacePolicy(
