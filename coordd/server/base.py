@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from opentelemetry import trace
 
+from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.models import Identity
 from coordd.server.interceptors import current_identity
 from coordd.v1 import common_pb2
+
+
+def check_fence(c: v.Checker, fence: common_pb2.Fence, present: bool) -> None:
+    """Validate an optional Fence field (every fenced write shares these rules)."""
+    if present:
+        c.namespace("fence.namespace", fence.namespace)
+        c.name("fence.resource", fence.resource, v.RESOURCE_MAX_BYTES)
+        c.positive("fence.token", fence.token)
 
 
 class ServicerBase:

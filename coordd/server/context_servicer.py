@@ -12,19 +12,11 @@ from coordd.domain.access import Operation, Policy
 from coordd.domain.context import ContextService
 from coordd.domain.models import ContextPost, ContextQuery
 from coordd.server import convert
-from coordd.server.base import ServicerBase
-from coordd.v1 import common_pb2
+from coordd.server.base import ServicerBase, check_fence
 from coordd.v1 import context_service_pb2 as pb
 from coordd.v1 import context_service_pb2_grpc as pb_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def check_fence(c: v.Checker, fence: common_pb2.Fence, present: bool) -> None:
-    if present:
-        c.namespace("fence.namespace", fence.namespace)
-        c.name("fence.resource", fence.resource, v.RESOURCE_MAX_BYTES)
-        c.positive("fence.token", fence.token)
 
 
 def _filters(c: v.Checker, context_type: str, task_id: str, after_id: int) -> None:

@@ -10,8 +10,7 @@ from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.idempotency import IdempotencyService
 from coordd.server import convert
-from coordd.server.base import ServicerBase
-from coordd.v1 import common_pb2
+from coordd.server.base import ServicerBase, check_fence
 from coordd.v1 import idempotency_service_pb2 as pb
 from coordd.v1 import idempotency_service_pb2_grpc as pb_grpc
 
@@ -21,13 +20,6 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 def _check_key(c: v.Checker, namespace: str, key: str) -> None:
     c.namespace("namespace", namespace)
     c.name("key", key, v.IDEMPOTENCY_KEY_MAX_BYTES)
-
-
-def _check_fence(c: v.Checker, fence: common_pb2.Fence, present: bool) -> None:
-    if present:
-        c.namespace("fence.namespace", fence.namespace)
-        c.name("fence.resource", fence.resource, v.RESOURCE_MAX_BYTES)
-        c.positive("fence.token", fence.token)
 
 
 class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
@@ -75,7 +67,7 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
             _check_key(c, req.namespace, req.key)
             c.positive("attempt", req.attempt)
             c.blob("result", req.result, v.RESULT_MAX_BYTES)
-            _check_fence(c, req.fence, req.HasField("fence"))
+            check_fence(c, req.fence, req.HasField("fence"))
         revision, rec = await self._idem.complete(
             who,
             req.namespace,
@@ -96,7 +88,7 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
             _check_key(c, req.namespace, req.key)
             c.positive("attempt", req.attempt)
             c.text("error", req.error, v.ERROR_TEXT_MAX_BYTES)
-            _check_fence(c, req.fence, req.HasField("fence"))
+            check_fence(c, req.fence, req.HasField("fence"))
         revision, rec = await self._idem.fail(
             who,
             req.namespace,

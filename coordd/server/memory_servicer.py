@@ -13,8 +13,7 @@ from coordd.domain.access import Operation, Policy
 from coordd.domain.memory import MemorySearch, SearchQuery
 from coordd.domain.models import EntryRef, MemoryWrite, NamespacePolicy
 from coordd.server import convert
-from coordd.server.base import ServicerBase
-from coordd.server.context_servicer import check_fence
+from coordd.server.base import ServicerBase, check_fence
 from coordd.server.interceptors import current_identity
 from coordd.storage.memory import MemoryStore
 from coordd.v1 import memory_service_pb2 as pb

@@ -15,9 +15,8 @@ from coordd.domain.models import (
     Fence,
     Identity,
 )
-from coordd.errors import FencingTokenStaleError
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.db import Database, Row
+from coordd.storage.db import Database, Row, fence_params, fence_stale
 
 
 def _entry(namespace: str, row: Row) -> ContextEntry:
@@ -46,17 +45,6 @@ def _entry(namespace: str, row: Row) -> ContextEntry:
     )
 
 
-def _stale(fence: Fence | None, current: int) -> FencingTokenStaleError:
-    assert fence is not None
-    return FencingTokenStaleError(fence.namespace, fence.resource, fence.token, max(current, 0))
-
-
-def _fence_params(fence: Fence | None) -> tuple[str | None, str | None, int | None]:
-    if fence is None:
-        return None, None, None
-    return fence.namespace, fence.resource, fence.token
-
-
 class ContextStore:
     def __init__(self, db: Database, writes: WriteBatcher) -> None:
         self._db = db
@@ -81,11 +69,11 @@ class ContextStore:
                 post.ttl,
                 post.delivery,
                 Jsonb(post.sender_vector),
-                *_fence_params(post.fence),
+                *fence_params(post.fence),
             ),
         )
-        if row[0] == "fence_stale":
-            raise _stale(post.fence, row[4])
+        if row[0] == "fence_stale" and post.fence is not None:
+            raise fence_stale(post.fence, row[4])
         return ContextEntry(
             namespace=post.namespace,
             id=row[1],
@@ -138,10 +126,10 @@ class ContextStore:
             namespace,
             "SELECT status, ns_revision, acked, current_token"
             " FROM coordd.ack_context(%s, %s, %s, %s, %s, %s, %s)",
-            (namespace, who.agent_id, who.role, ids, *_fence_params(fence)),
+            (namespace, who.agent_id, who.role, ids, *fence_params(fence)),
         )
-        if row[0] == "fence_stale":
-            raise _stale(fence, row[3])
+        if row[0] == "fence_stale" and fence is not None:
+            raise fence_stale(fence, row[3])
         return row[1], list(row[2] or [])
 
     async def purge(self, limit: int = 1000) -> int:

@@ -13,7 +13,8 @@ from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 from psycopg import AsyncConnection
 
-from coordd.errors import StorageUnavailableError
+from coordd.domain.models import Fence
+from coordd.errors import FencingTokenStaleError, StorageUnavailableError
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer("coordd.storage")
@@ -31,6 +32,18 @@ def _span_name(sql: str) -> str:
 
 Row = tuple[Any, ...]
 _DB_ATTRS: dict[str, AttributeValue] = {"db.system": "postgresql"}
+
+
+def fence_params(fence: Fence | None) -> tuple[str | None, str | None, int | None]:
+    """A fence as the (namespace, resource, token) arguments of coordd's SQL write functions."""
+    return (fence.namespace, fence.resource, fence.token) if fence else (None, None, None)
+
+
+def fence_stale(fence: Fence, current_token: int) -> FencingTokenStaleError:
+    """The error for a write refused by coordd.check_fence (current -1: unclaimed)."""
+    return FencingTokenStaleError(
+        fence.namespace, fence.resource, fence.token, max(int(current_token), 0)
+    )
 
 
 class Database:

@@ -6,13 +6,12 @@ from datetime import timedelta
 
 from coordd.domain.models import BeginOutcome, Fence, IdempotencyRecord, IdempotencyState
 from coordd.errors import (
-    FencingTokenStaleError,
     IdempotencyAttemptSupersededError,
     IdempotencyKeyReusedError,
     NotFoundError,
 )
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.db import Database, Row
+from coordd.storage.db import Database, Row, fence_params, fence_stale
 
 # Columns of coordd.idem_result, in order.
 _COLUMNS = (
@@ -101,16 +100,12 @@ class IdempotencyStore:
                 result,
                 error,
                 agent_id,
-                fence.namespace if fence else None,
-                fence.resource if fence else None,
-                fence.token if fence else None,
+                *fence_params(fence),
             ),
         )
         status = row[0]
         if status == "fence_stale" and fence is not None:
-            raise FencingTokenStaleError(
-                fence.namespace, fence.resource, fence.token, max(int(row[12]), 0)
-            )
+            raise fence_stale(fence, row[12])
         if status == "not_found":
             raise NotFoundError(f"idempotency key {key!r} in {namespace} not found (or purged)")
         if status == "superseded":

@@ -17,13 +17,12 @@ from coordd.domain.models import (
     Tier,
 )
 from coordd.errors import (
-    FencingTokenStaleError,
     NotFoundError,
     RevisionMismatchError,
     UnconditionalWriteForbiddenError,
 )
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.db import Database, Row
+from coordd.storage.db import Database, Row, fence_params, fence_stale
 
 ENTRY_COLUMNS = (
     "namespace, key, tier, value::text, text, coalesce(embedding, ''::bytea), tags, task_id,"
@@ -66,10 +65,6 @@ def entry_from_row(row: Row) -> MemoryEntry:
     )
 
 
-def _fence(f: Fence | None) -> tuple[str | None, str | None, int | None]:
-    return (f.namespace, f.resource, f.token) if f else (None, None, None)
-
-
 def _refs(refs: list[EntryRef]) -> Jsonb:
     return Jsonb([{"namespace": r.namespace, "key": r.key, "revision": r.revision} for r in refs])
 
@@ -106,16 +101,14 @@ class MemoryStore:
                 who.role,
                 trace_id,
                 w.request_id,
-                *_fence(w.fence),
+                *fence_params(w.fence),
             ),
         )
         status = row[0]
         if status == "revision_mismatch":
             raise RevisionMismatchError(w.namespace, w.key, w.expected_revision or 0, row[7])
         if status == "fence_stale" and w.fence is not None:
-            raise FencingTokenStaleError(
-                w.fence.namespace, w.fence.resource, w.fence.token, max(int(row[8]), 0)
-            )
+            raise fence_stale(w.fence, row[8])
         if status == "unconditional_forbidden":
             raise UnconditionalWriteForbiddenError(w.namespace)
         if status == "task_not_started":
@@ -197,14 +190,12 @@ class MemoryStore:
             namespace,
             "SELECT status, ns_revision, deleted, current_revision, current_token"
             " FROM coordd.memory_delete(%s, %s, %s, %s, %s, %s, %s)",
-            (namespace, key, expected, who.agent_id, *_fence(fence)),
+            (namespace, key, expected, who.agent_id, *fence_params(fence)),
         )
         if row[0] == "revision_mismatch":
             raise RevisionMismatchError(namespace, key, expected or 0, row[3])
         if row[0] == "fence_stale" and fence is not None:
-            raise FencingTokenStaleError(
-                fence.namespace, fence.resource, fence.token, max(int(row[4]), 0)
-            )
+            raise fence_stale(fence, row[4])
         return row[1], row[2] > 0
 
     async def list_entries(
