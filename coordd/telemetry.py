@@ -88,3 +88,11 @@ def client_interceptors() -> list[Any]:
 
     interceptors: list[Any] = aio_client_interceptors()  # type: ignore[no-untyped-call]
     return interceptors
+
+
+def current_trace_id() -> str:
+    """The W3C trace id (32 hex) of the span being served, or "" if untraced."""
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

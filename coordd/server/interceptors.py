@@ -16,9 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from opentelemetry import trace
 
-from coordd import rpc_status
+from coordd import rpc_status, telemetry
 from coordd.domain.access import Policy
 from coordd.domain.models import Identity
 from coordd.domain.validation import agent_id_problem
@@ -87,8 +86,8 @@ class Authenticator:
 
 
 def _trace_id() -> str:
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else uuid.uuid4().hex
+    """The trace id an INTERNAL error reports: the span's, or a fresh one if untraced."""
+    return telemetry.current_trace_id() or uuid.uuid4().hex
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: CoorddError) -> None:

@@ -6,7 +6,6 @@ from datetime import UTC
 from typing import Any
 
 import grpc
-from opentelemetry import trace
 
 from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
@@ -16,15 +15,11 @@ from coordd.server import convert
 from coordd.server.base import ServicerBase, check_fence
 from coordd.server.interceptors import current_identity
 from coordd.storage.memory import MemoryStore
+from coordd.telemetry import current_trace_id
 from coordd.v1 import memory_service_pb2 as pb
 from coordd.v1 import memory_service_pb2_grpc as pb_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def _trace_id() -> str:
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
 def _key(c: v.Checker, namespace: str, key: str) -> None:
@@ -92,7 +87,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
             check_fence(c, req.fence, req.HasField("fence"))
         entry = await self._store.put(
             who,
-            _trace_id(),
+            current_trace_id(),
             MemoryWrite(
                 namespace=req.namespace,
                 key=req.key,
@@ -276,7 +271,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
             _embedding(c, "summary_embedding", req.summary_embedding)
         revision, removed, episode = await self._store.end_task(
             who,
-            _trace_id(),
+            current_trace_id(),
             req.namespace,
             req.task_id,
             outcomes[req.outcome],
@@ -309,7 +304,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
             _tags(c, req.tags)
         entry = await self._store.compact(
             who,
-            _trace_id(),
+            current_trace_id(),
             req.namespace,
             sorted(set(req.keys)),
             req.summary_key,
