@@ -10,13 +10,22 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 _SERVING = re.compile(r"coordd serving on (\S+)")
 
 
+@dataclass(frozen=True)
+class DaemonProcess:
+    address: str
+    pid: int
+
+
 @contextmanager
-def daemon_process(dsn: str, *extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start ``coordd serve --dsn DSN --listen 127.0.0.1:0``; yield its address."""
+def daemon_process(
+    dsn: str, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[DaemonProcess]:
+    """Start ``coordd serve --dsn DSN --listen 127.0.0.1:0``; yield its address and pid."""
     cmd = [sys.executable, "-m", "coordd", "serve", "--dsn", dsn, "--listen", "127.0.0.1:0", *extra]
     proc = subprocess.Popen(
         cmd,
@@ -44,7 +53,7 @@ def daemon_process(dsn: str, *extra: str, env: dict[str, str] | None = None) -> 
     # Keep draining stderr so the daemon never blocks on a full pipe.
     threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
     try:
-        yield address
+        yield DaemonProcess(address, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -16,9 +16,12 @@ import asyncio
 import random
 import time
 import uuid
+from dataclasses import dataclass
 
 import psycopg
 
+from bench._cpu import CpuWindow, postmaster_pid
+from bench._echo import EchoRun, echo_server, run_echo
 from bench._harness import (
     Stats,
     log,
@@ -51,11 +54,19 @@ RETURNING agent_id
 SEED_RELEASE = "DELETE FROM agent_claims WHERE agent_id = %s AND resource_id = %s"
 
 
-async def _run_clients(n: int, seconds: float, make_worker) -> tuple[Stats, Stats]:  # type: ignore[no-untyped-def]
-    """Run *n* workers for *seconds*; return (cycle stats, per-operation stats)."""
+@dataclass
+class Run:
+    """One measured run: cycle stats, per-operation stats and the CPU used meanwhile."""
+
+    cycles: Stats
+    ops: Stats
+    cpu: CpuWindow
+
+
+async def run_clients(n: int, seconds: float, make_worker, cpu: CpuWindow) -> Run:  # type: ignore[no-untyped-def]
+    """Run *n* workers for *seconds* inside the CPU window *cpu*."""
     cycles: list[float] = []
     ops: list[float] = []
-    stop_at = time.perf_counter() + seconds
     workers = [await make_worker(i) for i in range(n)]
 
     async def loop(cycle) -> None:  # type: ignore[no-untyped-def]
@@ -66,12 +77,12 @@ async def _run_clients(n: int, seconds: float, make_worker) -> tuple[Stats, Stat
             cycles.append(t2 - t0)
             ops.extend((t1 - t0, t2 - t1))
 
-    started = time.perf_counter()
-    await asyncio.gather(*(loop(w.cycle) for w in workers))
-    elapsed = time.perf_counter() - started
+    with cpu:
+        stop_at = time.perf_counter() + seconds
+        await asyncio.gather(*(loop(w.cycle) for w in workers))
     for w in workers:
         await w.close()
-    return Stats(len(cycles), elapsed, cycles), Stats(len(ops), elapsed, ops)
+    return Run(Stats(len(cycles), cpu.seconds, cycles), Stats(len(ops), cpu.seconds, ops), cpu)
 
 
 class RawWorker:
@@ -106,16 +117,20 @@ class CoorddWorker:
         self.client = client
         self.rng = random.Random(agent)
 
+    ttl = 300
+
     @classmethod
-    async def create(cls, address: str, i: int) -> CoorddWorker:
+    async def create(cls, address: str, i: int, ttl: float = 300) -> CoorddWorker:
         from coordd_client import AsyncClient
 
         agent = f"agent-{i}-{uuid.uuid4().hex[:6]}"
-        return cls(await AsyncClient.connect(address, agent_id=agent), agent)
+        worker = cls(await AsyncClient.connect(address, agent_id=agent), agent)
+        worker.ttl = ttl
+        return worker
 
     async def cycle(self) -> float:
         resource = f"res-{self.rng.getrandbits(48)}"
-        got = await self.client.claims.acquire("bench/claims", resource, ttl=300)
+        got = await self.client.claims.acquire("bench/claims", resource, ttl=self.ttl)
         assert got.acquired and got.claim is not None, "uncontended claim must succeed"
         t1 = time.perf_counter()
         await self.client.claims.release("bench/claims", resource, got.claim.fencing_token)
@@ -137,50 +152,120 @@ def main(argv: list[str]) -> int:
     levels = [int(x) for x in args.clients.split(",")]
     setup_logging()
     print(f"machine: {machine()}")
-    with postgres() as dsn, daemon_process(dsn) as address:
+    results: dict[tuple[str, int], list[Run]] = {}
+    echoes: dict[tuple[str, int], list[EchoRun]] = {}
+    with postgres() as dsn, daemon_process(dsn) as daemon, echo_server() as echo:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(SEED_SCHEMA)
-        results: dict[tuple[str, int], list[tuple[Stats, Stats]]] = {}
+        pg = postmaster_pid(dsn)
+        trees = {"postgres": pg} if pg else {}
         for n in levels:
             for rep in range(args.reps):
-                for side in ("raw", "coordd"):
-                    log.info(
-                        "%s, %d client(s), rep %d/%d (%.0fs)",
-                        side,
-                        n,
-                        rep + 1,
-                        args.reps,
-                        args.seconds,
-                    )
+                for side in ("raw", "coordd", "echo", "echo-stream"):
+                    log.info("%s, %d client(s), rep %d/%d", side, n, rep + 1, args.reps)
+                    if side.startswith("echo"):
+                        streamed = side == "echo-stream"
+                        run = asyncio.run(run_echo(echo, n, args.seconds / 2, streamed))
+                        echoes.setdefault((side, n), []).append(run)
+                        continue
                     if side == "raw":
                         make = lambda i: RawWorker.create(dsn, i)  # noqa: E731
+                        cpu = CpuWindow(trees=trees)
                     else:
-                        make = lambda i: CoorddWorker.create(address, i)  # noqa: E731
-                    res = asyncio.run(_run_clients(n, args.seconds, make))
+                        make = lambda i: CoorddWorker.create(daemon.address, i)  # noqa: E731
+                        cpu = CpuWindow({"daemon": daemon.pid}, trees=trees)
+                    res = asyncio.run(run_clients(n, args.seconds, make, cpu))
                     results.setdefault((side, n), []).append(res)
 
     rows = []
+    floor_rows = []
     figures: dict[str, float] = {}
     for n in levels:
         raw = results[("raw", n)]
         co = results[("coordd", n)]
-        raw_tp = median([c.throughput for c, _ in raw])
-        co_tp = median([c.throughput for c, _ in co])
-        raw_p50 = median([o.p50 for _, o in raw])
-        co_p50 = median([o.p50 for _, o in co])
-        raw_p99 = median([o.p99 for _, o in raw])
-        co_p99 = median([o.p99 for _, o in co])
-        rows.append([n, "raw SQL", raw_tp, raw_p50, raw_p99, ""])
-        rows.append([n, "coordd", co_tp, co_p50, co_p99, f"{co_tp / raw_tp:.2f}x"])
+        raw_tp = median([r.cycles.throughput for r in raw])
+        co_tp = median([r.cycles.throughput for r in co])
+        raw_p50 = median([r.ops.p50 for r in raw])
+        co_p50 = median([r.ops.p50 for r in co])
+        raw_p99 = median([r.ops.p99 for r in raw])
+        co_p99 = median([r.ops.p99 for r in co])
+        # Per RPC (two per cycle) for coordd, per statement (two per cycle) for raw SQL.
+        daemon_us = median([r.cpu.per_call_us("daemon", r.ops.ops) for r in co])
+        client_us = median([r.cpu.per_call_us("client", r.ops.ops) for r in co])
+        pg_co = median([r.cpu.per_call_us("postgres", r.ops.ops) for r in co])
+        pg_raw = median([r.cpu.per_call_us("postgres", r.ops.ops) for r in raw])
+        raw_client = median([r.cpu.per_call_us("client", r.ops.ops) for r in raw])
+        load_raw = median([r.cpu.load for r in raw])
+        load_co = median([r.cpu.load for r in co])
+        rows.append(
+            [n, "raw SQL", raw_tp, raw_p50, raw_p99, "", "", raw_client, pg_raw, load_raw, ""]
+        )
+        rows.append(
+            [
+                n,
+                "coordd",
+                co_tp,
+                co_p50,
+                co_p99,
+                f"{co_tp / raw_tp:.2f}x",
+                daemon_us,
+                client_us,
+                pg_co,
+                load_co,
+                "",
+            ]
+        )
+        for side, label in (("echo", "echo unary"), ("echo-stream", "echo stream msg")):
+            runs = echoes[(side, n)]
+            floor_rows.append(
+                [
+                    n,
+                    label,
+                    median([r.rate for r in runs]),
+                    median([r.server_us for r in runs]),
+                    median([r.client_us for r in runs]),
+                    median([r.window.load for r in runs]),
+                ]
+            )
         figures[f"ratio_c{n}"] = co_tp / raw_tp
         if n == levels[0]:
             figures["p50_added_ms"] = co_p50 - raw_p50
             figures["p99_added_ms"] = co_p99 - raw_p99
+        if n == levels[-1]:
+            echo_us = median([r.server_us for r in echoes[("echo", n)]])
+            figures["daemon_cpu_us"] = daemon_us
+            figures["echo_cpu_us"] = echo_us
+            figures["unary_overhead"] = daemon_us / echo_us
+            figures["client_cpu_us"] = client_us
+            figures["stream_echo_cpu_us"] = median(
+                [r.server_us for r in echoes[("echo-stream", n)]]
+            )
+            figures["pg_cpu_us"] = pg_co
     print_table(
-        "acquire+release cycles/s; per-operation latency (ms); median of reps",
-        ["clients", "side", "cycles/s", "op p50", "op p99", "ratio"],
+        "acquire+release cycles/s; per-operation latency (ms); CPU per call (us); median of reps",
+        [
+            "clients",
+            "side",
+            "cycles/s",
+            "op p50",
+            "op p99",
+            "ratio",
+            "daemon us",
+            "client us",
+            "pg us",
+            "load",
+            "",
+        ],
         rows,
     )
-    print(f"(added latency is per operation, at {levels[0]} client(s))")
+    print_table(
+        "the floor: bare grpc.aio echo, same load generator (CPU us per call or message)",
+        ["clients", "side", "calls/s", "server us", "client us", "load"],
+        floor_rows,
+    )
+    print(
+        f"(added latency is per operation, at {levels[0]} client(s); CPU per call is per RPC"
+        " or per SQL statement, two per cycle)"
+    )
     print(result_line("claims", **figures))
     return 0

@@ -21,6 +21,7 @@ import uuid
 
 import psycopg
 
+from bench._cpu import CpuWindow, postmaster_pid
 from bench._harness import (
     Stats,
     log,
@@ -97,13 +98,15 @@ async def _coordd_worker(address: str, stop_at: float, lat: list[float]) -> int:
     return n
 
 
-async def _throughput(side: str, target: str, clients: int, seconds: float) -> Stats:
+async def _throughput(
+    side: str, target: str, clients: int, seconds: float, cpu: CpuWindow
+) -> Stats:
     lat: list[float] = []
-    stop_at = time.perf_counter() + seconds
     worker = _raw_worker if side == "raw" else _coordd_worker
-    started = time.perf_counter()
-    done = await asyncio.gather(*(worker(target, stop_at, lat) for _ in range(clients)))
-    return Stats(sum(done), time.perf_counter() - started, lat)
+    with cpu:
+        stop_at = time.perf_counter() + seconds
+        done = await asyncio.gather(*(worker(target, stop_at, lat) for _ in range(clients)))
+    return Stats(sum(done), cpu.seconds, lat)
 
 
 async def _delivery(address: str, subscribers: int, posts: int, interval_s: float) -> Stats:
@@ -149,31 +152,63 @@ def main(argv: list[str]) -> int:
     levels = [int(x) for x in args.clients.split(",")]
     setup_logging()
     print(f"machine: {machine()}")
-    results: dict[tuple[str, int], list[Stats]] = {}
-    with postgres() as dsn, daemon_process(dsn) as address:
+    results: dict[tuple[str, int], list[tuple[Stats, CpuWindow]]] = {}
+    with postgres() as dsn, daemon_process(dsn) as daemon:
+        address = daemon.address
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(QUEUE_SCHEMA)
+        pg = postmaster_pid(dsn)
+        trees = {"postgres": pg} if pg else {}
         for n in levels:
             for rep in range(args.reps):
                 for side, target in (("raw", dsn), ("coordd", address)):
                     log.info("%s, %d client(s), rep %d/%d", side, n, rep + 1, args.reps)
-                    stats = asyncio.run(_throughput(side, target, n, args.seconds))
-                    results.setdefault((side, n), []).append(stats)
+                    cpu = CpuWindow({"daemon": daemon.pid} if side == "coordd" else {}, trees=trees)
+                    stats = asyncio.run(_throughput(side, target, n, args.seconds, cpu))
+                    results.setdefault((side, n), []).append((stats, cpu))
         log.info("delivery latency: 10 subscribers, %d posts", args.posts)
         delivery = asyncio.run(_delivery(address, 10, args.posts, 0.01))
     rows = []
     figures: dict[str, float] = {}
     for n in levels:
-        raw = median([s.throughput for s in results[("raw", n)]])
-        co = median([s.throughput for s in results[("coordd", n)]])
-        rows.append([n, "raw SKIP LOCKED", raw, median([s.p50 for s in results[("raw", n)]]), ""])
+        raw = results[("raw", n)]
+        co = results[("coordd", n)]
+        raw_tp = median([s.throughput for s, _ in raw])
+        co_tp = median([s.throughput for s, _ in co])
+        # CPU per item: one item is three RPCs through coordd, three statements raw.
         rows.append(
-            [n, "coordd", co, median([s.p50 for s in results[("coordd", n)]]), f"{co / raw:.2f}x"]
+            [
+                n,
+                "raw SKIP LOCKED",
+                raw_tp,
+                median([s.p50 for s, _ in raw]),
+                "",
+                "",
+                median([c.per_call_us("client", s.ops) for s, c in raw]),
+                median([c.per_call_us("postgres", s.ops) for s, c in raw]),
+                median([c.load for _, c in raw]),
+            ]
         )
-        figures[f"ratio_c{n}"] = co / raw
+        daemon_us = median([c.per_call_us("daemon", s.ops) for s, c in co])
+        rows.append(
+            [
+                n,
+                "coordd",
+                co_tp,
+                median([s.p50 for s, _ in co]),
+                f"{co_tp / raw_tp:.2f}x",
+                daemon_us,
+                median([c.per_call_us("client", s.ops) for s, c in co]),
+                median([c.per_call_us("postgres", s.ops) for s, c in co]),
+                median([c.load for _, c in co]),
+            ]
+        )
+        figures[f"ratio_c{n}"] = co_tp / raw_tp
+        if n == levels[-1]:
+            figures["daemon_cpu_us_per_item"] = daemon_us
     print_table(
-        "post->read->ack items/s (median of reps); cycle p50 ms",
-        ["clients", "side", "items/s", "p50", "ratio"],
+        "post->read->ack items/s (median of reps); cycle p50 ms; CPU us per item",
+        ["clients", "side", "items/s", "p50", "ratio", "daemon us", "client us", "pg us", "load"],
         rows,
     )
     print(

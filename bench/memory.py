@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import psycopg
 
+from bench._cpu import CpuWindow, postmaster_pid
 from bench._harness import (
     Progress,
     Stats,
@@ -40,6 +42,10 @@ from bench._harness import (
 
 DIM = 384
 NS = "bench/memory"
+SEARCH_COLUMNS = [
+    *("recall", "clients", "side", "ef", "recall@10", "QPS", "p50"),
+    *("daemon us", "client us", "pg us", "load"),
+]
 _SERVING = re.compile(r"coordd serving on (\S+)")
 
 
@@ -140,7 +146,12 @@ def stop_daemon(proc: subprocess.Popen[str]) -> None:
 
 
 async def coordd_search(
-    address: str, queries: np.ndarray, ef: int, clients: int, seconds: float | None
+    address: str,
+    queries: np.ndarray,
+    ef: int,
+    clients: int,
+    seconds: float | None,
+    cpu: CpuWindow | None = None,
 ) -> tuple[list[set[int]], Stats]:
     from coordd_client import AsyncClient
 
@@ -160,7 +171,8 @@ async def coordd_search(
             i += clients
 
     started = time.perf_counter()
-    await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
+    with cpu or contextlib.nullcontext():
+        await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
     elapsed = time.perf_counter() - started
     for c in conns:
         await c.close()
@@ -168,7 +180,12 @@ async def coordd_search(
 
 
 async def pgvector_search(
-    dsn: str, queries: np.ndarray, ef: int, clients: int, seconds: float | None
+    dsn: str,
+    queries: np.ndarray,
+    ef: int,
+    clients: int,
+    seconds: float | None,
+    cpu: CpuWindow | None = None,
 ) -> tuple[list[set[int]], Stats]:
     from pgvector.psycopg import register_vector_async
 
@@ -194,7 +211,8 @@ async def pgvector_search(
             i += clients
 
     started = time.perf_counter()
-    await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
+    with cpu or contextlib.nullcontext():
+        await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
     elapsed = time.perf_counter() - started
     for c in conns:
         await c.close()
@@ -280,6 +298,8 @@ def main(argv: list[str]) -> int:
     rows = []
     with postgres() as dsn, tempfile.TemporaryDirectory() as tmp:
         load(dsn, data)
+        pg = postmaster_pid(dsn)
+        trees = {"postgres": pg} if pg else {}
         proc, address, rebuild_s = start_daemon(dsn, Path(tmp) / "index")
         log.info("coordd cold start, rebuilding the index from PostgreSQL: %.1fs", rebuild_s)
         stop_daemon(proc)  # saves the snapshot
@@ -302,12 +322,46 @@ def main(argv: list[str]) -> int:
                     gt,
                 )
                 for clients in (1, 8):
+                    cc = CpuWindow({"daemon": proc.pid}, trees=trees)
                     _, sc = asyncio.run(
-                        coordd_search(address, queries, ef_c, clients, args.seconds)
+                        coordd_search(address, queries, ef_c, clients, args.seconds, cc)
                     )
-                    _, sp = asyncio.run(pgvector_search(dsn, queries, ef_p, clients, args.seconds))
-                    rows.append([label, clients, "coordd", ef_c, r_c, sc.throughput, sc.p50])
-                    rows.append([label, clients, "pgvector", ef_p, r_p, sp.throughput, sp.p50])
+                    cp = CpuWindow(trees=trees)
+                    _, sp = asyncio.run(
+                        pgvector_search(dsn, queries, ef_p, clients, args.seconds, cp)
+                    )
+                    rows.append(
+                        [
+                            label,
+                            clients,
+                            "coordd",
+                            ef_c,
+                            r_c,
+                            sc.throughput,
+                            sc.p50,
+                            cc.per_call_us("daemon", sc.ops),
+                            cc.per_call_us("client", sc.ops),
+                            cc.per_call_us("postgres", sc.ops),
+                            cc.load,
+                        ]
+                    )
+                    rows.append(
+                        [
+                            label,
+                            clients,
+                            "pgvector",
+                            ef_p,
+                            r_p,
+                            sp.throughput,
+                            sp.p50,
+                            "",
+                            cp.per_call_us("client", sp.ops),
+                            cp.per_call_us("postgres", sp.ops),
+                            cp.load,
+                        ]
+                    )
+                    if label == "r95" and clients == 8:
+                        figures["daemon_cpu_us_per_search"] = cc.per_call_us("daemon", sc.ops)
                     figures[f"qps_ratio_{label}_c{clients}"] = sc.throughput / sp.throughput
             log.info("ingest: %d new vectors per side, 8 clients", args.ingest)
             fresh = dataset(args.n + args.ingest, 1)[0][args.n :]
@@ -317,7 +371,7 @@ def main(argv: list[str]) -> int:
             stop_daemon(proc)
     print_table(
         f"search, {args.n} x {DIM}, k=10 (QPS and p50 ms)",
-        ["recall", "clients", "side", "ef", "recall@10", "QPS", "p50"],
+        SEARCH_COLUMNS,
         rows,
     )
     print(
@@ -335,6 +389,7 @@ def main(argv: list[str]) -> int:
             cold_start_rebuild_s=rebuild_s,
             qps_ratio_r95_c1=figures["qps_ratio_r95_c1"],
             qps_ratio_r99_c1=figures["qps_ratio_r99_c1"],
+            daemon_cpu_us_per_search=figures["daemon_cpu_us_per_search"],
         )
     )
     return 0

@@ -1,0 +1,125 @@
+"""The gRPC floor: a bare grpc.aio server whose methods echo their bytes.
+
+No protobuf, no interceptors, no database: what one Python gRPC unary call, and one message on
+an already open bidirectional stream, cost the server's CPU on this machine. Scenarios measure
+it in the same run as the daemon, with the same load generator and concurrency, so each figure
+has its floor beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+
+from bench._cpu import CpuWindow
+
+UNARY = "/bench.Echo/Unary"
+STREAM = "/bench.Echo/Stream"
+PAYLOAD = b"x" * 96  # about the size of a claim request
+
+
+def _serve(port_q: mp.Queue[int]) -> None:
+    async def main() -> None:
+        async def unary(req: bytes, ctx: object) -> bytes:
+            return req
+
+        async def stream(requests: AsyncIterator[bytes], ctx: object) -> AsyncIterator[bytes]:
+            async for req in requests:
+                yield req
+
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "bench.Echo",
+                    {
+                        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+                        "Stream": grpc.stream_stream_rpc_method_handler(stream),
+                    },
+                ),
+            )
+        )
+        port_q.put(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+@dataclass(frozen=True)
+class EchoServer:
+    address: str
+    pid: int
+
+
+@contextmanager
+def echo_server() -> Iterator[EchoServer]:
+    """A bare grpc.aio echo server in its own process."""
+    ctx = mp.get_context("spawn")
+    port_q: mp.Queue[int] = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(port_q,), daemon=True)
+    proc.start()
+    try:
+        port = port_q.get(timeout=60)
+        assert proc.pid is not None
+        yield EchoServer(f"127.0.0.1:{port}", proc.pid)
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+@dataclass(frozen=True)
+class EchoRun:
+    calls: int
+    window: CpuWindow
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.window.seconds
+
+    @property
+    def server_us(self) -> float:
+        return self.window.per_call_us("server", self.calls)
+
+    @property
+    def client_us(self) -> float:
+        return self.window.per_call_us("client", self.calls)
+
+
+async def run_echo(server: EchoServer, clients: int, seconds: float, streamed: bool) -> EchoRun:
+    """*clients* concurrent callers (one channel each) for *seconds*: unary calls, or messages
+    on one open bidirectional stream per client."""
+    channels = [grpc.aio.insecure_channel(server.address) for _ in range(clients)]
+    for ch in channels:
+        await ch.channel_ready()
+    calls = 0
+
+    async def unary(ch: grpc.aio.Channel, stop: float) -> None:
+        nonlocal calls
+        call = ch.unary_unary(UNARY)
+        while time.perf_counter() < stop:
+            await call(PAYLOAD)
+            calls += 1
+
+    async def stream(ch: grpc.aio.Channel, stop: float) -> None:
+        nonlocal calls
+        call = ch.stream_stream(STREAM)()
+        while time.perf_counter() < stop:
+            await call.write(PAYLOAD)
+            await call.read()
+            calls += 1
+        await call.done_writing()
+
+    worker = stream if streamed else unary
+    with CpuWindow({"server": server.pid}) as window:
+        stop = time.perf_counter() + seconds
+        await asyncio.gather(*(worker(ch, stop) for ch in channels))
+    for ch in channels:
+        await ch.close(None)
+    return EchoRun(calls, window)
