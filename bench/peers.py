@@ -37,7 +37,7 @@ from typing import Any
 
 from bench._cpu import CpuWindow, postmaster_pid
 from bench._harness import log, machine, median, postgres, print_table, result_line, setup_logging
-from bench._procs import daemon_process
+from bench._procs import daemon_process, stop_process
 from bench.claims import CoorddWorker, Run, run_clients
 
 LEASE_S = 30
@@ -86,12 +86,7 @@ def _process(cmd: list[str], port: int, what: str) -> Iterator[Server]:
         _wait_port(port, proc, what)
         yield Server(port, proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextmanager
