@@ -47,6 +47,7 @@ from ._claims import AsyncClaims, HeldClaim
 from ._client import AsyncClient, Claims, Client, Context, Idempotency, Memory
 from ._context import AsyncContext
 from ._errors import ClaimHeldError, ClaimLostError, IdempotentTaskFailedError
+from ._gate import GateResult, LostClaim, MovedNamespace
 from ._idempotency import AsyncIdempotency, fingerprint
 from ._memory import AsyncMemory
 from ._models import (
@@ -118,6 +119,7 @@ __all__ = [
     "Fence",
     "FencingTokenStaleError",
     "FieldViolation",
+    "GateResult",
     "HeldClaim",
     "Idempotency",
     "IdempotencyAttemptSupersededError",
@@ -128,9 +130,11 @@ __all__ = [
     "IdempotentTaskFailedError",
     "InternalError",
     "InvalidArgumentError",
+    "LostClaim",
     "Memory",
     "MemoryEntry",
     "MemoryPage",
+    "MovedNamespace",
     "NamespacePolicy",
     "NotAParticipantError",
     "NotFoundError",

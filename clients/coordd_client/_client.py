@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
@@ -20,6 +20,7 @@ from ._claims import AsyncClaims, HeldClaim
 from ._context import AsyncContext
 from ._convert import seconds
 from ._core import DEFAULT_TIMEOUT, Core, open_channel
+from ._gate import GateResult, check_gate
 from ._idempotency import AsyncIdempotency, encode_result, fingerprint, next_step
 from ._memory import AsyncMemory
 from ._models import (
@@ -94,6 +95,29 @@ class AsyncClient:
     @property
     def session(self) -> Session:
         return self._core.session
+
+    async def gate(
+        self,
+        fences: Iterable[Fence] = (),
+        *,
+        read: Mapping[str, int] | None = None,
+        kinds: Iterable[str] = (),
+    ) -> GateResult:
+        """Check, right before a side effect outside coordd, that it still may happen.
+
+        Answers in-band (never raises for a refusal): ``passed`` is True when every fence
+        still names the live grant and no namespace in *read* has changed since the revision
+        given. Otherwise ``lost_claims`` says which claim was lost and to whom,
+        ``moved_namespaces`` which namespace moved, to what revision and by whose change, and
+        ``explain()`` says it in a sentence with what to do next.
+
+        Args:
+            fences: The claims the effect is made under (``held.fence``).
+            read: Namespace -> revision the decision was based on, usually
+                ``client.session.vector`` (or a subset of it).
+            kinds: Change kinds that count as a move (e.g. ``["memory"]``); default all.
+        """
+        return await check_gate(self._core, fences, read, kinds)
 
     @property
     def agent_id(self) -> str:
@@ -309,6 +333,7 @@ class Client:
         self.context = Context(inner.context, loop)
         self.agreements = Agreements(inner.agreements, loop)
         self.memory = Memory(inner.memory, loop)
+        self.gate = _blocking(loop, inner.gate)
 
     @classmethod
     def connect(

@@ -20,12 +20,14 @@ from coordd.domain.access import OPEN_POLICY, Policy, load_policy
 from coordd.domain.agreements import AgreementService
 from coordd.domain.claims import ClaimService
 from coordd.domain.context import ContextService
+from coordd.domain.gate import GateService
 from coordd.domain.idempotency import IdempotencyService
 from coordd.domain.memory import MemorySearch
 from coordd.domain.watch import WatchService
 from coordd.server.agreement_servicer import AgreementServicer
 from coordd.server.claim_servicer import ClaimServicer
 from coordd.server.context_servicer import ContextServicer
+from coordd.server.gate_servicer import GateServicer
 from coordd.server.idempotency_servicer import IdempotencyServicer
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
 from coordd.server.memory_servicer import MemoryServicer
@@ -37,6 +39,7 @@ from coordd.storage.claims import ClaimStore
 from coordd.storage.context import ContextStore
 from coordd.storage.db import Database
 from coordd.storage.embedded import EmbeddedPostgres
+from coordd.storage.gate import GateStore
 from coordd.storage.idempotency import IdempotencyStore
 from coordd.storage.memory import MemoryStore
 from coordd.storage.memory_index import MemoryIndexer
@@ -50,6 +53,8 @@ from coordd.v1 import (
     claim_service_pb2_grpc,
     context_service_pb2,
     context_service_pb2_grpc,
+    gate_service_pb2,
+    gate_service_pb2_grpc,
     idempotency_service_pb2,
     idempotency_service_pb2_grpc,
     memory_service_pb2,
@@ -67,6 +72,7 @@ SERVICE_NAMES = (
     memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     agreement_service_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
+    gate_service_pb2.DESCRIPTOR.services_by_name["GateService"].full_name,
 )
 
 
@@ -184,6 +190,9 @@ class Daemon:
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(
             WatchServicer(WatchService(self.change_store, self.notifier), policy, s.server_id),
             server,
+        )
+        gate_service_pb2_grpc.add_GateServiceServicer_to_server(
+            GateServicer(GateService(GateStore(self._db)), policy, s.server_id), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for name in ("", *SERVICE_NAMES):

@@ -11,12 +11,14 @@ from coordd.server.interceptors import current_identity
 from coordd.v1 import common_pb2
 
 
-def check_fence(c: v.Checker, fence: common_pb2.Fence, present: bool) -> None:
+def check_fence(
+    c: v.Checker, fence: common_pb2.Fence, present: bool, field: str = "fence"
+) -> None:
     """Validate an optional Fence field (every fenced write shares these rules)."""
     if present:
-        c.namespace("fence.namespace", fence.namespace)
-        c.name("fence.resource", fence.resource, v.RESOURCE_MAX_BYTES)
-        c.positive("fence.token", fence.token)
+        c.namespace(f"{field}.namespace", fence.namespace)
+        c.name(f"{field}.resource", fence.resource, v.RESOURCE_MAX_BYTES)
+        c.positive(f"{field}.token", fence.token)
 
 
 class ServicerBase:

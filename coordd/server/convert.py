@@ -45,6 +45,10 @@ def fence(msg: common_pb2.Fence, present: bool) -> models.Fence | None:
     return models.Fence(namespace=msg.namespace, resource=msg.resource, token=msg.token)
 
 
+def fence_message(value: models.Fence) -> common_pb2.Fence:
+    return common_pb2.Fence(namespace=value.namespace, resource=value.resource, token=value.token)
+
+
 def claim(value: models.Claim | None) -> claim_pb.Claim | None:
     return None if value is None else claim_message(value)
 

@@ -1,0 +1,67 @@
+"""The effect gate: are an agent's fences and reads still current before it acts outside?
+
+coordd enforces fences on its own writes; a payment API or a deploy cannot. The gate is the
+check an agent makes right before such a side effect: every fence still names the live grant,
+and no namespace it based its decision on has changed since the revision it read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from coordd.domain.models import Change, Claim, Fence
+
+# The kinds of change-log rows, as the storage functions write them.
+CHANGE_KINDS = ("claim", "memory", "context", "task", "idempotency", "agreement", "policy")
+MAX_FENCES = 100
+MAX_READ_NAMESPACES = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LostClaim:
+    """A fence that no longer names the live grant; *holder* is the claim now (None: free)."""
+
+    fence: Fence
+    holder: Claim | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MovedNamespace:
+    """A namespace changed after *read_revision*; *first_change* is None once compacted."""
+
+    namespace: str
+    read_revision: int
+    current_revision: int
+    first_change: Change | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateVerdict:
+    lost_claims: list[LostClaim]
+    moved_namespaces: list[MovedNamespace]
+
+    @property
+    def passed(self) -> bool:
+        return not self.lost_claims and not self.moved_namespaces
+
+
+class GateStore(Protocol):
+    async def check(
+        self, fences: Sequence[Fence], read: Mapping[str, int], kinds: Collection[str]
+    ) -> GateVerdict: ...
+
+
+class GateService:
+    """Answers whether fences and read revisions are still current (one storage round trip)."""
+
+    def __init__(self, store: GateStore) -> None:
+        self._store = store
+
+    async def check(
+        self, fences: Sequence[Fence], read: Mapping[str, int], kinds: Collection[str]
+    ) -> GateVerdict:
+        if not fences and not read:
+            return GateVerdict(lost_claims=[], moved_namespaces=[])
+        return await self._store.check(fences, dict(sorted(read.items())), kinds)

@@ -1,0 +1,73 @@
+"""GateService over gRPC: the check before a side effect outside coordd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from coordd.domain import gate
+from coordd.domain import validation as v
+from coordd.domain.access import Operation, Policy
+from coordd.domain.models import Fence
+from coordd.server import convert
+from coordd.server.base import ServicerBase, check_fence
+from coordd.v1 import gate_service_pb2 as pb
+from coordd.v1 import gate_service_pb2_grpc as pb_grpc
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _check_request(c: v.Checker, req: pb.CheckGateRequest, read: dict[str, int]) -> None:
+    if len(req.fences) > gate.MAX_FENCES:
+        c.fail("fences", f"must list at most {gate.MAX_FENCES} fences")
+    for i, fence in enumerate(req.fences[: gate.MAX_FENCES]):
+        check_fence(c, fence, True, f"fences[{i}]")
+    if len(read) > gate.MAX_READ_NAMESPACES:
+        c.fail("read", f"must have at most {gate.MAX_READ_NAMESPACES} namespaces")
+    else:
+        c.vector("read", read)
+    for i, kind in enumerate(req.kinds):
+        if kind not in gate.CHANGE_KINDS:
+            c.fail(f"kinds[{i}]", f"must be one of {', '.join(gate.CHANGE_KINDS)}")
+    if len(set(req.kinds)) != len(req.kinds):
+        c.fail("kinds", "must not contain duplicates")
+
+
+class GateServicer(ServicerBase, pb_grpc.GateServiceServicer):
+    def __init__(self, service: gate.GateService, policy: Policy, server_id: str) -> None:
+        super().__init__(policy, server_id)
+        self._gate = service
+
+    async def CheckGate(self, req: pb.CheckGateRequest, ctx: Ctx) -> pb.CheckGateResponse:
+        read = dict(req.read.revisions)
+        # Authorized like reads of every namespace named: a gate reveals no more than a read.
+        bounded = len(req.fences) <= gate.MAX_FENCES and len(read) <= gate.MAX_READ_NAMESPACES
+        if bounded:
+            for namespace in sorted({f.namespace for f in req.fences} | set(read)):
+                self.authorize(Operation.READ, namespace)
+        with v.checking() as c:
+            _check_request(c, req, read)
+        fences = [
+            Fence(namespace=f.namespace, resource=f.resource, token=f.token) for f in req.fences
+        ]
+        verdict = await self._gate.check(fences, read, list(req.kinds))
+        return pb.CheckGateResponse(
+            header=self.header("", 0),
+            passed=verdict.passed,
+            lost_claims=[
+                pb.LostClaim(
+                    fence=convert.fence_message(lost.fence), holder=convert.claim(lost.holder)
+                )
+                for lost in verdict.lost_claims
+            ],
+            moved_namespaces=[
+                pb.MovedNamespace(
+                    namespace=m.namespace,
+                    read_revision=m.read_revision,
+                    current_revision=m.current_revision,
+                    first_change=(convert.change_event(m.first_change) if m.first_change else None),
+                )
+                for m in verdict.moved_namespaces
+            ],
+        )

@@ -1,0 +1,90 @@
+"""The effect gate's reads: live claims behind fences, and changes after read revisions."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+from coordd.domain.gate import GateVerdict, LostClaim, MovedNamespace
+from coordd.domain.models import Change, Claim, Fence
+from coordd.storage.db import Database, Row
+
+# The live claim behind each fence that is no longer current, in fence order.
+_LOST_SQL = """
+SELECT f.ord, c.holder_agent_id, c.holder_role, c.fencing_token, c.acquire_time,
+       c.expire_time, c.progress
+FROM unnest(%s::text[], %s::text[], %s::bigint[]) WITH ORDINALITY AS f(ns, res, tok, ord)
+LEFT JOIN coordd.claims c
+       ON c.namespace = f.ns AND c.resource = f.res AND c.expire_time > coordd.now()
+WHERE c.fencing_token IS DISTINCT FROM f.tok
+ORDER BY f.ord
+"""
+
+# Each read namespace that has a counted change after the revision read (kinds NULL: any),
+# or whose log was compacted past it, with the earliest such change still logged.
+_MOVED_SQL = """
+SELECT r.ns, r.rev, n.revision, ch.revision, ch.seq, ch.kind, ch.key, ch.op, ch.agent_id,
+       ch.create_time, coalesce(ch.data::text, '')
+FROM unnest(%s::text[], %s::bigint[]) AS r(ns, rev)
+JOIN coordd.namespaces n ON n.name = r.ns AND n.revision > r.rev
+LEFT JOIN LATERAL (
+    SELECT * FROM coordd.changes c
+    WHERE c.namespace = r.ns AND c.revision > r.rev
+      AND (%s::text[] IS NULL OR c.kind = ANY(%s::text[]))
+    ORDER BY c.revision, c.seq LIMIT 1
+) ch ON true
+WHERE ch.revision IS NOT NULL OR n.compact_revision > r.rev + 1
+ORDER BY r.ns
+"""
+
+
+class GateStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def check(
+        self, fences: Sequence[Fence], read: Mapping[str, int], kinds: Collection[str]
+    ) -> GateVerdict:
+        """Both questions in one pipelined round trip."""
+        kind_list = list(kinds) or None
+        lost_rows, moved_rows = await self._db.fetch_batch(
+            [
+                (
+                    _LOST_SQL,
+                    (
+                        [f.namespace for f in fences],
+                        [f.resource for f in fences],
+                        [f.token for f in fences],
+                    ),
+                ),
+                (_MOVED_SQL, (list(read), list(read.values()), kind_list, kind_list)),
+            ]
+        )
+        lost = [
+            LostClaim(fence=fences[row[0] - 1], holder=_holder(fences[row[0] - 1], row))
+            for row in lost_rows
+        ]
+        moved = [
+            MovedNamespace(
+                namespace=row[0],
+                read_revision=row[1],
+                current_revision=row[2],
+                first_change=Change(row[0], *row[3:]) if row[3] is not None else None,
+            )
+            for row in moved_rows
+        ]
+        return GateVerdict(lost_claims=lost, moved_namespaces=moved)
+
+
+def _holder(fence: Fence, row: Row) -> Claim | None:
+    if row[1] is None:
+        return None
+    return Claim(
+        namespace=fence.namespace,
+        resource=fence.resource,
+        holder_agent_id=row[1],
+        holder_role=row[2],
+        fencing_token=row[3],
+        acquire_time=row[4],
+        expire_time=row[5],
+        progress=row[6],
+    )
