@@ -11,9 +11,7 @@ from coordd.server.interceptors import current_identity
 from coordd.v1 import common_pb2
 
 
-def check_fence(
-    c: v.Checker, fence: common_pb2.Fence, present: bool, field: str = "fence"
-) -> None:
+def check_fence(c: v.Checker, fence: common_pb2.Fence, present: bool, field: str = "fence") -> None:
     """Validate an optional Fence field (every fenced write shares these rules)."""
     if present:
         c.namespace(f"{field}.namespace", fence.namespace)
