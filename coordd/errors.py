@@ -21,6 +21,7 @@ by reason, never by message text::
      ├── PermissionDeniedError         PERMISSION_DENIED    SCOPE_NOT_GRANTED
      ├── UnauthenticatedError          UNAUTHENTICATED      UNAUTHENTICATED
      ├── RevisionCompactedError        OUT_OF_RANGE         REVISION_COMPACTED
+     ├── RevisionNotReachedError       UNAVAILABLE          REVISION_NOT_REACHED
      ├── StorageUnavailableError       UNAVAILABLE          STORAGE_UNAVAILABLE
      ├── UnavailableError              UNAVAILABLE          UNAVAILABLE (transport, client side)
      ├── DeadlineExceededError         DEADLINE_EXCEEDED    DEADLINE_EXCEEDED (client side)
@@ -53,6 +54,7 @@ __all__ = [
     "PermissionDeniedError",
     "RevisionCompactedError",
     "RevisionMismatchError",
+    "RevisionNotReachedError",
     "StorageUnavailableError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -394,6 +396,31 @@ class RevisionCompactedError(
         self.compact_revision = compact_revision
         super().__init__(
             f"revisions of {namespace} before {compact_revision} were compacted; resync"
+        )
+
+
+class RevisionNotReachedError(
+    CoorddError, code=grpc.StatusCode.UNAVAILABLE, reason="REVISION_NOT_REACHED"
+):
+    """A read asked for ``min_revision`` and the replica did not reach it within its bounded wait.
+
+    Another replica (or the same one a moment later) can answer: retry after ``retry_after``.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        min_revision: int,
+        revision: int,
+        retry_after: timedelta | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.min_revision = min_revision
+        self.revision = revision
+        self.retry_after = retry_after or timedelta(milliseconds=100)
+        super().__init__(
+            f"{namespace} is at revision {revision} here, below min_revision {min_revision}; "
+            "retry (another replica may be ahead)"
         )
 
 

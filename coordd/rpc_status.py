@@ -153,6 +153,9 @@ def _metadata(err: errors.CoorddError) -> dict[str, str]:
         value = getattr(err, name, None)
         if isinstance(value, str) and value:
             meta[name] = value
+    if isinstance(err, errors.RevisionNotReachedError):
+        meta["minRevision"] = str(err.min_revision)
+        meta["revision"] = str(err.revision)
     trace_id = getattr(err, "trace_id", "")
     if trace_id:
         meta["traceId"] = trace_id
@@ -284,6 +287,13 @@ def _build(
         err = errors.PermissionDeniedError(meta.get("permission", ""), meta.get("namespace", ""))
     elif reason == "UNCONDITIONAL_WRITE_FORBIDDEN":
         err = errors.UnconditionalWriteForbiddenError(meta.get("namespace", ""))
+    elif reason == "REVISION_NOT_REACHED":
+        err = errors.RevisionNotReachedError(
+            meta.get("namespace", ""),
+            int(meta.get("minRevision", "0")),
+            int(meta.get("revision", "0")),
+            retry_after,
+        )
     elif reason == "STORAGE_UNAVAILABLE":
         err = errors.StorageUnavailableError(message, retry_after)
     elif reason == "INTERNAL":

@@ -16,7 +16,7 @@ from coordd.errors import UnavailableError
 
 from ._convert import seconds
 from ._models import TLSConfig
-from ._session import Session
+from ._session import Session, stamp_min_revision
 
 DEFAULT_TARGET = "127.0.0.1:7420"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -54,7 +54,12 @@ class Core:
         request: Any,
         timeout: timedelta | float | None = None,
     ) -> Resp:
-        """Call *method*, translate errors to ``CoorddError``, fold the header into the session."""
+        """Call *method*, translate errors to ``CoorddError``, fold the header into the session.
+
+        Reads that take ``min_revision`` carry at least the session's revision (read your
+        writes and monotonic reads from any replica, sidecar or cache).
+        """
+        stamp_min_revision(request, self.session)
         try:
             response = await method(
                 request,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from google.protobuf.message import Message
+
 
 class Session:
     """Tracks what this agent has written or read, per namespace.
@@ -38,3 +40,29 @@ class Session:
         """A copy of the vector."""
         with self._lock:
             return dict(self._vector)
+
+
+def request_namespace(request: Message) -> str:
+    """The namespace a request is about (``namespace`` or ``namespace_prefix``), or ""."""
+    fields = request.DESCRIPTOR.fields_by_name
+    for name in ("namespace", "namespace_prefix"):
+        if name in fields:
+            return str(getattr(request, name))
+    return ""
+
+
+def stamp_min_revision(request: Message, session: Session) -> int:
+    """Raise the request's ``min_revision`` to the session's revision of its namespace.
+
+    Generic over every read that has the field (Get, List, History, ReadContext,
+    GetIdempotency, and any added later): a read never asks for less than the session has
+    seen. Returns the revision the request now carries (0 for requests without the field).
+    """
+    if "min_revision" not in request.DESCRIPTOR.fields_by_name:
+        return 0
+    floor = session.revision(request_namespace(request))
+    current = int(request.min_revision)  # type: ignore[attr-defined]
+    if floor > current:
+        request.min_revision = floor  # type: ignore[attr-defined]
+        return floor
+    return current

@@ -31,7 +31,7 @@ class Indexer(Protocol):
 
     clock_offset_s: float
 
-    async def ensure(self, minimum: dict[str, int]) -> None: ...
+    async def ensure(self, minimum: dict[str, int], wait_s: float) -> None: ...
 
 
 class EntryReader(Protocol):
@@ -80,15 +80,20 @@ class MemorySearch:
         return frozenset(out)
 
     async def search(
-        self, who: Identity, q: SearchQuery
+        self, who: Identity, q: SearchQuery, wait_s: float
     ) -> tuple[int, list[tuple[MemoryEntry, float]]]:
-        """The hits, and the revision of the first prefix's namespace (for the header)."""
+        """The hits, and the revision of the first prefix's namespace (for the header).
+
+        The index first reflects ``q.min_revisions`` (waiting up to *wait_s* for this
+        replica's index to catch up from the change log), or the search is refused.
+        """
         await self._indexer.ensure(
             {
                 ns: rev
                 for ns, rev in q.min_revisions.items()
                 if any(under(p, ns) for p in q.namespace_prefixes)
-            }
+            },
+            wait_s,
         )
         vector = np.frombuffer(q.embedding, dtype="<f4").astype(np.float32)
         readable = self.readable(who, q.namespace_prefixes)

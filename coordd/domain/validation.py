@@ -178,6 +178,10 @@ class Checker:
             elif revision < 0:
                 self.fail(f"{field}[{ns!r}]", "revision must be >= 0")
 
+    def min_revision(self, field: str, value: int) -> None:
+        if value < 0:
+            self.fail(field, "must be >= 0 (0 = any revision)")
+
     def page_size(self, field: str, value: int) -> None:
         if not 0 <= value <= MAX_PAGE_SIZE:
             self.fail(field, f"must be between 0 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})")

@@ -9,6 +9,7 @@ import grpc
 
 from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
+from coordd.domain.consistency import at_least, wait_budget
 from coordd.domain.context import ContextService
 from coordd.domain.models import ContextPost, ContextQuery
 from coordd.server import convert
@@ -83,19 +84,22 @@ class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
             c.duration("lease", lease, v.CONTEXT_LEASE_MIN, v.CONTEXT_LEASE_MAX)
             if req.role:
                 c.identifier("role", req.role)
-        revision, entries = await self._context.read(
-            who,
-            ContextQuery(
-                namespace=req.namespace,
-                unread_only=req.unread_only,
-                context_type=req.context_type,
-                task_id=req.task_id,
-                after_id=req.after_id,
-                limit=req.page_size or v.DEFAULT_PAGE_SIZE,
-                lease=lease or v.CONTEXT_LEASE_DEFAULT,
-                sent=req.sent,
-            ),
-            as_role=req.role,
+            c.min_revision("min_revision", req.min_revision)
+        query = ContextQuery(
+            namespace=req.namespace,
+            unread_only=req.unread_only,
+            context_type=req.context_type,
+            task_id=req.task_id,
+            after_id=req.after_id,
+            limit=req.page_size or v.DEFAULT_PAGE_SIZE,
+            lease=lease or v.CONTEXT_LEASE_DEFAULT,
+            sent=req.sent,
+        )
+        revision, entries = await at_least(
+            req.namespace,
+            req.min_revision,
+            lambda: self._context.read(who, query, as_role=req.role),
+            wait_budget(ctx.time_remaining()),
         )
         return pb.ReadContextResponse(
             header=self.header(req.namespace, revision),

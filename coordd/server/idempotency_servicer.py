@@ -8,6 +8,7 @@ import grpc
 
 from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
+from coordd.domain.consistency import at_least, wait_budget
 from coordd.domain.idempotency import IdempotencyService
 from coordd.server import convert
 from coordd.server.base import ServicerBase, check_fence
@@ -108,7 +109,13 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
         self.authorize(Operation.READ, req.namespace)
         with v.checking() as c:
             _check_key(c, req.namespace, req.key)
-        revision, rec = await self._idem.get(req.namespace, req.key)
+            c.min_revision("min_revision", req.min_revision)
+        revision, rec = await at_least(
+            req.namespace,
+            req.min_revision,
+            lambda: self._idem.get(req.namespace, req.key),
+            wait_budget(ctx.time_remaining()),
+        )
         return pb.GetIdempotencyResponse(
             header=self.header(req.namespace, revision),
             found=rec is not None,

@@ -9,6 +9,7 @@ import grpc
 
 from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
+from coordd.domain.consistency import at_least, wait_budget
 from coordd.domain.memory import MemorySearch, SearchQuery
 from coordd.domain.models import EntryRef, MemoryWrite, NamespacePolicy
 from coordd.server import convert
@@ -122,10 +123,14 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         self.authorize(Operation.READ, req.namespace)
         with v.checking() as c:
             _key(c, req.namespace, req.key)
-            if req.min_revision < 0:
-                c.fail("min_revision", "must be >= 0")
+            c.min_revision("min_revision", req.min_revision)
         as_of = req.as_of.ToDatetime(tzinfo=UTC) if req.HasField("as_of") else None
-        revision, entry = await self._store.get(req.namespace, req.key, as_of)
+        revision, entry = await at_least(
+            req.namespace,
+            req.min_revision,
+            lambda: self._store.get(req.namespace, req.key, as_of),
+            wait_budget(ctx.time_remaining()),
+        )
         return pb.GetMemoryResponse(
             header=self.header(req.namespace, revision),
             found=entry is not None,
@@ -153,23 +158,27 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
             c.namespace("namespace_prefix", req.namespace_prefix)
             c.page_size("page_size", req.page_size)
             _tags(c, req.tags)
+            c.min_revision("min_revision", req.min_revision)
         after = convert.decode_page_token(req.page_token)
         ns, _, key = after.partition("\x00")
         limit = req.page_size or v.DEFAULT_PAGE_SIZE
-        entries = await self._store.list_entries(
+        revision, entries = await at_least(
             req.namespace_prefix,
-            int(req.tier),
-            list(req.tags),
-            req.task_id,
-            req.include_stale,
-            (ns, key),
-            limit + 1,
+            req.min_revision,
+            lambda: self._store.list_entries(
+                req.namespace_prefix,
+                int(req.tier),
+                list(req.tags),
+                req.task_id,
+                req.include_stale,
+                (ns, key),
+                limit + 1,
+            ),
+            wait_budget(ctx.time_remaining()),
         )
         page = entries[:limit]
         return pb.ListMemoryResponse(
-            header=self.header(
-                req.namespace_prefix, await self._store.revision(req.namespace_prefix)
-            ),
+            header=self.header(req.namespace_prefix, revision),
             entries=[convert.memory_entry(e, with_embedding=False) for e in page],
             next_page_token=convert.encode_page_token(
                 f"{page[-1].namespace}\x00{page[-1].key}" if len(entries) > limit else None
@@ -183,13 +192,19 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         with v.checking() as c:
             _key(c, req.namespace, req.key)
             c.page_size("page_size", req.page_size)
+            c.min_revision("min_revision", req.min_revision)
         token = convert.decode_page_token(req.page_token)
         before = int(token) if token.isdigit() else 2**62
         limit = req.page_size or v.DEFAULT_PAGE_SIZE
-        versions = await self._store.history(req.namespace, req.key, before, limit + 1)
+        revision, versions = await at_least(
+            req.namespace,
+            req.min_revision,
+            lambda: self._store.history(req.namespace, req.key, before, limit + 1),
+            wait_budget(ctx.time_remaining()),
+        )
         page = versions[:limit]
         return pb.MemoryHistoryResponse(
-            header=self.header(req.namespace, await self._store.revision(req.namespace)),
+            header=self.header(req.namespace, revision),
             versions=[convert.memory_entry(e) for e in page],
             next_page_token=convert.encode_page_token(
                 str(page[-1].revision) if len(versions) > limit else None
@@ -228,6 +243,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
                 min_revisions=dict(req.min_revisions.revisions),
                 ef=req.ef,
             ),
+            wait_budget(ctx.time_remaining()),
         )
         return pb.SearchMemoryResponse(
             header=self.header(req.namespace_prefixes[0], revision),

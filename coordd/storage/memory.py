@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
@@ -143,25 +144,28 @@ class MemoryStore:
     async def get(
         self, namespace: str, key: str, as_of: datetime | None
     ) -> tuple[int, MemoryEntry | None]:
+        """The entry (or None) and the namespace revision it reflects, in one snapshot."""
         if as_of is None:
-            rows = await self._db.fetchall(
-                f"SELECT coordd.ns_revision(%s), {CURRENT} FROM coordd.memory"
-                f" WHERE namespace = %s AND key = %s AND {_LIVE}",
-                (namespace, namespace, key),
+            inner = (
+                f"SELECT {CURRENT} FROM coordd.memory WHERE namespace = %s AND key = %s AND {_LIVE}"
             )
+            params: tuple[Any, ...] = (namespace, key)
         else:
-            rows = await self._db.fetchall(
-                f"SELECT coordd.ns_revision(%s), * FROM ("
-                f" SELECT {CURRENT} FROM coordd.memory WHERE namespace = %s AND key = %s"
-                f"  AND valid_from <= %s"
+            inner = (
+                f"SELECT * FROM (SELECT {CURRENT} FROM coordd.memory"
+                f"  WHERE namespace = %s AND key = %s AND valid_from <= %s"
                 f" UNION ALL SELECT {HISTORIC} FROM coordd.memory_history"
                 f"  WHERE namespace = %s AND key = %s AND valid_from <= %s AND valid_to > %s"
-                f") v ORDER BY revision DESC LIMIT 1",
-                (namespace, namespace, key, as_of, namespace, key, as_of, as_of),
+                f") v ORDER BY revision DESC LIMIT 1"
             )
-        if not rows:
-            return await self.revision(namespace), None
-        return rows[0][0], entry_from_row(rows[0][1:])
+            params = (namespace, key, as_of, namespace, key, as_of, as_of)
+        rows = await self._db.fetchall(
+            f"SELECT coordd.ns_revision(%s), e.* FROM (SELECT 1) one"
+            f" LEFT JOIN LATERAL ({inner}) e ON true",
+            (namespace, *params),
+        )
+        row = rows[0]
+        return int(row[0]), entry_from_row(row[1:]) if row[1] is not None else None
 
     async def hits(
         self, refs: list[tuple[str, str]], namespace: str
@@ -207,15 +211,18 @@ class MemoryStore:
         include_stale: bool,
         after: tuple[str, str],
         limit: int,
-    ) -> list[MemoryEntry]:
+    ) -> tuple[int, list[MemoryEntry]]:
+        """A page of entries under *prefix*, and the revision of *prefix* they reflect."""
         rows = await self._db.fetchall(
-            f"SELECT {CURRENT} FROM coordd.memory"
+            "SELECT coordd.ns_revision(%s), e.* FROM (SELECT 1) one LEFT JOIN LATERAL ("
+            f" SELECT {CURRENT} FROM coordd.memory"
             " WHERE (namespace = %s OR (namespace >= %s AND namespace < %s))"
             " AND (namespace, key) > (%s, %s) AND (%s = 0 OR tier = %s) AND tags @> %s"
             " AND (%s = '' OR task_id = %s)"
             f" AND {_LIVE} AND (%s OR review_time IS NULL OR review_time > coordd.now())"
-            " ORDER BY namespace, key LIMIT %s",
+            " ORDER BY namespace, key LIMIT %s) e ON true",
             (
+                prefix,
                 prefix,
                 prefix + "/",
                 prefix + "0",
@@ -230,17 +237,21 @@ class MemoryStore:
                 limit,
             ),
         )
-        return [entry_from_row(r) for r in rows]
+        return int(rows[0][0]), [entry_from_row(r[1:]) for r in rows if r[1] is not None]
 
-    async def history(self, namespace: str, key: str, before: int, limit: int) -> list[MemoryEntry]:
+    async def history(
+        self, namespace: str, key: str, before: int, limit: int
+    ) -> tuple[int, list[MemoryEntry]]:
+        """Versions of a key older than *before*, newest first, and the namespace revision."""
         rows = await self._db.fetchall(
-            f"SELECT * FROM (SELECT {CURRENT} FROM coordd.memory WHERE namespace = %s"
+            "SELECT coordd.ns_revision(%s), e.* FROM (SELECT 1) one LEFT JOIN LATERAL ("
+            f" SELECT * FROM (SELECT {CURRENT} FROM coordd.memory WHERE namespace = %s"
             f" AND key = %s UNION ALL SELECT {HISTORIC} FROM coordd.memory_history"
             " WHERE namespace = %s AND key = %s) v WHERE revision < %s"
-            " ORDER BY revision DESC LIMIT %s",
-            (namespace, key, namespace, key, before, limit),
+            " ORDER BY revision DESC LIMIT %s) e ON true",
+            (namespace, namespace, key, namespace, key, before, limit),
         )
-        return [entry_from_row(r) for r in rows]
+        return int(rows[0][0]), [entry_from_row(r[1:]) for r in rows if r[1] is not None]
 
     async def start_task(
         self, who: Identity, namespace: str, task_id: str, lease: timedelta

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordd.domain.consistency import MAX_WAIT_S, at_least
 from coordd.storage.db import Database, Row
 from coordd.storage.vector_index import Element, VectorIndex, normalize
 
@@ -110,10 +111,22 @@ class MemoryIndexer:
         """This daemon wrote *namespace*: catch up soon."""
         self._dirty.set()
 
-    async def ensure(self, minimum: dict[str, int]) -> None:
-        """Return once the index reflects at least these namespace revisions (or the newest)."""
-        if any(self.index.cursors.get(ns, 0) < rev for ns, rev in minimum.items()):
-            await self.catch_up(list(minimum))
+    async def ensure(self, minimum: dict[str, int], wait_s: float = MAX_WAIT_S) -> None:
+        """Return once the index reflects at least these namespace revisions.
+
+        Catches up from the change log; a revision the database has not reached yet is waited
+        for up to *wait_s*, then ``RevisionNotReachedError`` (never a search of older data).
+        """
+        deadline = time.monotonic() + wait_s
+        for namespace, revision in minimum.items():
+            if self.index.cursors.get(namespace, 0) >= revision:
+                continue
+
+            async def caught_up(namespace: str = namespace) -> tuple[int, None]:
+                await self.catch_up(list(minimum))
+                return self.index.cursors.get(namespace, 0), None
+
+            await at_least(namespace, revision, caught_up, max(0.0, deadline - time.monotonic()))
 
     async def _loop(self) -> None:
         while True:

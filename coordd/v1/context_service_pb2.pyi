@@ -254,6 +254,7 @@ class ReadContextRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     LEASE_FIELD_NUMBER: _builtins.int
     SENT_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     """Namespace to read. Required."""
     unread_only: _builtins.bool
@@ -275,6 +276,12 @@ class ReadContextRequest(_message.Message):
     """
     sent: _builtins.bool
     """True: list the entries the caller posted (with their acknowledgements) instead."""
+    min_revision: _builtins.int
+    """Read-your-writes / monotonic reads: the answer reflects at least this revision of
+    `namespace` (a session sends the largest revision it has seen there; 0 = any). A replica
+    that has not reached it waits up to 2 s (or half the call's deadline, if less), then
+    fails UNAVAILABLE / REVISION_NOT_REACHED (+ RetryInfo); it never answers older.
+    """
     @_builtins.property
     def lease(self) -> _duration_pb2.Duration:
         """ANY delivery: how long taken entries stay the caller's. Unset = 60 s; 1 s to 1 h."""
@@ -291,10 +298,11 @@ class ReadContextRequest(_message.Message):
         role: _builtins.str = ...,
         lease: _duration_pb2.Duration | None = ...,
         sent: _builtins.bool = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "context_type", b"context_type", "lease", b"lease", "namespace", b"namespace", "page_size", b"page_size", "role", b"role", "sent", b"sent", "task_id", b"task_id", "unread_only", b"unread_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_id", b"after_id", "context_type", b"context_type", "lease", b"lease", "min_revision", b"min_revision", "namespace", b"namespace", "page_size", b"page_size", "role", b"role", "sent", b"sent", "task_id", b"task_id", "unread_only", b"unread_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -338,17 +338,25 @@ class GetIdempotencyRequest(_message.Message):
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     key: _builtins.str
+    min_revision: _builtins.int
+    """Read-your-writes / monotonic reads: the answer reflects at least this revision of
+    `namespace` (a session sends the largest revision it has seen there; 0 = any). A replica
+    that has not reached it waits up to 2 s (or half the call's deadline, if less), then
+    fails UNAVAILABLE / REVISION_NOT_REACHED (+ RetryInfo); it never answers older.
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         key: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "namespace", b"namespace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "min_revision", b"min_revision", "namespace", b"namespace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -382,7 +382,11 @@ class GetMemoryRequest(_message.Message):
     namespace: _builtins.str
     key: _builtins.str
     min_revision: _builtins.int
-    """Read must reflect at least this namespace revision (read-your-writes); 0 = any."""
+    """Read-your-writes / monotonic reads: the answer reflects at least this revision of
+    `namespace` (a session sends the largest revision it has seen there; 0 = any). A replica
+    that has not reached it waits up to 2 s (or half the call's deadline, if less), then
+    fails UNAVAILABLE / REVISION_NOT_REACHED (+ RetryInfo); it never answers older.
+    """
     @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """Semantic history: the version current at this time. Unset = now."""
@@ -507,6 +511,12 @@ class ListMemoryRequest(_message.Message):
     """1-1000, 0 = 100."""
     page_token: _builtins.str
     min_revision: _builtins.int
+    """Read-your-writes / monotonic reads: the answer reflects at least this revision of
+    `namespace_prefix` (a session sends the largest revision it has seen there; 0 = any). A replica
+    that has not reached it waits up to 2 s (or half the call's deadline, if less), then
+    fails UNAVAILABLE / REVISION_NOT_REACHED (+ RetryInfo); it never answers older.
+    (Only the prefix's own revision is checked; namespaces below it have their own.)
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Entries carrying all of these tags."""
@@ -566,10 +576,17 @@ class MemoryHistoryRequest(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_REVISION_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     key: _builtins.str
     page_size: _builtins.int
     page_token: _builtins.str
+    min_revision: _builtins.int
+    """Read-your-writes / monotonic reads: the answer reflects at least this revision of
+    `namespace` (a session sends the largest revision it has seen there; 0 = any). A replica
+    that has not reached it waits up to 2 s (or half the call's deadline, if less), then
+    fails UNAVAILABLE / REVISION_NOT_REACHED (+ RetryInfo); it never answers older.
+    """
     def __init__(
         self,
         *,
@@ -577,10 +594,11 @@ class MemoryHistoryRequest(_message.Message):
         key: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        min_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "min_revision", b"min_revision", "namespace", b"namespace", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,7 +666,10 @@ class SearchMemoryRequest(_message.Message):
     @_builtins.property
     def min_revisions(self) -> _common_pb2.VersionVector:
         """Read-your-writes: per namespace, the revision the index must reflect before searching
-        (the client sends its session vector).
+        (the client sends its session vector; namespaces outside the prefixes are ignored). A
+        replica whose index lags catches up from the change log, waiting up to 2 s (or half the
+        call's deadline) for revisions not yet committed, then fails UNAVAILABLE /
+        REVISION_NOT_REACHED; it never searches older data.
         """
 
     def __init__(

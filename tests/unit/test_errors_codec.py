@@ -20,6 +20,7 @@ CASES = [
     errors.PermissionDeniedError("write", "ns"),
     errors.RevisionCompactedError("ns", 5),
     errors.StorageUnavailableError(),
+    errors.RevisionNotReachedError("ns", 9, 7, timedelta(milliseconds=250)),
     errors.InternalError("internal error; trace_id=ab", "ab"),
     errors.AgreementDecidedError("ns", "ag", "aborted", "rejected", "too risky", 7),
     errors.AgreementDecidedError("ns", "ag", "committed", "all_accepted", "", 9),
