@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tls-client-ca", type=Path, help="CA of agent certificates, mtls (COORDD_TLS_CLIENT_CA)"
     )
+    serve.add_argument(
+        "--audit-log",
+        type=Path,
+        help="file for the audit trail, one JSON line per event (env COORDD_AUDIT_LOG)",
+    )
     serve.add_argument("--grace", type=float, help="shutdown grace seconds (env COORDD_GRACE)")
     serve.add_argument(
         "--log-level",
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             auth=args.auth,
             policy_file=args.policy,
             grace_s=args.grace,
+            audit_log=args.audit_log,
             tls_cert_file=args.tls_cert,
             tls_key_file=args.tls_key,
             tls_client_ca_file=args.tls_client_ca,

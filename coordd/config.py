@@ -45,6 +45,9 @@ class Settings:
     """--tls-key / COORDD_TLS_KEY: the certificate's private key (PEM)."""
     tls_client_ca_file: Path | None = None
     """--tls-client-ca / COORDD_TLS_CLIENT_CA: CA that signs agent certificates (mtls mode)."""
+    audit_log: Path | None = None
+    """--audit-log / COORDD_AUDIT_LOG: file that receives the audit trail (one JSON line per
+    denial, authentication failure or admin action); unset: the daemon's own log."""
     grace_s: float = 10.0
     """--grace / COORDD_GRACE: seconds in-flight calls get to finish at shutdown."""
     pool_min: int = 2
@@ -95,6 +98,7 @@ class Settings:
             ("tls_key_file", "COORDD_TLS_KEY"),
             ("tls_client_ca_file", "COORDD_TLS_CLIENT_CA"),
             ("index_dir", "COORDD_INDEX_DIR"),
+            ("audit_log", "COORDD_AUDIT_LOG"),
         ):
             if environ.get(var):
                 values[name] = Path(environ[var])

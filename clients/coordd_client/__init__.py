@@ -36,6 +36,7 @@ from coordd.errors import (
     VoteAlreadyCastError,
 )
 
+from ._admin import AsyncAdmin
 from ._agreements import (
     AgreementHandle,
     Agreements,
@@ -44,7 +45,7 @@ from ._agreements import (
     Proposing,
 )
 from ._claims import AsyncClaims, HeldClaim
-from ._client import AsyncClient, Claims, Client, Context, Idempotency, Memory
+from ._client import Admin, AsyncClient, Claims, Client, Context, Idempotency, Memory
 from ._context import AsyncContext
 from ._errors import ClaimHeldError, ClaimLostError, IdempotentTaskFailedError
 from ._gate import GateResult, LostClaim, MovedNamespace
@@ -65,6 +66,7 @@ from ._models import (
     ContextEntry,
     EntryRef,
     Fence,
+    ForceReleaseResult,
     IdempotencyRecord,
     IdempotencyState,
     MemoryEntry,
@@ -72,6 +74,7 @@ from ._models import (
     NamespacePolicy,
     Participant,
     Provenance,
+    PurgeResult,
     SearchHit,
     TLSConfig,
     TransitionWrite,
@@ -87,6 +90,7 @@ __all__ = [
     "Acknowledgement",
     "AcquireAllResult",
     "AcquireResult",
+    "Admin",
     "Agreement",
     "AgreementDecidedError",
     "AgreementExistsError",
@@ -94,6 +98,7 @@ __all__ = [
     "AgreementList",
     "AgreementState",
     "Agreements",
+    "AsyncAdmin",
     "AsyncAgreements",
     "AsyncClaims",
     "AsyncClient",
@@ -119,6 +124,7 @@ __all__ = [
     "Fence",
     "FencingTokenStaleError",
     "FieldViolation",
+    "ForceReleaseResult",
     "GateResult",
     "HeldClaim",
     "Idempotency",
@@ -143,6 +149,7 @@ __all__ = [
     "ProposedAgreement",
     "Proposing",
     "Provenance",
+    "PurgeResult",
     "RevisionCompactedError",
     "RevisionMismatchError",
     "SearchHit",

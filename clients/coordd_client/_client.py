@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
@@ -15,11 +16,12 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
+from ._admin import AsyncAdmin
 from ._agreements import Agreements, AsyncAgreements
 from ._claims import AsyncClaims, HeldClaim
 from ._context import AsyncContext
 from ._convert import seconds
-from ._core import DEFAULT_TIMEOUT, Core, open_channel
+from ._core import DEFAULT_TIMEOUT, Core, open_channel, read_token
 from ._gate import GateResult, check_gate
 from ._idempotency import AsyncIdempotency, encode_result, fingerprint, next_step
 from ._memory import AsyncMemory
@@ -47,6 +49,7 @@ class AsyncClient:
         context: Directional context: ``post``, ``inbox``, ``ack``, ``subscribe``.
         watch: ``async for event in client.watch(namespace)``: the change log.
         agreements: Decisions several agents must all accept: ``propose``, ``vote``, ``wait``.
+        admin: Operator actions (``admin`` grant): ``force_release``, ``purge_namespace``.
         session: This agent's version vector.
     """
 
@@ -58,6 +61,7 @@ class AsyncClient:
         self.memory = AsyncMemory(core)
         self.watch = AsyncWatch(core)
         self.agreements = AsyncAgreements(core)
+        self.admin = AsyncAdmin(core)
 
     @classmethod
     async def connect(
@@ -67,6 +71,7 @@ class AsyncClient:
         agent_id: str,
         role: str = "",
         token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         tls: TLSConfig | None = None,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         connect_timeout: timedelta | float = timedelta(seconds=10),
@@ -78,10 +83,13 @@ class AsyncClient:
             agent_id: This agent's id (sent as ``coordd-agent-id`` in dev mode).
             role: This agent's role (``coordd-agent-role``).
             token: Bearer token for daemons in token mode.
+            token_file: File holding the bearer token (read once here, surrounding whitespace
+                stripped), e.g. a mounted Kubernetes secret; instead of *token*.
             tls: TLS settings (CA, and this agent's certificate for mtls daemons).
             timeout: Default deadline of each call.
             connect_timeout: How long to wait for the server to answer at all.
         """
+        token = read_token(token, token_file)
         channel = await open_channel(target, timedelta(seconds=seconds(connect_timeout)), tls)
         core = Core(
             channel,
@@ -285,6 +293,14 @@ class Idempotency:
             return value
 
 
+class Admin:
+    """Blocking ``client.admin``; see ``AsyncAdmin``."""
+
+    def __init__(self, inner: AsyncAdmin, loop: _LoopThread) -> None:
+        self.force_release = _blocking(loop, inner.force_release)
+        self.purge_namespace = _blocking(loop, inner.purge_namespace)
+
+
 class Context:
     """Blocking ``client.context``; see ``AsyncContext``."""
 
@@ -334,6 +350,7 @@ class Client:
         self.agreements = Agreements(inner.agreements, loop)
         self.memory = Memory(inner.memory, loop)
         self.gate = _blocking(loop, inner.gate)
+        self.admin = Admin(inner.admin, loop)
 
     @classmethod
     def connect(
@@ -343,6 +360,7 @@ class Client:
         agent_id: str,
         role: str = "",
         token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
         tls: TLSConfig | None = None,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         connect_timeout: timedelta | float = timedelta(seconds=10),
@@ -356,6 +374,7 @@ class Client:
                     agent_id=agent_id,
                     role=role,
                     token=token,
+                    token_file=token_file,
                     tls=tls,
                     timeout=timeout,
                     connect_timeout=connect_timeout,

@@ -88,6 +88,24 @@ class Core:
             call.cancel()
 
 
+def read_token(token: str | None, token_file: str | os.PathLike[str] | None) -> str | None:
+    """The bearer token: *token*, or the content of *token_file* (whitespace stripped).
+
+    The token is never logged, and errors name the file, never its content.
+    """
+    if token_file is None:
+        return token
+    if token is not None:
+        raise ValueError("pass token or token_file, not both")
+    try:
+        text = Path(token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read token_file {os.fspath(token_file)!r}: {exc}") from None
+    if not text:
+        raise ValueError(f"token_file {os.fspath(token_file)!r} is empty")
+    return text
+
+
 def _read(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
 

@@ -354,3 +354,31 @@ class AgreementList:
     agreements: list[Agreement]
     next_page_token: str
     revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForceReleaseResult:
+    """Outcome of ``admin.force_release``.
+
+    Attributes:
+        released: False when no live claim existed (nothing changed).
+        claim: The claim as it was just before the release (None if nothing was held).
+        revision: Namespace revision of the release (or the current one).
+    """
+
+    released: bool
+    claim: Claim | None
+    revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeResult:
+    """Outcome of ``admin.purge_namespace``.
+
+    Attributes:
+        removed: Rows removed by kind ("claims", "memory", "context", "agreements", ...).
+        revision: Namespace revision of the purge.
+    """
+
+    removed: dict[str, int]
+    revision: int

@@ -126,8 +126,11 @@ class Checker:
             self.fail(field, "must not contain control characters")
 
     def text(self, field: str, value: str, max_bytes: int) -> None:
+        """Free text: at most *max_bytes* of UTF-8, without NUL (PostgreSQL cannot store it)."""
         if len(value.encode()) > max_bytes:
             self.fail(field, f"must be at most {max_bytes} bytes")
+        elif "\x00" in value:
+            self.fail(field, "must not contain NUL characters (U+0000)")
 
     def blob(self, field: str, value: bytes, max_bytes: int) -> None:
         if len(value) > max_bytes:

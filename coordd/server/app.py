@@ -14,9 +14,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from coordd import telemetry
+from coordd import audit, telemetry
 from coordd.config import ConfigError, Settings
 from coordd.domain.access import OPEN_POLICY, Policy, load_policy
+from coordd.domain.admin import AdminService
 from coordd.domain.agreements import AgreementService
 from coordd.domain.claims import ClaimService
 from coordd.domain.context import ContextService
@@ -24,6 +25,7 @@ from coordd.domain.gate import GateService
 from coordd.domain.idempotency import IdempotencyService
 from coordd.domain.memory import MemorySearch
 from coordd.domain.watch import WatchService
+from coordd.server.admin_servicer import AdminServicer
 from coordd.server.agreement_servicer import AgreementServicer
 from coordd.server.claim_servicer import ClaimServicer
 from coordd.server.context_servicer import ContextServicer
@@ -32,6 +34,7 @@ from coordd.server.idempotency_servicer import IdempotencyServicer
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
 from coordd.server.memory_servicer import MemoryServicer
 from coordd.server.watch_servicer import WatchServicer
+from coordd.storage.admin import AdminStore
 from coordd.storage.agreements import AgreementStore
 from coordd.storage.batching import WriteBatcher
 from coordd.storage.changes import ChangeStore
@@ -47,6 +50,8 @@ from coordd.storage.migrate import migrate
 from coordd.storage.notify import ChangeNotifier
 from coordd.storage.vector_index import VectorIndex
 from coordd.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
     agreement_service_pb2,
     agreement_service_pb2_grpc,
     claim_service_pb2,
@@ -73,6 +78,7 @@ SERVICE_NAMES = (
     watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     agreement_service_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
     gate_service_pb2.DESCRIPTOR.services_by_name["GateService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -99,6 +105,7 @@ class Daemon:
         self.claim_service: ClaimService | None = None
         self.agreement_service: AgreementService | None = None
         self.idempotency_store: IdempotencyStore | None = None
+        self._audit_handler: logging.Handler | None = None
 
     @property
     def address(self) -> str:
@@ -116,6 +123,13 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         policy = self._policy()
+        # Audit events are kept whatever the log level: they are a record, not diagnostics.
+        audit.logger.setLevel(logging.INFO)
+        if s.audit_log is not None:
+            try:
+                self._audit_handler = audit.to_file(s.audit_log)
+            except OSError as exc:
+                raise ConfigError(f"cannot open audit log {s.audit_log}: {exc}") from exc
         if not self.dsn:
             self._embedded = EmbeddedPostgres(s.data_dir)
             logger.info("no --dsn given: starting embedded PostgreSQL in %s", s.data_dir)
@@ -185,6 +199,10 @@ class Daemon:
         )
         agreement_service_pb2_grpc.add_AgreementServiceServicer_to_server(
             AgreementServicer(self.agreement_service, policy, s.server_id), server
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(AdminService(AdminStore(self._db, self.writes)), policy, s.server_id),
+            server,
         )
         self.change_store = ChangeStore(self._db)
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(
@@ -280,6 +298,9 @@ class Daemon:
         if self.indexer is not None:
             await self.indexer.stop()
         await self._close_storage()
+        if self._audit_handler is not None:
+            audit.detach(self._audit_handler)
+            self._audit_handler = None
         logger.info("coordd stopped")
 
     async def _close_storage(self) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from opentelemetry import trace
 
+from coordd import audit
 from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.models import Identity
+from coordd.errors import PermissionDeniedError
 from coordd.server.interceptors import current_identity
 from coordd.v1 import common_pb2
 
@@ -36,13 +38,21 @@ class ServicerBase:
                     "coordd.operation": op.value,
                 }
             )
-        self._policy.check(who, op, namespace)
+        try:
+            self._policy.check(who, op, namespace)
+        except PermissionDeniedError:
+            audit.record(audit.DENIED, who, namespace, operation=op.value)
+            raise
         return who
 
     def authorize_subtree(self, op: Operation, namespace: str) -> Identity:
         """The caller, if a grant allows *op* on *namespace* and every namespace below it."""
         who = self.authorize(op, namespace)
-        self._policy.check_subtree(who, op, namespace)
+        try:
+            self._policy.check_subtree(who, op, namespace)
+        except PermissionDeniedError:
+            audit.record(audit.DENIED, who, namespace + "/**", operation=op.value)
+            raise
         return who
 
     def header(self, namespace: str, revision: int) -> common_pb2.ResponseHeader:

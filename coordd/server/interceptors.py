@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from coordd import rpc_status, telemetry
+from coordd import audit, rpc_status, telemetry
 from coordd.domain.access import Policy
 from coordd.domain.models import Identity
 from coordd.domain.validation import agent_id_problem
@@ -147,12 +147,16 @@ class CoorddServerInterceptor(_ServerInterceptor):
         self, method: str, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
         """Authenticate the caller, then translate whatever the handler raises."""
+        audit.serving(method)
         try:
-            _identity.set(
-                self._auth.identify(
+            try:
+                who = self._auth.identify(
                     tuple(context.invocation_metadata() or ()), context.auth_context()
                 )
-            )
+            except UnauthenticatedError as err:
+                audit.record(audit.UNAUTHENTICATED, None, problem=err.message)
+                raise
+            _identity.set(who)
             yield
         except CoorddError as err:
             await _abort(context, err)
