@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import shutil
 import sys
 import tempfile
@@ -41,6 +42,10 @@ def generate(out: Path) -> None:
         f"--mypy_grpc_out={out}",
         *protos,
     ]
+    # protoc finds the mypy plugins on PATH: look beside this interpreter first, so that
+    # `.venv/bin/python scripts/gen_protos.py` works without activating the virtualenv.
+    scripts = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     (out / PACKAGE_DIR / "__init__.py").write_text(INIT)

@@ -2,7 +2,8 @@
 
 import sys
 
-pytest_plugins = ("tests.fix_db", "tests.fix_daemon")
+# fix_ast first: it guards ast.parse before anything else can race on it.
+pytest_plugins = ("tests.fix_ast", "tests.fix_logs", "tests.fix_db", "tests.fix_daemon")
 
 
 # The daemon lowers Python's GIL switch interval (coordd/cli.py); tests run daemons in-process,

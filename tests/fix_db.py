@@ -6,6 +6,7 @@ tables and a database clock at offset zero.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +30,8 @@ def pg_dsn() -> Iterator[str]:
     embedded = None
     tmp = None
     if not dsn:
+        # pgserver narrates every command at INFO; its failures come at ERROR with the log.
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
         tmp = tempfile.TemporaryDirectory(prefix="coordd-test-pg-")
         embedded = EmbeddedPostgres(Path(tmp.name) / "pgdata")
         dsn = embedded.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
@@ -11,8 +10,12 @@ import pytest
 from coordd_client import AsyncClient
 
 NS = "acme/kb"
-DIM = 128
-N = 20_000
+# Sized to measure recall against brute force in seconds on 2 busy cores (20,000 x 128 took
+# minutes there): 3,000 vectors in 200 clusters leave a query's ten nearest among about fifteen
+# close rivals, and the 10% filter leaves 300 candidates, so an index that misses writes or a
+# filter applied after ranking shows as lost hits. Scale and speed are `python -m bench memory`.
+DIM = 32
+N = 3_000
 
 
 def clustered(n: int, dim: int, seed: int) -> np.ndarray:
@@ -64,12 +67,10 @@ def dataset() -> tuple[np.ndarray, set[int], np.ndarray]:
 
 async def test_recall_with_and_without_a_ten_percent_filter(daemon, dataset) -> None:
     data, keep, queries = dataset
-    # The first search must reflect all 20k writes just made (read-your-writes): it may wait
-    # for the index to catch up, longer than the client's default 10 s deadline on a slow run.
+    # The first search must reflect every write just made (read-your-writes): it may wait for
+    # the index to catch up, longer than the client's default 10 s deadline on a slow run.
     client = await AsyncClient.connect(daemon.address, agent_id="indexer", timeout=60)
-    started = time.perf_counter()
     await ingest(client, data, 0, keep)
-    ingest_s = time.perf_counter() - started
     all_ids = np.arange(N)
     keep_ids = np.array(sorted(keep))
     recall_all = recall_keep = 0.0
@@ -87,7 +88,7 @@ async def test_recall_with_and_without_a_ten_percent_filter(daemon, dataset) -> 
     recall_all /= len(queries)
     recall_keep /= len(queries)
     await client.close()
-    print(f"ingest {N / ingest_s:.0f}/s, recall@10 {recall_all:.3f}, filtered {recall_keep:.3f}")
+    print(f"recall@10 {recall_all:.3f}, filtered {recall_keep:.3f}")
     assert recall_all >= 0.95
     assert recall_keep >= 0.95
 
@@ -117,18 +118,22 @@ async def test_grants_filter_before_ranking(start_daemon, tmp_path) -> None:
         assert all(h.entry.namespace == "kb/public" for h in hits)
 
 
-async def test_concurrent_ingest_and_search_for_30_seconds(connect) -> None:
+async def test_searches_during_ingest_fail_nothing_and_recall_holds(connect) -> None:
+    """hnswlib is not safe for concurrent add and query: the daemon must serialize them."""
     writer = await connect("writer")
     readers = [await connect(f"reader{i}") for i in range(3)]
-    data = clustered(40_000, 64, seed=4)
+    data = clustered(4_000, DIM, seed=4)
+    planned = 1_500
     written = 0
+    writing = True
     errors: list[BaseException] = []
-    searches = 0
-    stop_at = time.monotonic() + 30
+    searches = [0] * len(readers)
 
     async def write() -> None:
-        nonlocal written
-        while time.monotonic() < stop_at and written < len(data):
+        nonlocal written, writing
+        # Write the planned entries, and go on until every reader has searched a few times
+        # while writes were in flight (so the overlap is certain, however the load falls).
+        while written < len(data) and (written < planned or min(searches) < 5):
             batch = range(written, min(written + 16, len(data)))
             await asyncio.gather(
                 *(
@@ -137,21 +142,23 @@ async def test_concurrent_ingest_and_search_for_30_seconds(connect) -> None:
                 )
             )
             written = batch[-1] + 1
+        writing = False
 
-    async def read(client: AsyncClient) -> None:
-        nonlocal searches
-        rng = np.random.default_rng()
-        while time.monotonic() < stop_at:
+    async def read(n: int, client: AsyncClient) -> None:
+        rng = np.random.default_rng(n)
+        while writing:
             try:
-                await client.memory.search(data[rng.integers(0, 40_000)].tolist(), 10, "acme/live")
-                searches += 1
+                await client.memory.search(
+                    data[rng.integers(0, len(data))].tolist(), 10, "acme/live"
+                )
+                searches[n] += 1
             except BaseException as exc:
                 errors.append(exc)
                 return
 
-    await asyncio.gather(write(), *(read(c) for c in readers))
+    await asyncio.gather(write(), *(read(n, c) for n, c in enumerate(readers)))
     assert not errors, errors[:3]
-    assert written > 1000 and searches > 100
+    assert written >= planned and min(searches) >= 5
     # Recall holds on what was written (the index caught up with every write).
     ids = np.arange(written)
     recall = 0.0
@@ -164,7 +171,7 @@ async def test_concurrent_ingest_and_search_for_30_seconds(connect) -> None:
 
 
 async def test_entries_and_results_identical_after_restart(start_daemon, tmp_path) -> None:
-    data = clustered(3000, 32, seed=6)
+    data = clustered(1000, 32, seed=6)
     queries = queries_near(data, 10, seed=7)
     first = start_daemon(index_dir=tmp_path / "index")
     async with await AsyncClient.connect(first.address, agent_id="a") as c:
