@@ -12,6 +12,7 @@ from pathlib import Path
 from coordd import __version__
 from coordd.config import ConfigError, Settings
 from coordd.errors import StorageUnavailableError
+from coordd.inject import cli as inject_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     mig = sub.add_parser("migrate", help="apply database migrations and exit")
     mig.add_argument("--dsn", help="PostgreSQL connection string (env COORDD_DSN)")
+    inject_cli.register(sub)
     return parser
 
 
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
+    if hasattr(args, "run"):
+        return int(args.run(args))
     logging.basicConfig(
         level=getattr(logging, getattr(args, "log_level", "info").upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

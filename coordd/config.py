@@ -66,6 +66,10 @@ class Settings:
     """COORDD_SWEEP_INTERVAL: seconds between sweeps of expired claims and keys."""
     max_message_bytes: int = 4 << 20
     """COORDD_MAX_MESSAGE_BYTES: largest gRPC message accepted or sent."""
+    health_listen: str | None = None
+    """COORDD_HEALTH_LISTEN: host:port of a second, plaintext listener that serves only
+    grpc.health.v1 (no data, no credentials), for probes that cannot speak TLS, such as the
+    kubelet's gRPC probes; unset: none. It may listen beyond loopback."""
     reflection: bool = True
     """COORDD_REFLECTION: serve gRPC reflection (1/0)."""
     server_id: str = field(default_factory=_server_id)
@@ -87,6 +91,7 @@ class Settings:
             "dsn": "COORDD_DSN",
             "auth": "COORDD_AUTH",
             "server_id": "COORDD_SERVER_ID",
+            "health_listen": "COORDD_HEALTH_LISTEN",
         }
         for name, var in text.items():
             if environ.get(var):
@@ -137,6 +142,10 @@ class Settings:
                 "plaintext are loopback only (use --auth token or mtls with --tls-cert and "
                 "--tls-key, or listen on 127.0.0.1)"
             )
+        if self.health_listen is not None:
+            h_host, _, h_port = self.health_listen.rpartition(":")
+            if not h_host or not h_port.isdigit() or not 0 <= int(h_port) <= 65535:
+                problems.append(f"health listen address {self.health_listen!r} must be host:port")
         if self.auth not in ("dev", "token", "mtls"):
             problems.append(f"auth mode {self.auth!r} must be 'dev', 'token' or 'mtls'")
         if self.auth == "token" and self.policy_file is None:

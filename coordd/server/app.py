@@ -92,6 +92,8 @@ class Daemon:
         self._embedded: EmbeddedPostgres | None = None
         self._db: Database | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._sweeper: asyncio.Task[None] | None = None
         # Housekeeping run every sweep interval: name -> coroutine returning rows affected.
@@ -225,6 +227,8 @@ class Daemon:
             raise ConfigError(f"cannot listen on {s.listen} (address in use?)")
         await server.start()
         self._server = server
+        if s.health_listen is not None:
+            await self._start_health_listener(s.health_listen)
         await self.notifier.start()
         self._sweeps["claims_expired"] = self._sweep_claims
         self._sweeps["idempotency_purged"] = self.idempotency_store.purge
@@ -235,6 +239,19 @@ class Daemon:
         self._sweeps["memory_swept"] = self.memory_store.sweep
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="coordd-sweeper")
         logger.info("coordd serving on %s (server id %s)", self.address, s.server_id)
+
+    async def _start_health_listener(self, address: str) -> None:
+        # The kubelet's gRPC probes speak plaintext only; this listener shares the health
+        # servicer (so graceful shutdown reads NOT_SERVING here too) and serves nothing else.
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.health_port = server.add_insecure_port(address)
+        if self.health_port == 0:
+            await self.stop(0)
+            raise ConfigError(f"cannot listen on {address} for health (address in use?)")
+        await server.start()
+        self._health_server = server
+        logger.info("gRPC health (plaintext, health only) on %s", address)
 
     def _listen(self, server: grpc.aio.Server) -> int:
         s = self.settings
@@ -288,6 +305,9 @@ class Daemon:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with suppress(asyncio.CancelledError):

@@ -50,3 +50,27 @@ async def test_health_and_reflection_answer_without_credentials(daemon) -> None:
         async for resp in refl.ServerReflectionInfo(requests()):
             names |= {s.name for s in resp.list_services_response.service}
         assert {"coordd.v1.ClaimService", "coordd.v1.IdempotencyService"} <= names
+
+
+async def test_health_listener_serves_health_only_and_follows_shutdown(start_daemon) -> None:
+    # COORDD_HEALTH_LISTEN is what the kubelet's plaintext gRPC probes reach in Kubernetes.
+    d = start_daemon(health_listen="127.0.0.1:0")
+    health_address = f"127.0.0.1:{d.daemon.health_port}"
+    assert d.daemon.health_port not in (0, d.daemon.port)
+    async with grpc.aio.insecure_channel(health_address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        resp = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        from coordd.v1 import claim_service_pb2, claim_service_pb2_grpc
+
+        claims = claim_service_pb2_grpc.ClaimServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await claims.GetClaim(claim_service_pb2.GetClaimRequest(namespace="ns", resource="r"))
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    await asyncio.get_running_loop().run_in_executor(None, d.stop, 0.0)
+    async with grpc.aio.insecure_channel(health_address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -27,6 +27,7 @@ def test_defaults_and_env() -> None:
     [
         ({}, {"listen": "0.0.0.0:7420"}, "refusing to listen on 0.0.0.0 without credentials"),
         ({}, {"listen": "nonsense"}, "must be host:port"),
+        ({"COORDD_HEALTH_LISTEN": "7421"}, {}, "health listen address '7421' must be host:port"),
         ({}, {"auth": "token"}, "needs --policy"),
         ({"COORDD_POOL_MAX": "lots"}, {}, "COORDD_POOL_MAX='lots' is not a number"),
         ({"COORDD_POOL_MIN": "5", "COORDD_POOL_MAX": "2"}, {}, "pool sizes"),
