@@ -7,6 +7,7 @@ naming the annotation, the value and what would be valid, so a typo never passes
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ INJECT = PREFIX + "inject"
 AGENT_ID = PREFIX + "agent-id"
 """The agent's id (default: the pod's service account name)."""
 ROLE = PREFIX + "role"
-"""The agent's role, used only without a token (dev identity); default ``agent``."""
+"""The agent's role (default ``agent``): the identity without a token, a label with one."""
 TOKEN_SECRET = PREFIX + "token-secret"
 """A Secret in the pod's namespace with key ``token`` (and ``ca.crt``, the daemon's CA)."""
 SIDECAR_CPU = PREFIX + "sidecar-cpu"
@@ -57,7 +58,7 @@ class PodOptions:
     agent_id: str
     """The agent's id: ``coordd.io/agent-id``, else the pod's service account name."""
     role: str
-    """``coordd.io/role``, default ``agent`` (sent only without a token)."""
+    """``coordd.io/role``, default ``agent``."""
     token_secret: str | None
     """``coordd.io/token-secret``: the Secret mounted as the sidecar's credentials."""
     cpu: str
@@ -100,7 +101,11 @@ def pod_options(
     """
     for key in sorted(annotations):
         if key.startswith(PREFIX) and key not in KNOWN:
-            raise AnnotationError(key, "unknown; coordd understands " + ", ".join(sorted(KNOWN)))
+            close = difflib.get_close_matches(key, sorted(KNOWN), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise AnnotationError(
+                key, f"unknown; {hint}coordd understands " + ", ".join(sorted(KNOWN))
+            )
     agent_id = annotations.get(AGENT_ID, service_account)
     if not _AGENT_ID.fullmatch(agent_id):
         key = AGENT_ID if AGENT_ID in annotations else "spec.serviceAccountName (the default)"

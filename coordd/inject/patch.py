@@ -13,13 +13,15 @@ What an opted-in pod gets (the pod spec is otherwise left as written):
   container (connecting to a socket needs no write access to the mount);
 - with ``coordd.io/token-secret``: that Secret mounted into the sidecar only (the agent never sees
   the token), read as ``token`` (``COORDD_TOKEN_FILE``) and ``ca.crt`` (the daemon's CA);
-  without it, the dev identity ``--agent-id``/``--role``, which only a dev-mode daemon accepts;
+  ``--agent-id``/``--role`` always (with a token they only label the sidecar's telemetry; without
+  one they are the identity, which only a dev-mode daemon accepts);
 - ``COORDD_ADDR`` (the socket path) in every container of ``spec.containers``, and the
   injector's ``OTEL_*`` variables, plus ``OTEL_SERVICE_NAME`` set to the agent id. A variable a
   container already sets in its own ``env`` is kept (its author meant it) and reported as a
   warning; ``envFrom`` cannot be seen at admission, and Kubernetes lets ``env`` win over it, so
   set an override under ``env``;
-- the annotation ``coordd.io/status: injected``.
+- the annotation ``coordd.io/status: injected`` and the label ``coordd.io/sidecar: injected``,
+  which the daemon's NetworkPolicy admits.
 
 A pod that already has a container named ``coordd-sidecar`` is left exactly as it is.
 """
@@ -40,6 +42,8 @@ SOCKET_DIR = "/var/run/coordd"
 SOCKET_PATH = SOCKET_DIR + "/sidecar.sock"
 CREDENTIALS_VOLUME = "coordd-credentials"
 CREDENTIALS_DIR = "/var/run/secrets/coordd"
+SIDECAR_LABEL = "coordd.io/sidecar"
+"""Label on injected pods; the daemon's NetworkPolicy lets only such pods in."""
 
 Json = dict[str, Any]
 
@@ -113,13 +117,19 @@ def plan_injection(pod: Mapping[str, Any], config: InjectConfig) -> Injection:
             )
         added = [{"name": n, "value": v} for n, v in agent_env if n not in own]
         ops += _append_all(path + "/env", container.get("env"), added)
-    ops.append(_annotation(ann.STATUS, "injected"))
+    ops.append(_add("/metadata/annotations/" + _escape(ann.STATUS), "injected"))
+    if metadata.get("labels"):
+        ops.append(_add("/metadata/labels/" + _escape(SIDECAR_LABEL), "injected"))
+    else:
+        ops.append(_add("/metadata/labels", {SIDECAR_LABEL: "injected"}))
     return Injection(ops, "injected", warnings)
 
 
 def sidecar_container(options: ann.PodOptions, config: InjectConfig) -> Json:
     """The sidecar's container spec for one pod (a native sidecar: an init container)."""
-    args: list[str] = []
+    # With a token the daemon takes identity from the token; the id and role then label the
+    # sidecar's metrics and traces. Without one they are the (dev-mode) identity itself.
+    args = ["--agent-id", options.agent_id, "--role", options.role]
     env: list[Json] = [
         {"name": "COORDD_UPSTREAM", "value": config.upstream},
         {"name": "COORDD_LISTEN", "value": "unix://" + SOCKET_PATH},
@@ -129,8 +139,6 @@ def sidecar_container(options: ann.PodOptions, config: InjectConfig) -> Json:
         env.append({"name": "COORDD_TOKEN_FILE", "value": CREDENTIALS_DIR + "/token"})
         args += ["--tls-ca", CREDENTIALS_DIR + "/ca.crt"]
         mounts.append({"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True})
-    else:
-        args += ["--agent-id", options.agent_id, "--role", options.role]
     env += [
         {"name": "COORDD_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {
@@ -174,8 +182,6 @@ def sidecar_container(options: ann.PodOptions, config: InjectConfig) -> Json:
         },
         "volumeMounts": mounts,
     }
-    if not args:
-        del container["args"]
     return container
 
 
@@ -222,5 +228,6 @@ def _append_all(path: str, existing: Sequence[Any] | None, items: Sequence[Any])
     return [_add(path + "/-", item) for item in items]
 
 
-def _annotation(key: str, value: str) -> Json:
-    return _add("/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1"), value)
+def _escape(key: str) -> str:
+    """A map key as one JSON pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
