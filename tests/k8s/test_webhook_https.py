@@ -31,6 +31,7 @@ from tests.k8s.kube import NEWEST, validate
 from tests.k8s.test_injection import CONFIG, admission_review, config_environment, make_pod
 
 SERVICE = "coordd-injector.coordd.svc"
+WEBHOOK = [sys.executable, "-m", "coordd", "inject-webhook", "--listen", "127.0.0.1:0"]
 
 
 def write_certificate(folder: Path) -> tuple[Path, Path]:
@@ -91,8 +92,7 @@ def webhook_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     folder = tmp_path_factory.mktemp("webhook-tls")
     cert, key = write_certificate(folder)
     process = subprocess.Popen(
-        [sys.executable, "-m", "coordd", "inject-webhook", "--listen", "127.0.0.1:0"]
-        + ["--tls-cert", str(cert), "--tls-key", str(key)],
+        [*WEBHOOK, "--tls-cert", str(cert), "--tls-key", str(key)],
         stderr=subprocess.PIPE,
         text=True,
         env=config_environment(),
@@ -175,7 +175,7 @@ def test_a_rotated_certificate_is_served_without_a_restart(tmp_path: Path) -> No
 
 def test_the_webhook_refuses_to_start_without_a_certificate(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "coordd", "inject-webhook", "--listen", "127.0.0.1:0"],
+        WEBHOOK,
         capture_output=True,
         text=True,
         timeout=60,
@@ -185,8 +185,7 @@ def test_the_webhook_refuses_to_start_without_a_certificate(tmp_path: Path) -> N
     assert out.returncode == 2
     assert "--tls-cert and --tls-key are required" in out.stderr
     out = subprocess.run(
-        [sys.executable, "-m", "coordd", "inject-webhook", "--listen", "127.0.0.1:0"]
-        + ["--tls-cert", str(tmp_path / "no.crt"), "--tls-key", str(tmp_path / "no.key")],
+        [*WEBHOOK, "--tls-cert", str(tmp_path / "no.crt"), "--tls-key", str(tmp_path / "no.key")],
         capture_output=True,
         text=True,
         timeout=60,
