@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from coordd import __version__
+from coordd import __version__, shell
 from coordd.config import ConfigError, Settings
 from coordd.errors import StorageUnavailableError
 from coordd.inject import cli as inject_cli
@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply database migrations and exit")
     mig.add_argument("--dsn", help="PostgreSQL connection string (env COORDD_DSN)")
     inject_cli.register(sub)
+    shell.add_commands(sub)
     return parser
 
 
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if hasattr(args, "run"):
         return int(args.run(args))
+    if hasattr(args, "shell_run"):
+        return shell.run(args)
     logging.basicConfig(
         level=getattr(logging, getattr(args, "log_level", "info").upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

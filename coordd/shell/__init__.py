@@ -1,0 +1,64 @@
+"""coordd from a shell: ``coordd health|claims|memory|context|watch|agreements``.
+
+The commands are a thin face on the Python client (base install: no database driver, no
+index), in the style of etcdctl and kubectl: human tables by default, ``--json`` for scripts,
+errors in one line with their gRPC code and coordd reason, and exit codes a script can act on:
+
+====  ==================================================================================
+code  meaning
+====  ==================================================================================
+0     success
+1     coordd refused or failed the call (a failed precondition, a conflict, an internal
+      error): the line printed names the code and reason
+2     usage: bad flags or arguments, refused by the command line or by coordd
+      (``INVALID_ARGUMENT``, e.g. a malformed namespace)
+3     not found: no live claim, no such memory key, no such agreement
+4     unavailable: the daemon cannot be reached, went away, or did not answer in time
+5     not allowed: ``PERMISSION_DENIED`` or ``UNAUTHENTICATED``
+130   interrupted (Ctrl-C); ``watch`` ends with 0 when you stop it
+====  ==================================================================================
+
+Each command module has ``configure(parser)``, which adds its arguments and sets the
+``shell_run`` default to an ``async (args) -> int`` function (``_runner.connect``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module, one-line help). Modules are imported only when their parser is built.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "health": ("coordd.shell.health", "check that the daemon answers"),
+    "claims": ("coordd.shell.claims", "list, read and force-release claims"),
+    "memory": ("coordd.shell.memory", "read memory: get, list, history, search"),
+    "context": ("coordd.shell.context", "read context: an inbox, or what an agent sent"),
+    "watch": ("coordd.shell.watch", "follow a namespace's change log, one line per event"),
+    "agreements": ("coordd.shell.agreements", "read agreements and their votes"),
+}
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add every shell command to the ``coordd`` parser's subcommands."""
+    for name in COMMANDS:
+        add_command(sub, name)
+
+
+def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> None:
+    """Add one shell command (*name*, a key of ``COMMANDS``) to *sub*."""
+    module_name, summary = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.configure(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the shell command *args* was parsed for; returns the exit code."""
+    from coordd.shell._runner import execute
+
+    return execute(args)

@@ -1,0 +1,188 @@
+"""Connection flags, the connection itself, and how errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from coordd.errors import CoorddError, UnavailableError
+from coordd_client import AsyncClient, TLSConfig
+
+OK = 0
+FAILED = 1
+USAGE = 2
+NOT_FOUND = 3
+UNAVAILABLE = 4
+NOT_ALLOWED = 5
+INTERRUPTED = 130
+
+DEFAULT_ADDR = "127.0.0.1:7420"
+DEFAULT_AGENT_ID = "coordd-cli"
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+class UsageError(Exception):
+    """A command line the CLI refuses before calling coordd (exit code 2)."""
+
+
+class NotFound(Exception):
+    """What the command asked for does not exist (exit code 3); the message says what."""
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that talks to coordd takes (after the command, kubectl-style)."""
+    conn = parser.add_argument_group("connection")
+    conn.add_argument(
+        "--addr",
+        help="daemon or sidecar address, host:port (env COORDD_ADDR, default 127.0.0.1:7420)",
+    )
+    conn.add_argument(
+        "--agent-id",
+        metavar="ID",
+        help="act as this agent (env COORDD_AGENT_ID, default coordd-cli); dev mode only, "
+        "a token or certificate decides it otherwise",
+    )
+    conn.add_argument("--role", help="act in this role (env COORDD_ROLE); dev mode only")
+    conn.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding a bearer token, for daemons in token mode (env COORDD_TOKEN_FILE)",
+    )
+    conn.add_argument(
+        "--tls-ca", type=Path, metavar="PATH", help="CA of the daemon's certificate: use TLS"
+    )
+    conn.add_argument(
+        "--tls-cert", type=Path, metavar="PATH", help="this agent's certificate, for mtls"
+    )
+    conn.add_argument("--tls-key", type=Path, metavar="PATH", help="the key of --tls-cert")
+    conn.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="give up reaching the daemon after this long (default 3)",
+    )
+    conn.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on each call after this long (default 10)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def target(args: argparse.Namespace) -> str:
+    return str(args.addr or os.environ.get("COORDD_ADDR") or DEFAULT_ADDR)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    path = args.token_file or os.environ.get("COORDD_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"--token-file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise UsageError(f"--token-file {path} is empty")
+    return token
+
+
+def _tls(args: argparse.Namespace) -> TLSConfig | None:
+    if not (args.tls_ca or args.tls_cert or args.tls_key):
+        return None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    for flag, path in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert)):
+        if path and not Path(path).is_file():
+            raise UsageError(f"{flag} {path}: no such file")
+    return TLSConfig(
+        ca_file=str(args.tls_ca) if args.tls_ca else None,
+        cert_file=str(args.tls_cert) if args.tls_cert else None,
+        key_file=str(args.tls_key) if args.tls_key else None,
+    )
+
+
+async def connect(args: argparse.Namespace) -> AsyncClient:
+    """Connect as the flags say (``async with await connect(args) as client``); an
+    unreachable daemon is one UnavailableError naming the address."""
+    addr = target(args)
+    try:
+        return await AsyncClient.connect(
+            addr,
+            agent_id=args.agent_id or os.environ.get("COORDD_AGENT_ID") or DEFAULT_AGENT_ID,
+            role=args.role if args.role is not None else os.environ.get("COORDD_ROLE", ""),
+            token=_token(args),
+            tls=_tls(args),
+            timeout=args.timeout,
+            connect_timeout=args.connect_timeout,
+        )
+    except UnavailableError:
+        raise UnavailableError(
+            f"could not reach coordd at {addr} within {args.connect_timeout:g}s "
+            "(is `coordd serve` running? see --addr / COORDD_ADDR)"
+        ) from None
+
+
+def exit_code(exc: CoorddError) -> int:
+    """The exit code for a coordd error (see the table in ``coordd.shell``)."""
+    code = exc.code
+    if getattr(exc, "code_name", "") == "UNIMPLEMENTED":
+        return FAILED
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return USAGE
+    if code is grpc.StatusCode.NOT_FOUND:
+        return NOT_FOUND
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return UNAVAILABLE
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return NOT_ALLOWED
+    return FAILED
+
+
+def one_line(exc: CoorddError) -> str:
+    """``coordd: CODE REASON: message`` (the reason left out where it repeats the code)."""
+    # A status without coordd's details (UNIMPLEMENTED from an older daemon) keeps its own code.
+    code = getattr(exc, "code_name", None) or exc.code.name
+    reason = code if hasattr(exc, "code_name") else exc.reason
+    label = code if reason == code else f"{code} {reason}"
+    message = " ".join(str(exc.message).split())
+    return f"coordd: {label}: {message}"
+
+
+def fail(message: str) -> None:
+    print(f"coordd: {message}", file=sys.stderr)
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run the parsed command against coordd and turn every outcome into an exit code."""
+    command: Command = args.shell_run
+    try:
+        return asyncio.run(command(args))
+    except UsageError as exc:
+        fail(str(exc))
+        return USAGE
+    except NotFound as exc:
+        fail(f"NOT_FOUND: {exc}")
+        return NOT_FOUND
+    except CoorddError as exc:
+        print(one_line(exc), file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`coordd watch ns | head`): not an error of ours. Point stdout
+        # at /dev/null so the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return OK

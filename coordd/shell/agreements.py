@@ -1,0 +1,116 @@
+"""Agreements: what was proposed, who voted how, and what was decided.
+
+coordd agreements get NS ID      one agreement and its votes (exit 3 if unknown)
+coordd agreements list NS        agreements of a namespace, by id
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from coordd_client import Agreement, Participant
+
+from . import _render as out
+from ._runner import add_connection_flags, connect
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="agreements_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("get", help="one agreement and its votes (exit 3 if unknown)")
+    p.add_argument("namespace", metavar="NS")
+    p.add_argument("id", metavar="ID")
+    add_connection_flags(p)
+    p.set_defaults(shell_run=get_agreement)
+
+    p = sub.add_parser("list", help="agreements of a namespace")
+    p.add_argument("namespace", metavar="NS")
+    p.add_argument(
+        "--state", choices=("pending", "committed", "aborted"), help="only in this state"
+    )
+    p.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    add_connection_flags(p)
+    p.set_defaults(shell_run=list_agreements)
+
+
+def _seat(p: Participant) -> str:
+    if p.agent_id:
+        return p.agent_id
+    return f"{p.count} x role {p.role}" if p.count != 1 else f"role {p.role}"
+
+
+async def get_agreement(args: argparse.Namespace) -> int:
+    async with await connect(args) as client:
+        a = await client.agreements.get(args.namespace, args.id)
+    if args.json:
+        out.print_json(a)
+        return 0
+    decided = f"{a.state.value} ({a.cause})" if a.decided else "pending"
+    out.print_fields(
+        [
+            ("namespace", a.namespace),
+            ("id", a.id),
+            ("state", decided),
+            ("reason", a.reason),
+            ("proposed by", a.proposer_agent_id),
+            ("participants", ", ".join(_seat(p) for p in a.participants)),
+            ("accepted", f"{a.accepted} of {a.seats}"),
+            ("transition", a.transition),
+            ("writes", ", ".join(f"{w.namespace}/{w.key}" for w in a.writes)),
+            ("proposed at", out.when(a.create_time)),
+            ("deadline", out.when(a.deadline_time)),
+            ("decided at", out.when(a.decide_time)),
+            ("decided by", a.decided_by_agent_id),
+        ]
+    )
+    if a.votes:
+        print()
+        out.print_table(
+            ("VOTER", "ROLE", "VOTE", "AT", "REASON"),
+            [
+                (
+                    v.agent_id,
+                    v.role,
+                    "accept" if v.accept else "reject",
+                    out.when(v.vote_time),
+                    v.reason,
+                )
+                for v in a.votes
+            ],
+        )
+    return 0
+
+
+async def list_agreements(args: argparse.Namespace) -> int:
+    found: list[Agreement] = []
+    async with await connect(args) as client:
+        token = ""
+        while True:
+            page = await client.agreements.list(args.namespace, state=args.state, page_token=token)
+            found.extend(page.agreements)
+            token = page.next_page_token
+            if not token or (args.limit and len(found) >= args.limit):
+                break
+    if args.limit:
+        found = found[: args.limit]
+    if args.json:
+        out.print_json(found)
+    elif found:
+        out.print_table(
+            ("ID", "STATE", "CAUSE", "PROPOSER", "ACCEPTED", "DEADLINE", "TRANSITION"),
+            [
+                (
+                    a.id,
+                    a.state.value,
+                    a.cause,
+                    a.proposer_agent_id,
+                    f"{a.accepted}/{a.seats}",
+                    out.when(a.deadline_time),
+                    out.compact_json(a.transition),
+                )
+                for a in found
+            ],
+        )
+    else:
+        out.note(f"no agreements in {args.namespace}")
+    return 0

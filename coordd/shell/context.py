@@ -1,0 +1,142 @@
+"""Context: what is waiting for an agent, and what an agent sent and who acknowledged it.
+
+  coordd context inbox NS [--unread] [--type T]   entries for this agent (its id or role)
+  coordd context sent NS [--type T]               entries this agent posted, with their acks
+
+Reading an inbox changes nothing unless you ask for --unread, which reads as an agent does:
+"any"-delivery entries are then taken by this agent for their lease.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from coordd_client import ContextEntry
+
+from . import _render as out
+from ._runner import add_connection_flags, connect
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="context_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("inbox", help="entries addressed to this agent or its role")
+    p.add_argument("namespace", metavar="NS")
+    p.add_argument(
+        "--unread",
+        action="store_true",
+        help="only entries not acknowledged yet (takes 'any'-delivery entries, as an agent does)",
+    )
+    p.add_argument(
+        "--for-role",
+        default="",
+        metavar="ROLE",
+        help="read ROLE's inbox instead of your own (needs the admin grant)",
+    )
+    _common(p)
+    p.set_defaults(shell_run=inbox)
+
+    p = sub.add_parser("sent", help="entries this agent posted, with who acknowledged them")
+    p.add_argument("namespace", metavar="NS")
+    _common(p)
+    p.set_defaults(shell_run=sent)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type", default="", metavar="TYPE", help="only entries of this type")
+    p.add_argument("--after", type=int, default=0, metavar="ID", help="only entries after ID")
+    p.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    add_connection_flags(p)
+
+
+def _addressee(e: ContextEntry) -> str:
+    return f"agent {e.to_agent_id}" if e.to_agent_id else f"role {e.to_role}"
+
+
+def _sender(e: ContextEntry) -> str:
+    return f"{e.from_agent_id} ({e.from_role})" if e.from_role else e.from_agent_id
+
+
+async def _read_all(args: argparse.Namespace, sent_by_me: bool) -> list[ContextEntry]:
+    """Every page (or --limit entries), oldest first."""
+    entries: list[ContextEntry] = []
+    after = args.after
+    async with await connect(args) as client:
+        while True:
+            if sent_by_me:
+                page = await client.context.sent(
+                    args.namespace, after_id=after, context_type=args.type
+                )
+            else:
+                page = await client.context.inbox(
+                    args.namespace,
+                    unread=args.unread,
+                    context_type=args.type,
+                    after_id=after,
+                    role=args.for_role,
+                )
+            entries.extend(page)
+            if not page or (args.limit and len(entries) >= args.limit):
+                break
+            after = page[-1].id
+    return entries[: args.limit] if args.limit else entries
+
+
+async def inbox(args: argparse.Namespace) -> int:
+    entries = await _read_all(args, sent_by_me=False)
+    if args.json:
+        out.print_json(entries)
+    elif entries:
+        me = args.agent_id
+        out.print_table(
+            ("ID", "FROM", "TO", "TYPE", "TASK", "POSTED", "ACKED", "CONTENT"),
+            [
+                (
+                    str(e.id),
+                    _sender(e),
+                    _addressee(e),
+                    e.context_type,
+                    e.task_id,
+                    out.when(e.create_time),
+                    _acked(e, me),
+                    out.compact_json(e.content),
+                )
+                for e in entries
+            ],
+        )
+    else:
+        out.note(f"no {'unread ' if args.unread else ''}entries in {args.namespace}")
+    return 0
+
+
+def _acked(e: ContextEntry, me: str | None) -> str:
+    """'yes' if this agent acknowledged it; otherwise who did ('-' if nobody)."""
+    if me and any(a.agent_id == me for a in e.acks):
+        return "yes"
+    return ", ".join(a.agent_id for a in e.acks) or "-"
+
+
+async def sent(args: argparse.Namespace) -> int:
+    entries = await _read_all(args, sent_by_me=True)
+    if args.json:
+        out.print_json(entries)
+    elif entries:
+        out.print_table(
+            ("ID", "TO", "TYPE", "DELIVERY", "TASK", "POSTED", "ACKED_BY", "CONTENT"),
+            [
+                (
+                    str(e.id),
+                    _addressee(e),
+                    e.context_type,
+                    e.delivery,
+                    e.task_id,
+                    out.when(e.create_time),
+                    ", ".join(a.agent_id for a in e.acks),
+                    out.compact_json(e.content),
+                )
+                for e in entries
+            ],
+        )
+    else:
+        out.note(f"nothing sent by this agent in {args.namespace}")
+    return 0

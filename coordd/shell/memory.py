@@ -1,0 +1,225 @@
+"""Memory: read entries, their versions and their nearest neighbours.
+
+coordd memory get NS KEY [--as-of TIME]          one entry, with its provenance
+coordd memory list PREFIX [--tier T] [--tag T]   live entries under a namespace prefix
+coordd memory history NS KEY                     every version, newest first
+coordd memory search PREFIX --embedding V -k N   nearest entries by cosine distance
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+from coordd_client import MemoryEntry
+
+from . import _render as out
+from ._runner import NotFound, UsageError, add_connection_flags, connect
+
+TIERS = ("working", "episodic", "semantic")
+
+
+def _row(e: MemoryEntry) -> tuple[str, ...]:
+    return (
+        e.namespace,
+        e.key,
+        e.tier,
+        str(e.revision),
+        e.provenance.agent_id,
+        out.when(e.provenance.write_time),
+        out.compact_json(e.value),
+    )
+
+
+HEADERS = ("NAMESPACE", "KEY", "TIER", "REVISION", "WRITER", "WRITTEN", "VALUE")
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tier", choices=TIERS, help="only this tier")
+    p.add_argument("--tag", action="append", default=[], help="only entries with this tag")
+    p.add_argument("--task", default="", metavar="ID", help="only this task's entries")
+    p.add_argument("--stale", action="store_true", help="include entries past review time")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="memory_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("get", help="one entry with its provenance (exit 3 if absent)")
+    p.add_argument("namespace", metavar="NS")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument(
+        "--as-of",
+        type=_time,
+        metavar="TIME",
+        help="the version current at TIME (ISO 8601, e.g. 2026-01-31T12:00:00Z)",
+    )
+    add_connection_flags(p)
+    p.set_defaults(shell_run=get_entry)
+
+    p = sub.add_parser("list", help="live entries under a namespace prefix")
+    p.add_argument("prefix", metavar="PREFIX", help="a namespace; entries below it are listed")
+    _filters(p)
+    p.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    add_connection_flags(p)
+    p.set_defaults(shell_run=list_entries)
+
+    p = sub.add_parser("history", help="every version of a key, newest first")
+    p.add_argument("namespace", metavar="NS")
+    p.add_argument("key", metavar="KEY")
+    add_connection_flags(p)
+    p.set_defaults(shell_run=entry_history)
+
+    p = sub.add_parser("search", help="nearest entries to an embedding, filtered first")
+    p.add_argument("prefix", metavar="PREFIX", nargs="+", help="namespace prefixes to search")
+    p.add_argument(
+        "--embedding",
+        required=True,
+        metavar="VECTOR",
+        help="the query vector: a JSON array or comma-separated numbers; - reads stdin",
+    )
+    p.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
+    _filters(p)
+    add_connection_flags(p)
+    p.set_defaults(shell_run=search_entries)
+
+
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _vector(text: str) -> list[float]:
+    if text == "-":
+        text = sys.stdin.read()
+    text = text.strip()
+    try:
+        raw = json.loads(text) if text.startswith("[") else text.split(",")
+        vector = [float(v) for v in raw]
+    except (ValueError, TypeError):
+        raise UsageError(
+            "--embedding: expected a JSON array or comma-separated numbers, e.g. [0.1,0.9,0.2]"
+        ) from None
+    if not vector:
+        raise UsageError("--embedding: the vector is empty")
+    return vector
+
+
+async def get_entry(args: argparse.Namespace) -> int:
+    async with await connect(args) as client:
+        entry = await client.memory.get(args.namespace, args.key, as_of=args.as_of)
+    if entry is None:
+        raise NotFound(f"no entry {args.key!r} in {args.namespace}")
+    if args.json:
+        out.print_json(entry)
+        return 0
+    p = entry.provenance
+    sources = ", ".join(f"{r.namespace}/{r.key}@{r.revision}" for r in p.derived_from)
+    out.print_fields(
+        [
+            ("namespace", entry.namespace),
+            ("key", entry.key),
+            ("tier", entry.tier),
+            ("revision", str(entry.revision)),
+            ("created at revision", str(entry.create_revision)),
+            ("value", entry.value),
+            ("text", entry.text),
+            ("tags", ", ".join(entry.tags)),
+            ("task", entry.task_id),
+            ("embedding", f"{len(entry.embedding)} dimensions" if entry.embedding else ""),
+            ("written by", f"{p.agent_id} ({p.role or 'no role'})"),
+            ("written at", out.when(p.write_time)),
+            ("trace id", p.trace_id),
+            ("derived from", sources),
+            ("valid from", out.when(entry.valid_from)),
+            ("review at", out.when(entry.review_time)),
+            ("expires", out.when(entry.expire_time)),
+            ("stale", "yes" if entry.stale else "no"),
+        ]
+    )
+    return 0
+
+
+async def list_entries(args: argparse.Namespace) -> int:
+    entries: list[MemoryEntry] = []
+    async with await connect(args) as client:
+        token = ""
+        while True:
+            page = await client.memory.list(
+                args.prefix,
+                tier=args.tier,
+                tags=args.tag,
+                task_id=args.task,
+                include_stale=args.stale,
+                page_token=token,
+            )
+            entries.extend(page.entries)
+            token = page.next_page_token
+            if not token or (args.limit and len(entries) >= args.limit):
+                break
+    if args.limit:
+        entries = entries[: args.limit]
+    if args.json:
+        out.print_json(entries)
+    elif entries:
+        out.print_table(HEADERS, [_row(e) for e in entries])
+    else:
+        out.note(f"no entries under {args.prefix}")
+    return 0
+
+
+async def entry_history(args: argparse.Namespace) -> int:
+    async with await connect(args) as client:
+        versions = await client.memory.history(args.namespace, args.key)
+    if not versions:
+        raise NotFound(f"no entry {args.key!r} in {args.namespace}, now or before")
+    if args.json:
+        out.print_json(versions)
+        return 0
+    out.print_table(
+        ("REVISION", "WRITER", "WRITTEN", "VALID_FROM", "VALID_TO", "VALUE"),
+        [
+            (
+                str(v.revision),
+                v.provenance.agent_id,
+                out.when(v.provenance.write_time),
+                out.when(v.valid_from),
+                out.when(v.valid_to),
+                out.compact_json(v.value),
+            )
+            for v in versions
+        ],
+    )
+    return 0
+
+
+async def search_entries(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise UsageError(f"-k must be at least 1 (got {args.k})")
+    vector = _vector(args.embedding)
+    async with await connect(args) as client:
+        hits = await client.memory.search(
+            vector,
+            args.k,
+            args.prefix,
+            tier=args.tier,
+            tags=args.tag,
+            task_id=args.task,
+            include_stale=args.stale,
+        )
+    if args.json:
+        out.print_json(hits)
+    elif hits:
+        out.print_table(
+            ("DISTANCE", *HEADERS),
+            [(f"{h.distance:.4f}", *_row(h.entry)) for h in hits],
+        )
+    else:
+        out.note("no entries match")
+    return 0
