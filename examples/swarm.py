@@ -16,7 +16,8 @@ What happens:
     another worker takes the claim over with a higher fencing token and the idempotency key
     over with a higher attempt, and the crashed worker is restarted as a new agent;
   - a worker **stalls** (a stop-the-world pause longer than its lease): it wakes up with a
-    stale claim, and coordd refuses it before it can act (``ClaimNotHeldError``);
+    stale claim, and the effect gate (``client.gate([held.fence])``), asked right before the
+    side effect, refuses it;
   - the orchestrator **retries** finished documents (as if their replies were lost): the
     retries get the stored result and nothing runs twice.
 * The **reviewer** collects the results from its inbox and proposes the final report as an
@@ -53,15 +54,25 @@ from typing import Any
 
 from coordd_client import (
     AsyncClient,
+    ClaimHeldError,
     ClaimLostError,
     ClaimNotHeldError,
-    CoorddError,
+    HeldClaim,
     IdempotencyAttemptSupersededError,
     NotFoundError,
     RevisionMismatchError,
     TransitionWrite,
     UnavailableError,
 )
+
+
+class EffectRefused(Exception):
+    """The effect gate said no: this agent no longer holds the claim it worked under."""
+
+
+class WorkerFailed(Exception):
+    """A worker process ended with an error of its own (not an injected crash)."""
+
 
 CRASH_EXIT = 75  # a worker that dies mid-document exits with this; the supervisor restarts it
 REPORT_ID = "final-report"
@@ -182,8 +193,11 @@ class Worker:
                     if entry.context_type == "stop":
                         await c.context.ack(p.namespace, entry.id)
                         return
-                    if entry.context_type == "retry":
-                        await self.process(entry.content["doc"], retry=True)
+                    # A retry is acknowledged once handled; if another worker holds the
+                    # document meanwhile, it stays ours and comes back at the next read.
+                    if entry.context_type == "retry" and await self.process(
+                        entry.content["doc"], retry=True
+                    ):
                         await c.context.ack(p.namespace, entry.id)
                 page = await c.memory.list(p.results_ns)
                 self.done.update(e.key for e in page.entries)
@@ -209,8 +223,11 @@ class Worker:
                 return
             await asyncio.sleep(0.05)
 
-    async def process(self, doc: str, *, retry: bool) -> None:
-        """Work on *doc* under its claim; its side effect runs at most once, ever."""
+    async def process(self, doc: str, *, retry: bool) -> bool:
+        """Work on *doc* under its claim; its side effect runs at most once, ever.
+
+        Returns False if another worker held the document all along (nothing was done).
+        """
         p, c = self.plan, self.client
         key = f"publish:{doc}"
         first = await c.idempotency.get(p.namespace, key) is None
@@ -240,20 +257,28 @@ class Worker:
                 )
                 self.log("end", doc, token, ran=ran, retry=retry)
                 await self.hand_over(doc, result, held.fence)
-        except (ClaimLostError, ClaimNotHeldError, IdempotencyAttemptSupersededError) as exc:
+            return True
+        except (EffectRefused, ClaimLostError, ClaimNotHeldError) as exc:
             # Our claim lapsed while we were away: coordd refused us before we acted.
-            self.log("fenced", doc, 0, why=type(exc).__name__)
-        except CoorddError as exc:
-            if exc.reason != "CLAIM_HELD":  # another worker got it first: route around
-                raise
+            self.log("fenced", doc, 0, why=str(exc))
+            return True
+        except IdempotencyAttemptSupersededError as exc:
+            # Refused at the gate; once() then gave the key back, but a newer attempt had it.
+            cause = exc.__context__ if isinstance(exc.__context__, EffectRefused) else exc
+            self.log("fenced", doc, 0, why=str(cause))
+            return True
+        except ClaimHeldError:
+            return False  # another worker holds it: route around
 
-    async def effect_gate(self, held: Any) -> None:
-        """Ask coordd, right before the external side effect, whether we still hold the claim.
+    async def effect_gate(self, held: HeldClaim) -> None:
+        """Ask coordd, right before the external side effect, whether the claim is still ours.
 
-        A renewal is authoritative (the database decides) and buys a full lease for the
-        effect; a holder whose lease lapsed gets ClaimNotHeldError and does nothing.
+        The gate answers from the database: a holder whose lease lapsed while it was away
+        (a stall, a partition) learns it here, before acting, and does nothing.
         """
-        await held.renew()
+        verdict = await self.client.gate([held.fence])
+        if not verdict:
+            raise EffectRefused(verdict.explain())
 
     async def hand_over(self, doc: str, result: Any, fence: Any) -> None:
         """Record the result (first writer wins) and hand it to the reviewer through context."""
@@ -370,7 +395,7 @@ async def supervise(plan: Plan, seed: int) -> int:
                     proc.terminate()
             if proc.exitcode != CRASH_EXIT:
                 if proc.exitcode != 0:
-                    raise RuntimeError(f"{agent_id} failed (exit code {proc.exitcode})")
+                    raise WorkerFailed(f"{agent_id} failed with exit code {proc.exitcode}")
                 return
             crashes += 1
 
@@ -393,6 +418,7 @@ async def swarm(plan: Plan, seed: int, timeout: float) -> tuple[Tally, int]:
     finally:
         for task in (supervisor, agents):
             task.cancel()
+        await asyncio.gather(supervisor, agents, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,6 +472,34 @@ def check(plan: Plan) -> tuple[dict[str, int], list[str]]:
     return figures, problems
 
 
+def stories(plan: Plan) -> list[str]:
+    """One line per injected crash or stall: who failed, who took over, what coordd said."""
+    activity = sorted(read_lines(plan.activity), key=lambda r: r["t"])
+    published = {e["doc"]: e for e in read_lines(plan.ledger)}
+    lines = []
+    for a in activity:
+        if a["event"] not in ("crash", "fenced"):
+            continue
+        doc = a["doc"]
+        started = next(
+            s
+            for s in activity
+            if s["event"] == "start"
+            and s["agent"] == a["agent"]
+            and s["doc"] == doc
+            and s["t"] <= a["t"]
+        )
+        what = "crashed mid-document" if a["event"] == "crash" else "stalled past its lease"
+        text = f"{doc}: {a['agent']} (token {started['token']}) {what}"
+        if a["event"] == "fenced":  # the gate's own words, without its advice
+            text += f"; on waking, {a['why'].split('. Next:')[0]}"
+        done = published.get(doc)
+        if done is not None and done["agent"] != a["agent"]:
+            text += f"; {done['agent']} took it over (token {done['token']}) and published it"
+        lines.append(text)
+    return lines
+
+
 def _taken_over(effects: list[dict[str, Any]], activity: list[dict[str, Any]]) -> int:
     """Documents whose side effect ran under another grant than the first one made for them."""
     first: dict[str, int] = {}
@@ -494,7 +548,12 @@ def main(argv: list[str] | None = None) -> int:
         except TimeoutError:
             print(f"swarm: did not finish within {args.timeout:g}s", file=sys.stderr)
             return 1
+        except WorkerFailed as exc:
+            print(f"swarm: {exc} (its error is above)", file=sys.stderr)
+            return 1
         figures, problems = check(plan)
+        for story in stories(plan):
+            print(f"  {story}")
     figures["workers restarted"] = restarts
     figures["retries sent by the orchestrator"] = tally.retries_sent
     width = max(len(k) for k in figures)

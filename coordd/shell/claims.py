@@ -1,8 +1,7 @@
-"""Claims: who holds what, until when, and (admin) taking a claim away from its holder.
+"""Claims: who holds what, and until when.
 
 coordd claims list NS [--holder AGENT]     live claims of a namespace
 coordd claims get NS RESOURCE              one live claim (exit 3 if the resource is free)
-coordd claims release NS RESOURCE          force-release, whoever holds it (admin grant)
 """
 
 from __future__ import annotations
@@ -45,19 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_connection_flags(p)
     p.set_defaults(shell_run=get_claim)
 
-    p = sub.add_parser(
-        "release",
-        help="force-release a claim, whoever holds it (needs the admin grant)",
-        description="Take a claim away from its holder (a stuck or dead agent) now, instead "
-        "of waiting for its lease to lapse. The holder's fencing token goes stale, so its "
-        "fenced writes are refused from now on. Needs the admin grant on the namespace.",
-    )
-    p.add_argument("namespace", metavar="NS")
-    p.add_argument("resource", metavar="RESOURCE")
-    p.add_argument("--reason", default="", help="why, recorded with the release")
-    add_connection_flags(p)
-    p.set_defaults(shell_run=release_claim)
-
 
 async def list_claims(args: argparse.Namespace) -> int:
     claims: list[Claim] = []
@@ -91,21 +77,4 @@ async def get_claim(args: argparse.Namespace) -> int:
         out.print_json(claim)
     else:
         out.print_table(HEADERS, [_row(claim)])
-    return 0
-
-
-async def release_claim(args: argparse.Namespace) -> int:
-    async with await connect(args) as client:
-        released = await client.claims.force_release(
-            args.namespace, args.resource, reason=args.reason
-        )
-    if released is None:
-        raise NotFound(f"no live claim on {args.resource!r} in {args.namespace}")
-    if args.json:
-        out.print_json(released)
-    else:
-        print(
-            f"released {args.resource!r} in {args.namespace} "
-            f"(was held by {released.holder_agent_id}, token {released.fencing_token})"
-        )
     return 0
