@@ -30,7 +30,7 @@ import importlib
 # name -> (module, one-line help). Modules are imported only when their parser is built.
 COMMANDS: dict[str, tuple[str, str]] = {
     "health": ("coordd.shell.health", "check that the daemon answers"),
-    "claims": ("coordd.shell.claims", "list and read claims"),
+    "claims": ("coordd.shell.claims", "list, read and force-release claims"),
     "memory": ("coordd.shell.memory", "read memory: get, list, history, search"),
     "context": ("coordd.shell.context", "read context: an inbox, or what an agent sent"),
     "watch": ("coordd.shell.watch", "follow a namespace's change log, one line per event"),

@@ -85,19 +85,6 @@ def target(args: argparse.Namespace) -> str:
     return str(args.addr or os.environ.get("COORDD_ADDR") or DEFAULT_ADDR)
 
 
-def _token(args: argparse.Namespace) -> str | None:
-    path = args.token_file or os.environ.get("COORDD_TOKEN_FILE")
-    if not path:
-        return None
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise UsageError(f"--token-file {path}: {exc.strerror or exc}") from None
-    if not token:
-        raise UsageError(f"--token-file {path} is empty")
-    return token
-
-
 def _tls(args: argparse.Namespace) -> TLSConfig | None:
     if not (args.tls_ca or args.tls_cert or args.tls_key):
         return None
@@ -117,16 +104,19 @@ async def connect(args: argparse.Namespace) -> AsyncClient:
     """Connect as the flags say (``async with await connect(args) as client``); an
     unreachable daemon is one UnavailableError naming the address."""
     addr = target(args)
+    token_file = args.token_file or os.environ.get("COORDD_TOKEN_FILE") or None
     try:
         return await AsyncClient.connect(
             addr,
             agent_id=args.agent_id or os.environ.get("COORDD_AGENT_ID") or DEFAULT_AGENT_ID,
             role=args.role if args.role is not None else os.environ.get("COORDD_ROLE", ""),
-            token=_token(args),
+            token_file=token_file,
             tls=_tls(args),
             timeout=args.timeout,
             connect_timeout=args.connect_timeout,
         )
+    except ValueError as exc:  # an unreadable or empty token file
+        raise UsageError(f"--token-file: {exc}") from None
     except UnavailableError:
         raise UnavailableError(
             f"could not reach coordd at {addr} within {args.connect_timeout:g}s "

@@ -3,12 +3,14 @@ codes, one-line errors, JSON that parses, watch following and ending), the rest 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -188,17 +190,50 @@ def test_memory_context_agreements_in_process(
     assert health["services"]["coordd.v1.ClaimService"] == "SERVING"
 
 
-def test_permission_denied_names_the_reason(
-    start_daemon: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+def test_tokens_grants_and_admin_release(
+    start_daemon: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    policy = write_policy(
-        tmp_path,
-        '[[grants]]\nrole = "worker"\nnamespaces = ["acme/work/**"]\noperations = ["read"]\n',
+    tokens = {"worker-1": "w-secret", "ops-1": "o-secret"}
+    agents = "".join(
+        f'[[agents]]\nid = "{agent}"\nrole = "{agent[:-2]}"\n'
+        f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+        for agent, token in tokens.items()
     )
-    d: DaemonThread = start_daemon(policy_file=policy)
-    flags = ("--addr", d.address, "--role", "worker")
-    assert run(capsys, "claims", "list", "acme/work/x", *flags)[0] == 0
-    code, _, err = run(capsys, "claims", "list", "acme/secret", *flags)
+    grants = (
+        '[[grants]]\nrole = "worker"\nnamespaces = ["acme/work/**"]\n'
+        'operations = ["read", "claim"]\n'
+        '[[grants]]\nrole = "ops"\nnamespaces = ["acme/**"]\noperations = ["read", "admin"]\n'
+    )
+    d: DaemonThread = start_daemon(
+        auth="token", policy_file=write_policy(tmp_path, agents + grants)
+    )
+    for agent, token in tokens.items():
+        (tmp_path / agent).write_text(token + "\n")
+    as_worker = ("--addr", d.address, "--token-file", str(tmp_path / "worker-1"))
+    as_ops = ("--addr", d.address, "--token-file", str(tmp_path / "ops-1"))
+    with Client.connect(d.address, agent_id="worker-1", token=tokens["worker-1"]) as c:
+        token = c.claims.acquire("acme/work/x", "job-1", ttl=60).revision
+
+    assert run(capsys, "claims", "list", "acme/work/x", *as_worker)[0] == 0
+    code, _, err = run(capsys, "claims", "list", "acme/secret", *as_worker)
     assert code == 5
     assert one_error_line(err).startswith("coordd: PERMISSION_DENIED SCOPE_NOT_GRANTED: ")
     assert "acme/secret" in err
+    code, _, err = run(capsys, "claims", "release", "acme/work/x", "job-1", *as_worker)
+    assert code == 5 and "admin" in err
+
+    code, out, _ = run(
+        capsys, "claims", "release", "acme/work/x", "job-1", "--reason", "stuck", *as_ops
+    )
+    assert code == 0
+    assert out.strip() == (
+        f"released 'job-1' in acme/work/x: it was held by worker-1 (token {token}, now stale)"
+    )
+    assert run(capsys, "claims", "get", "acme/work/x", "job-1", *as_ops)[0] == 3
+    assert run(capsys, "claims", "release", "acme/work/x", "job-1", *as_ops)[0] == 3
+
+    code, _, err = run(capsys, "claims", "list", "acme/work/x", "--addr", d.address)
+    assert code == 5 and one_error_line(err).startswith("coordd: UNAUTHENTICATED: ")
+    missing = str(tmp_path / "nope")
+    code, _, err = run(capsys, "claims", "list", "acme/work/x", "--token-file", missing)
+    assert code == 2 and one_error_line(err).startswith("coordd: --token-file: ")
