@@ -511,39 +511,57 @@ def _taken_over(effects: list[dict[str, Any]], activity: list[dict[str, Any]]) -
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="swarm.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--addr", help="coordd address (default $COORDD_ADDR or 127.0.0.1:7420)")
-    parser.add_argument("--agents", type=int, default=4, help="worker processes")
-    parser.add_argument("--docs", type=int, default=50, help="documents to process")
-    parser.add_argument("--seed", type=int, default=1, help="chooses which documents fail how")
-    parser.add_argument("--lease", type=float, default=2.0, help="claim lease, seconds")
-    parser.add_argument("--crash-rate", type=float, default=0.06, help="share of crashes")
-    parser.add_argument("--stall-rate", type=float, default=0.04, help="share of stalls")
-    parser.add_argument("--retry-rate", type=float, default=0.2, help="share retried")
-    parser.add_argument("--namespace", help="namespace (default: a fresh examples/swarm-*)")
-    parser.add_argument("--workdir", type=Path, help="where the ledger goes (default: temp)")
-    parser.add_argument("--timeout", type=float, default=600, help="give up after, seconds")
+    add = parser.add_argument
+    add("--addr", help="coordd's address (default: $COORDD_ADDR, then 127.0.0.1:7420)")
+    add("--agents", type=int, default=4, metavar="N", help="worker processes (default 4)")
+    add("--docs", type=int, default=50, metavar="M", help="documents (default 50)")
+    add("--seed", type=int, default=1, help="chooses which documents fail how (default 1)")
+    add("--lease", type=float, default=2.0, metavar="S", help="claim lease (default 2 s)")
+    add("--crash-rate", type=float, default=0.06, metavar="R", help="crashes (default 0.06)")
+    add("--stall-rate", type=float, default=0.04, metavar="R", help="stalls (default 0.04)")
+    add("--retry-rate", type=float, default=0.2, metavar="R", help="retries (default 0.2)")
+    add("--namespace", help="where to work (default: a fresh examples/swarm-XXXXXXXX)")
+    add("--workdir", type=Path, help="keep the ledger and activity log here (default: temp)")
+    add("--timeout", type=float, default=600, metavar="S", help="give up after (default 600)")
     args = parser.parse_args(argv)
-    if args.agents < 1 or args.docs < 1 or args.lease <= 0:
-        parser.error("--agents and --docs must be at least 1, --lease positive")
+    if args.agents < 1 or args.docs < 1:
+        parser.error("--agents and --docs must be at least 1")
+    if args.lease < 1:  # it is also the idempotency lease, which coordd bounds at 1 s
+        parser.error(f"--lease must be at least 1 second (got {args.lease:g})")
     return args
+
+
+async def reachable(addr: str | None) -> None:
+    """Fail in one line, before starting anything, if coordd does not answer."""
+    try:
+        client = await AsyncClient.connect(addr, agent_id="swarm", connect_timeout=5)
+    except UnavailableError:
+        where = addr or os.environ.get("COORDD_ADDR") or "127.0.0.1:7420"
+        raise SystemExit(
+            f"swarm: could not reach coordd at {where}; start it with `coordd serve` "
+            "(or pass --addr)"
+        ) from None
+    await client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    asyncio.run(reachable(args.addr))
     with _workdir(args.workdir) as workdir:
         plan = Plan.make(args, workdir)
         print(
             f"swarm: {len(plan.docs)} documents, {plan.workers} workers, a reviewer and an "
             f"orchestrator in {plan.namespace} (seed {args.seed}); injecting "
-            f"{len(plan.crash)} crashes, {len(plan.stall)} stalls, {len(plan.retry)} retries"
+            f"{_n(plan.crash, 'crash')}, {_n(plan.stall, 'stall')}, {_n(plan.retry, 'retry')}"
         )
         try:
             tally, restarts = asyncio.run(swarm(plan, args.seed, args.timeout))
         except UnavailableError as exc:
-            print(f"swarm: {exc.message}; is `coordd serve` running? (--addr)", file=sys.stderr)
+            print(f"swarm: coordd went away: {exc.message}", file=sys.stderr)
             return 2
         except TimeoutError:
             print(f"swarm: did not finish within {args.timeout:g}s", file=sys.stderr)
@@ -568,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
             "holders at work at once"
         )
     return 1 if problems else 0
+
+
+def _n(items: frozenset[str], what: str) -> str:
+    plural = {"crash": "crashes", "stall": "stalls", "retry": "retries"}[what]
+    return f"{len(items)} {what if len(items) == 1 else plural}"
 
 
 @contextlib.contextmanager
