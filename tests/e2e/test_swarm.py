@@ -27,7 +27,9 @@ def load_swarm() -> ModuleType:
 
 
 def figures(out: str) -> dict[str, str]:
-    rows = [line.strip().rsplit("  ", 1) for line in out.splitlines() if line.startswith("  ")]
+    """The summary's "  name   value" lines (not the "  doc-...: what happened" ones)."""
+    lines = [line for line in out.splitlines() if line.startswith("  ") and "  " in line.strip()]
+    rows = [line.strip().rsplit("  ", 1) for line in lines]
     return {name.strip(): value.strip() for name, value in rows}
 
 
