@@ -29,6 +29,7 @@ from coordd.errors import (
     PermissionDeniedError,
     RevisionCompactedError,
     RevisionMismatchError,
+    RevisionNotReachedError,
     StorageUnavailableError,
     UnauthenticatedError,
     UnavailableError,
@@ -44,6 +45,7 @@ from ._agreements import (
     ProposedAgreement,
     Proposing,
 )
+from ._cache import CacheConfig, CacheStats
 from ._claims import AsyncClaims, HeldClaim
 from ._client import Admin, AsyncClient, Claims, Client, Context, Idempotency, Memory
 from ._context import AsyncContext
@@ -108,6 +110,8 @@ __all__ = [
     "AsyncWatch",
     "Ballot",
     "BeginResult",
+    "CacheConfig",
+    "CacheStats",
     "ChangeEvent",
     "Claim",
     "ClaimHeldError",
@@ -152,6 +156,7 @@ __all__ = [
     "PurgeResult",
     "RevisionCompactedError",
     "RevisionMismatchError",
+    "RevisionNotReachedError",
     "SearchHit",
     "Session",
     "StorageUnavailableError",

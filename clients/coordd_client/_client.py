@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 from ._admin import AsyncAdmin
 from ._agreements import Agreements, AsyncAgreements
+from ._cache import CacheConfig
 from ._claims import AsyncClaims, HeldClaim
 from ._context import AsyncContext
 from ._convert import seconds
@@ -75,6 +76,7 @@ class AsyncClient:
         tls: TLSConfig | None = None,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         connect_timeout: timedelta | float = timedelta(seconds=10),
+        cache: CacheConfig | None = None,
     ) -> Self:
         """Connect to *target* (``host:port``; default ``$COORDD_ADDR`` or 127.0.0.1:7420).
 
@@ -88,6 +90,9 @@ class AsyncClient:
             tls: TLS settings (CA, and this agent's certificate for mtls daemons).
             timeout: Default deadline of each call.
             connect_timeout: How long to wait for the server to answer at all.
+            cache: Keep an embedded session cache (the sidecar's, in-process): memory reads
+                and completed idempotency records are answered locally when that is
+                consistent with this session (never older than what it wrote or read).
         """
         token = read_token(token, token_file)
         channel = await open_channel(target, timedelta(seconds=seconds(connect_timeout)), tls)
@@ -97,6 +102,7 @@ class AsyncClient:
             role=role,
             token=token,
             timeout=timedelta(seconds=seconds(timeout)),
+            cache=cache,
         )
         return cls(core)
 
@@ -132,6 +138,8 @@ class AsyncClient:
         return self._core.agent_id
 
     async def close(self) -> None:
+        if self._core.cache is not None:
+            await self._core.cache.close()
         await self._core.channel.close(None)
 
     async def __aenter__(self) -> Self:
@@ -364,6 +372,7 @@ class Client:
         tls: TLSConfig | None = None,
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         connect_timeout: timedelta | float = timedelta(seconds=10),
+        cache: CacheConfig | None = None,
     ) -> Client:
         """Connect; arguments as for ``AsyncClient.connect``."""
         loop = _LoopThread()
@@ -378,6 +387,7 @@ class Client:
                     tls=tls,
                     timeout=timeout,
                     connect_timeout=connect_timeout,
+                    cache=cache,
                 )
             )
         except BaseException:

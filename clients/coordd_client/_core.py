@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -12,9 +13,12 @@ from typing import Any, TypeVar
 import grpc
 
 from coordd import rpc_status, telemetry
-from coordd.errors import UnavailableError
+from coordd.errors import StorageUnavailableError, UnavailableError
+from coordd.v1 import watch_service_pb2_grpc
 
+from ._cache import CACHED_METHODS, CacheConfig, SessionCache
 from ._convert import seconds
+from ._methods import method_of
 from ._models import TLSConfig
 from ._session import Session, stamp_min_revision
 
@@ -35,6 +39,7 @@ class Core:
         role: str,
         token: str | None,
         timeout: timedelta,
+        cache: CacheConfig | None = None,
     ) -> None:
         self.channel = channel
         self.agent_id = agent_id
@@ -47,6 +52,12 @@ class Core:
         if token:
             md.append(("authorization", f"Bearer {token}"))
         self.metadata = tuple(md)
+        self.cache: SessionCache | None = None
+        if cache is not None:
+            watch = watch_service_pb2_grpc.WatchServiceStub(channel).Watch
+            self.cache = SessionCache(
+                cache, self.session, lambda req: watch(req, metadata=self.metadata)
+            )
 
     async def call(
         self,
@@ -60,6 +71,43 @@ class Core:
         writes and monotonic reads from any replica, sidecar or cache).
         """
         stamp_min_revision(request, self.session)
+        if self.cache is not None and (m := method_of(request)) and m.path in CACHED_METHODS:
+            return await self._cached(m.path, method, request, timeout)
+        return await self._send(method, request, timeout)
+
+    async def _cached(
+        self,
+        path: str,
+        method: Callable[..., Awaitable[Resp]],
+        request: Any,
+        timeout: timedelta | float | None,
+    ) -> Resp:
+        """The embedded session cache's read path (see ``_cache``)."""
+        assert self.cache is not None
+        hit = self.cache.lookup(path, request)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        floors = self.cache.floors(path, request)
+        started = time.perf_counter()
+        try:
+            response = await self._send(method, request, timeout)
+        except (UnavailableError, StorageUnavailableError):
+            tolerated = self.cache.config.max_staleness
+            if tolerated is not None:
+                stale = self.cache.stale(path, request, tolerated.total_seconds())
+                if stale is not None:
+                    return stale.response  # type: ignore[return-value]
+            raise
+        self.cache.record_upstream(started, path)
+        self.cache.store(path, request, response, floors=floors)  # type: ignore[arg-type]
+        return response
+
+    async def _send(
+        self,
+        method: Callable[..., Awaitable[Resp]],
+        request: Any,
+        timeout: timedelta | float | None = None,
+    ) -> Resp:
         try:
             response = await method(
                 request,
