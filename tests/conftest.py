@@ -3,7 +3,13 @@
 import sys
 
 # fix_ast first: it guards ast.parse before anything else can race on it.
-pytest_plugins = ("tests.fix_ast", "tests.fix_logs", "tests.fix_db", "tests.fix_daemon")
+pytest_plugins = (
+    "tests.fix_ast",
+    "tests.fix_logs",
+    "tests.fix_db",
+    "tests.fix_daemon",
+    "tests.fix_sidecar",
+)
 
 
 # The daemon lowers Python's GIL switch interval (coordd/cli.py); tests run daemons in-process,

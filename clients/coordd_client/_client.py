@@ -78,7 +78,8 @@ class AsyncClient:
         connect_timeout: timedelta | float = timedelta(seconds=10),
         cache: CacheConfig | None = None,
     ) -> Self:
-        """Connect to *target* (``host:port``; default ``$COORDD_ADDR`` or 127.0.0.1:7420).
+        """Connect to *target* (``host:port`` or a Unix socket path; default ``$COORDD_ADDR``,
+        then 127.0.0.1:7420).
 
         Args:
             target: Daemon or sidecar address.

@@ -154,6 +154,18 @@ def read_token(token: str | None, token_file: str | os.PathLike[str] | None) -> 
     return text
 
 
+def resolve_target(target: str | None) -> str:
+    """The gRPC target for *target*, ``$COORDD_ADDR`` or ``127.0.0.1:7420``, in that order.
+
+    A Unix socket may be given as a path (``/var/run/coordd/sidecar.sock``, as sidecar
+    injection sets ``COORDD_ADDR``) or as ``unix:///path``; anything else is ``host:port``.
+    """
+    target = target or os.environ.get("COORDD_ADDR") or DEFAULT_TARGET
+    if target.startswith(("/", "./", "~")):
+        return f"unix:{os.path.abspath(os.path.expanduser(target))}"
+    return target
+
+
 def _read(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
@@ -162,7 +174,7 @@ async def open_channel(
     target: str | None, connect_timeout: timedelta, tls: TLSConfig | None = None
 ) -> grpc.aio.Channel:
     """Open a channel to *target* (default: $COORDD_ADDR or 127.0.0.1:7420), TLS if given."""
-    target = target or os.environ.get("COORDD_ADDR") or DEFAULT_TARGET
+    target = resolve_target(target)
     options: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 4 << 20),
         ("grpc.keepalive_time_ms", 20_000),

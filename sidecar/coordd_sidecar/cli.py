@@ -1,0 +1,51 @@
+"""The ``coordd-sidecar`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from coordd import telemetry
+from coordd.config import ConfigError
+
+from .config import from_args, parser
+from .server import Sidecar
+
+
+async def _serve(sidecar: Sidecar) -> None:
+    await sidecar.start()
+    # One line on stdout with the bound address, for supervisors and tests using port 0.
+    print(f"coordd-sidecar listening on {sidecar.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await sidecar.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    sys.setswitchinterval(float(os.environ.get("COORDD_SWITCH_INTERVAL", "0.001")))
+    args = parser().parse_args(argv)
+    level = args.log_level or os.environ.get("COORDD_LOG_LEVEL", "info")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"coordd-sidecar: {exc}", file=sys.stderr)
+        return 2
+    telemetry.setup_tracing("coordd-sidecar", os.environ)
+    try:
+        asyncio.run(_serve(Sidecar(config)))
+    except OSError as exc:
+        print(f"coordd-sidecar: cannot listen on {config.listen}: {exc}", file=sys.stderr)
+        return 1
+    return 0
