@@ -38,6 +38,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the shell commands to the ``coordd`` command (``coordd.cli.COMMANDS``)."""
+    add_commands(sub)
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add every shell command to the ``coordd`` parser's subcommands."""
     for name in COMMANDS:
@@ -55,6 +60,7 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.configure(parser)
+    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

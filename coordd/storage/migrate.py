@@ -1,4 +1,9 @@
-"""Versioned SQL migrations, applied at daemon start under an advisory lock."""
+"""The schema, applied at daemon start under an advisory lock.
+
+Two kinds of SQL: table migrations (``migrations/NNNN_name.sql``, numbered, append-only, each
+applied once and recorded) and functions (``sql/*.sql``, applied in name order with
+``CREATE OR REPLACE`` at every migrate, so a function is changed by editing its file).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 _LOCK_KEY = 0x636F6F7264  # "coord": one migrator at a time across replicas
 _NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
+_FUNCTIONS = re.compile(r"\d{2}_[a-z0-9_]+\.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,13 @@ def available() -> list[Migration]:
         if m:
             found.append(Migration(int(m.group(1)), entry.name, entry.read_text()))
     return sorted(found, key=lambda mig: mig.version)
+
+
+def functions() -> list[tuple[str, str]]:
+    """The SQL function files shipped with coordd, as (name, text) in the order they apply."""
+    folder = resources.files("coordd.storage") / "sql"
+    found = [(e.name, e.read_text()) for e in folder.iterdir() if _FUNCTIONS.fullmatch(e.name)]
+    return sorted(found)
 
 
 def describe(conninfo: str) -> str:
@@ -59,7 +72,11 @@ async def connect(conninfo: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
 
 
 async def migrate(conninfo: str) -> list[str]:
-    """Apply every migration not yet applied; return the names applied now."""
+    """Apply the migrations not yet applied, then every function file.
+
+    Returns:
+        The names of the migrations applied now.
+    """
     applied_now: list[str] = []
     conn = await connect(conninfo)
     async with conn, conn.transaction():
@@ -82,4 +99,6 @@ async def migrate(conninfo: str) -> list[str]:
                 (mig.version, mig.name),
             )
             applied_now.append(mig.name)
+        for _name, sql in functions():
+            await conn.execute(sql.encode())
     return applied_now

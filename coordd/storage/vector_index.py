@@ -34,7 +34,6 @@ from coordd.domain.models import SearchFilter as Filter
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
-TIERS = {1, 2, 3}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``coordd`` command, one module each (see ``coordd.cli``)."""

@@ -1,0 +1,64 @@
+-- Core functions: the database clock, namespace revisions, watcher notification, change-log
+-- compaction.
+--
+-- Functions live here, not in migrations: every migrate applies every file of this folder, in
+-- name order, with CREATE OR REPLACE, so changing a function is editing it here. Tables, types
+-- and indexes are migrations (../migrations, numbered, append-only). A change of a function's
+-- arguments or result type needs a migration that drops the old function first.
+
+CREATE OR REPLACE FUNCTION coordd.now() RETURNS timestamptz
+LANGUAGE sql STABLE AS $$ SELECT now() + offset_interval FROM coordd.clock $$;
+
+CREATE OR REPLACE FUNCTION coordd.notify_watchers(p_ns text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM coordd.interest
+        WHERE expire_time > now()
+          AND (pattern = p_ns OR (is_prefix AND left(p_ns, length(pattern) + 1) = pattern || '/'))
+    ) THEN
+        PERFORM pg_notify('coordd_changes', p_ns);
+    END IF;
+END $$;
+
+-- Lock a namespace's row (creating it at revision 0) and return its current revision.
+CREATE OR REPLACE FUNCTION coordd.lock_ns(p_ns text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    rev bigint;
+BEGIN
+    SELECT revision INTO rev FROM coordd.namespaces WHERE name = p_ns FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO coordd.namespaces (name) VALUES (p_ns) ON CONFLICT (name) DO NOTHING;
+        SELECT revision INTO rev FROM coordd.namespaces WHERE name = p_ns FOR UPDATE;
+    END IF;
+    RETURN rev;
+END $$;
+
+CREATE OR REPLACE FUNCTION coordd.ns_revision(p_ns text) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT revision FROM coordd.namespaces WHERE name = p_ns), 0)
+$$;
+
+-- Drop change-log rows older than p_before, namespace by namespace, and record where each
+-- namespace's log now starts (a Watch from before that fails with REVISION_COMPACTED).
+CREATE OR REPLACE FUNCTION coordd.compact_changes(p_before timestamptz, p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    ns text;
+    upto bigint;
+    n integer := 0;
+    got integer;
+BEGIN
+    FOR ns, upto IN
+        SELECT namespace, max(revision) FROM coordd.changes
+        WHERE create_time < p_before GROUP BY namespace LIMIT p_limit
+    LOOP
+        DELETE FROM coordd.changes WHERE namespace = ns AND revision <= upto;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        UPDATE coordd.namespaces SET compact_revision = greatest(compact_revision, upto + 1)
+        WHERE name = ns;
+        n := n + got;
+    END LOOP;
+    RETURN n;
+END $$;

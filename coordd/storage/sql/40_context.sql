@@ -1,0 +1,196 @@
+-- Context functions (ContextService).
+--
+-- Functions live here, not in migrations: every migrate applies every file of this folder, in
+-- name order, with CREATE OR REPLACE, so changing a function is editing it here. Tables, types
+-- and indexes are migrations (../migrations, numbered, append-only). A change of a function's
+-- arguments or result type needs a migration that drops the old function first.
+
+CREATE OR REPLACE FUNCTION coordd.context_acks_json(p_ns text, p_id bigint) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_object('agent_id', a.agent_id, 'role', a.role,
+                                                 'ack_time', a.ack_time) ORDER BY a.ack_time,
+                              a.agent_id), '[]')::text
+    FROM coordd.context_acks a WHERE a.namespace = p_ns AND a.entry_id = p_id
+$$;
+
+CREATE OR REPLACE FUNCTION coordd.post_context(
+    p_ns text, p_agent text, p_role text, p_to_role text, p_to_agent text, p_type text,
+    p_content jsonb, p_task text, p_correlation text, p_ttl interval, p_delivery text,
+    p_vector jsonb, p_fence_ns text, p_fence_resource text, p_fence_token bigint
+) RETURNS coordd.post_result
+LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz := coordd.now();
+    rev bigint;
+    current_token bigint;
+BEGIN
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
+    current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
+    IF current_token <> 0 THEN
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        RETURN ROW('fence_stale'::text, rev - 1, NULL::timestamptz, NULL::timestamptz,
+                   current_token);
+    END IF;
+    INSERT INTO coordd.context_entries (namespace, id, from_agent_id, from_role, to_role,
+        to_agent_id, context_type, content, task_id, correlation_id, delivery, sender_vector,
+        create_time, expire_time)
+    VALUES (p_ns, rev, p_agent, p_role, p_to_role, p_to_agent, p_type, p_content, p_task,
+        p_correlation, p_delivery, p_vector, t, t + p_ttl);
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'context', rev::text, 'post', p_agent,
+            jsonb_build_object('to_role', p_to_role, 'to_agent_id', p_to_agent,
+                               'context_type', p_type, 'delivery', p_delivery), t);
+    PERFORM coordd.notify_watchers(p_ns);
+    RETURN ROW('ok'::text, rev, t, t + p_ttl, 0::bigint);
+END $$;
+
+-- Read the caller's inbox (or, with p_sent, what the caller posted). In unread mode, ANY
+-- entries of the caller's role that nobody holds are taken by the caller under p_lease first
+-- (a mutation: it locks and bumps the namespace, so takers are serialized and logged).
+CREATE OR REPLACE FUNCTION coordd.read_context(
+    p_ns text, p_agent text, p_role text, p_unread boolean, p_type text, p_task text,
+    p_after bigint, p_limit integer, p_lease interval, p_sent boolean
+) RETURNS SETOF coordd.context_row
+LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz := coordd.now();
+    rev bigint;
+    taken bigint[];
+BEGIN
+    IF p_unread AND NOT p_sent AND p_role <> '' AND EXISTS (
+        SELECT 1 FROM coordd.context_entries e
+        WHERE e.namespace = p_ns AND e.to_role = p_role AND e.delivery = 'any'
+          AND NOT e.acked AND e.expire_time > t AND e.id > p_after
+          AND (e.take_expire_time IS NULL OR e.take_expire_time <= t)
+          AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
+    ) THEN
+        INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+        ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+        RETURNING n.revision INTO rev;
+        -- Ids first, then update by primary key: an UPDATE joined to a CTE can get a plan
+        -- that scans every entry once the table is large.
+        SELECT array_agg(id ORDER BY id) INTO taken FROM (
+            SELECT e.id FROM coordd.context_entries e
+            WHERE e.namespace = p_ns AND e.to_role = p_role AND e.delivery = 'any'
+              AND NOT e.acked AND e.expire_time > t AND e.id > p_after
+              AND (e.take_expire_time IS NULL OR e.take_expire_time <= t)
+              AND (p_type = '' OR e.context_type = p_type)
+              AND (p_task = '' OR e.task_id = p_task)
+            ORDER BY e.id LIMIT p_limit
+        ) picked;
+        UPDATE coordd.context_entries
+        SET taker_agent_id = p_agent, take_expire_time = t + p_lease
+        WHERE namespace = p_ns AND id = ANY(taken);
+        IF taken IS NULL THEN
+            UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        ELSE
+            INSERT INTO coordd.changes
+                (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+            VALUES (p_ns, rev, 0, 'context', taken[1]::text, 'take', p_agent,
+                    jsonb_build_object('ids', to_jsonb(taken), 'lease_expire_time', t + p_lease),
+                    t);
+            PERFORM coordd.notify_watchers(p_ns);
+        END IF;
+    END IF;
+    -- One index-friendly branch per kind of entry, merged in id order.
+    RETURN QUERY
+    SELECT coordd.ns_revision(p_ns), e.id, e.from_agent_id, e.from_role, e.to_role,
+           e.to_agent_id, e.context_type, e.content::text, e.task_id, e.correlation_id,
+           e.delivery, e.sender_vector::text, e.create_time, e.expire_time,
+           coordd.context_acks_json(p_ns, e.id)
+    FROM (
+        SELECT x.* FROM coordd.context_entries x       -- what the caller posted
+        WHERE p_sent AND x.namespace = p_ns AND x.from_agent_id = p_agent AND x.id > p_after
+        UNION ALL
+        SELECT x.* FROM coordd.context_entries x       -- to the caller by name
+        WHERE NOT p_sent AND x.namespace = p_ns AND x.to_agent_id = p_agent AND x.id > p_after
+          AND x.to_agent_id <> ''
+        UNION ALL
+        SELECT x.* FROM coordd.context_entries x       -- EACH, to the caller's role
+        WHERE NOT p_sent AND p_role <> '' AND x.namespace = p_ns AND x.to_role = p_role
+          AND x.id > p_after AND x.delivery = 'each'
+        UNION ALL
+        SELECT x.* FROM coordd.context_entries x       -- ANY, unread: the caller's takes
+        WHERE NOT p_sent AND p_unread AND p_role <> '' AND x.namespace = p_ns
+          AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any' AND NOT x.acked
+          AND x.taker_agent_id = p_agent AND x.take_expire_time > t
+        UNION ALL
+        SELECT x.* FROM coordd.context_entries x       -- ANY, all: every entry of the role
+        WHERE NOT p_sent AND NOT p_unread AND p_role <> '' AND x.namespace = p_ns
+          AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any'
+    ) e
+    WHERE e.expire_time > t
+      AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
+      AND (p_sent OR NOT p_unread OR e.delivery = 'any' OR NOT EXISTS (
+              SELECT 1 FROM coordd.context_acks a
+              WHERE a.namespace = p_ns AND a.entry_id = e.id AND a.agent_id = p_agent))
+    ORDER BY e.id
+    LIMIT p_limit;
+END $$;
+
+-- Acknowledge entries addressed to the caller (its agent id or role). EACH: one receipt per
+-- agent. ANY: only the live taker (or anyone, once nobody holds it) acknowledges, exactly once.
+CREATE OR REPLACE FUNCTION coordd.ack_context(
+    p_ns text, p_agent text, p_role text, p_ids bigint[],
+    p_fence_ns text, p_fence_resource text, p_fence_token bigint
+) RETURNS coordd.ack_result
+LANGUAGE plpgsql AS $$
+DECLARE
+    t timestamptz := coordd.now();
+    rev bigint;
+    current_token bigint;
+    acked bigint[];
+    each_ids bigint[];
+    any_ids bigint[];
+BEGIN
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
+    current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
+    IF current_token <> 0 THEN
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        RETURN ROW('fence_stale'::text, rev - 1, NULL::bigint[], current_token);
+    END IF;
+    -- Ids first, then writes by primary key (see read_context).
+    SELECT array_agg(e.id) FILTER (WHERE e.delivery = 'each'),
+           array_agg(e.id) FILTER (
+               WHERE e.delivery = 'any' AND NOT e.acked
+                 AND (e.taker_agent_id = p_agent OR e.take_expire_time IS NULL
+                      OR e.take_expire_time <= t))
+    INTO each_ids, any_ids
+    FROM coordd.context_entries e
+    WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND e.expire_time > t
+      AND (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role));
+    UPDATE coordd.context_entries
+    SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL
+    WHERE namespace = p_ns AND id = ANY(any_ids);
+    WITH receipts AS (
+        INSERT INTO coordd.context_acks (namespace, entry_id, agent_id, role, ack_time)
+        SELECT p_ns, id, p_agent, p_role, t
+        FROM unnest(coalesce(each_ids, '{}') || coalesce(any_ids, '{}')) AS id
+        ON CONFLICT DO NOTHING
+        RETURNING entry_id
+    )
+    SELECT array_agg(entry_id ORDER BY entry_id) INTO acked FROM receipts;
+    IF acked IS NULL THEN
+        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+        RETURN ROW('ok'::text, rev - 1, ARRAY[]::bigint[], 0::bigint);
+    END IF;
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'context', acked[1]::text, 'ack', p_agent,
+            jsonb_build_object('ids', to_jsonb(acked)), t);
+    PERFORM coordd.notify_watchers(p_ns);
+    RETURN ROW('ok'::text, rev, acked, 0::bigint);
+END $$;
+
+CREATE OR REPLACE FUNCTION coordd.purge_context(p_limit integer) RETURNS integer
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM coordd.context_entries WHERE ctid IN (
+            SELECT ctid FROM coordd.context_entries WHERE expire_time <= coordd.now()
+            LIMIT p_limit)
+        RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
