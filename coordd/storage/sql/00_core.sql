@@ -40,6 +40,18 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT revision FROM coordd.namespaces WHERE name = p_ns), 0)
 $$;
 
+-- Record revision p_rev of a namespace locked by lock_ns, with its first change-log row.
+CREATE OR REPLACE FUNCTION coordd.commit_rev(
+    p_ns text, p_rev bigint, p_kind text, p_key text, p_op text, p_agent text, p_data jsonb,
+    p_time timestamptz
+) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE coordd.namespaces SET revision = p_rev WHERE name = p_ns;
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, p_rev, 0, p_kind, p_key, p_op, p_agent, p_data, p_time);
+    SELECT coordd.notify_watchers(p_ns);
+$$;
+
 -- Drop change-log rows older than p_before, namespace by namespace, and record where each
 -- namespace's log now starts (a Watch from before that fails with REVISION_COMPACTED).
 CREATE OR REPLACE FUNCTION coordd.compact_changes(p_before timestamptz, p_limit integer) RETURNS integer
