@@ -11,12 +11,15 @@ Example::
 """
 
 from ._names import decode_label, encode_label
+from ._saver import CoorddSaver, ThreadHeldError
 from ._store import CoorddItem, CoorddSearchItem, CoorddStore
 
 __all__ = [
     "CoorddItem",
+    "CoorddSaver",
     "CoorddSearchItem",
     "CoorddStore",
+    "ThreadHeldError",
     "decode_label",
     "encode_label",
 ]
