@@ -3,12 +3,15 @@ version kubernetes-validate knows (strict), and what matters is asserted, not on
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from coordd.config import Settings
 from tests.k8s.kube import K8S, NEWEST, OLDEST, render, validate
 
 KUSTOMIZATIONS = sorted(
@@ -214,3 +217,46 @@ def test_kustomize_files_are_referenced(rendered) -> None:
     for path in K8S.rglob("*.yaml"):
         if path.name != "kustomization.yaml":
             assert path.resolve() in referenced, path
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_daemon_accepts_its_rendered_configuration(rendered, overlay: str) -> None:
+    """The environment the pod gets passes the daemon's own settings check (coordd serve)."""
+    objects = rendered[overlay]
+    pod = _one(objects, "Deployment", "coordd")["spec"]["template"]["spec"]
+    config = _one(objects, "ConfigMap", "coordd-config")["data"]
+    environ = {}
+    for name, value in _env(pod["containers"][0], config).items():
+        if isinstance(value, str):
+            environ[name] = value
+        elif "secretKeyRef" in value:
+            environ[name] = "postgresql://coordd:secret@db:5432/coordd"
+        else:
+            environ[name] = "coordd-7d9f8-abcde"  # the downward API's pod name
+    settings = Settings.from_env(environ)
+    assert settings.auth == "token" and settings.tls and settings.dsn
+    assert settings.health_listen == "0.0.0.0:7421"
+    assert settings.server_id == "coordd-7d9f8-abcde"
+    assert settings.grace_s < pod["terminationGracePeriodSeconds"]
+
+
+def test_injection_runs_from_the_base_install() -> None:
+    """coordd inject and inject-webhook import nothing of the [server] extra."""
+    blocked = ("psycopg", "psycopg_pool", "hnswlib", "numpy", "pgserver")
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "from coordd.cli import main\n"
+        "import coordd.inject.webhook, coordd.inject.offline\n"
+        "raise SystemExit(main(['inject', '-f', '-']))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input="apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "pod/p not opted in\n"
