@@ -15,8 +15,9 @@ What an opted-in pod gets (the pod spec is otherwise left as written):
   the token), read as ``token`` (``COORDD_TOKEN_FILE``) and ``ca.crt`` (the daemon's CA);
   ``--agent-id``/``--role`` always (with a token they only label the sidecar's telemetry; without
   one they are the identity, which only a dev-mode daemon accepts);
-- ``COORDD_ADDR`` (the socket path) in every container of ``spec.containers``, and the
-  injector's ``OTEL_*`` variables, plus ``OTEL_SERVICE_NAME`` set to the agent id. A variable a
+- ``COORDD_ADDR`` (the socket path) and ``COORDD_AGENT_ID`` in every container of
+  ``spec.containers``, and the injector's ``OTEL_*`` variables, plus ``OTEL_SERVICE_NAME`` set
+  to the agent id. A variable a
   container already sets in its own ``env`` is kept (its author meant it) and reported as a
   warning; ``envFrom`` cannot be seen at admission, and Kubernetes lets ``env`` win over it, so
   set an override under ``env``;
@@ -105,7 +106,11 @@ def plan_injection(pod: Mapping[str, Any], config: InjectConfig) -> Injection:
         )
     ops += _append_all("/spec/volumes", spec.get("volumes"), volumes)
     warnings: list[str] = []
-    agent_env = [("COORDD_ADDR", SOCKET_PATH), *_otel_for_agent(config, options)]
+    agent_env = [
+        ("COORDD_ADDR", SOCKET_PATH),
+        ("COORDD_AGENT_ID", options.agent_id),
+        *_otel_for_agent(config, options),
+    ]
     for index, container in enumerate(containers):
         path = f"/spec/containers/{index}"
         mount = {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR, "readOnly": True}

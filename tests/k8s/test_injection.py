@@ -141,6 +141,7 @@ def test_single_container_gets_a_native_sidecar() -> None:
     ]
     agent_env = env_of(agent)
     assert agent_env["COORDD_ADDR"] == SOCKET_PATH
+    assert agent_env["COORDD_AGENT_ID"] == "researcher"
     assert agent_env["OTEL_SERVICE_NAME"] == "researcher"
     assert agent_env["OTEL_TRACES_EXPORTER"] == "otlp"
     assert patched["metadata"]["labels"]["coordd.io/sidecar"] == "injected"
