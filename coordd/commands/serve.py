@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="file for the audit trail, one JSON line per event (env COORDD_AUDIT_LOG)",
     )
     serve.add_argument("--grace", type=float, help="shutdown grace seconds (env COORDD_GRACE)")
+    serve.add_argument(
+        "--health-listen",
+        help="host:port of a plaintext listener serving only gRPC health, for probes that "
+        "cannot speak TLS such as the kubelet's (env COORDD_HEALTH_LISTEN)",
+    )
     add_log_level(serve)
     serve.set_defaults(run=server_command(run))
 
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         auth=args.auth,
         policy_file=args.policy,
         grace_s=args.grace,
+        health_listen=args.health_listen,
         audit_log=args.audit_log,
         tls_cert_file=args.tls_cert,
         tls_key_file=args.tls_key,
