@@ -5,9 +5,7 @@ This pins the contract between the injector and the sidecar, which are built apa
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import ipaddress
 import os
 import re
 import signal
@@ -18,47 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from coordd.inject import InjectConfig, plan_injection
 from coordd.inject.patch import CREDENTIALS_DIR, SOCKET_DIR, apply_patch
 from coordd_client import AsyncClient
 from tests.fix_daemon import write_policy
-
-
-def _server_certificate(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "coordd.coordd.svc")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return folder / "tls.crt", folder / "tls.key"
+from tests.k8s.certs import self_signed
 
 
 def _kubelet_env(container: dict[str, Any], moved: dict[str, str]) -> dict[str, str]:
@@ -86,7 +48,7 @@ def _move(value: str, moved: dict[str, str]) -> str:
 async def test_an_injected_agent_reaches_a_token_mode_daemon_through_its_sidecar(
     start_daemon, tmp_path: Path
 ) -> None:
-    cert, key = _server_certificate(tmp_path)
+    cert, key = self_signed(tmp_path, "localhost", "127.0.0.1")
     token = "researcher-token-value"
     policy = write_policy(
         tmp_path,

@@ -4,7 +4,6 @@ the Service's DNS name, verified against the caBundle, AdmissionReview v1 in and
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import http.client
 import json
 import os
@@ -21,12 +20,9 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from coordd.inject.webhook import WebhookServer
+from tests.k8s.certs import self_signed
 from tests.k8s.kube import NEWEST, validate
 from tests.k8s.test_injection import CONFIG, admission_review, config_environment, make_pod
 
@@ -35,32 +31,8 @@ WEBHOOK = [sys.executable, "-m", "coordd", "inject-webhook", "--listen", "127.0.
 
 
 def write_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for the webhook Service (it is its own caBundle)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVICE)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVICE)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "tls.crt", folder / "tls.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    """A certificate for the webhook Service (it is its own caBundle)."""
+    return self_signed(folder, SERVICE)
 
 
 class ApiServerConnection(http.client.HTTPSConnection):
