@@ -168,3 +168,10 @@ __all__ = [
     "VoteAlreadyCastError",
     "fingerprint",
 ]
+
+# Public names show the import path users write (httpx, psycopg): coordd_client.Client, not
+# coordd_client._client.Client, in reprs, tracebacks and docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("coordd_client._"):
+        _obj.__module__ = "coordd_client"

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Coroutine, Generator, Iterable
+from collections.abc import Generator, Iterable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from coordd.errors import AgreementDecidedError, CoorddError
 from coordd.v1 import agreement_service_pb2 as pb
 from coordd.v1 import agreement_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
+from ._blocking import Face, blocking, blocking_face
 from ._core import Core
 from ._models import Agreement, AgreementList, AgreementState, Participant, TransitionWrite
-
-T = TypeVar("T")
 
 # One AwaitAgreement call waits at most this long; wait() chains calls up to its own timeout.
 _AWAIT_CHUNK_S = 60.0
@@ -224,40 +223,28 @@ class Proposing:
             await self._handle._withdraw_after(exc)
 
 
-class _Runner(Protocol):
-    def run(self, coro: Coroutine[Any, Any, T]) -> T: ...
-
-
-class ProposedAgreement:
+class ProposedAgreement(Face[AgreementHandle]):
     """Blocking twin of ``AgreementHandle``; a context manager that withdraws the proposal
     if the ``with`` block raises while it is still pending."""
 
-    def __init__(self, inner: AgreementHandle, loop: _Runner) -> None:
-        self._inner = inner
-        self._loop = loop
+    wait = blocking(AgreementHandle.wait)
+    withdraw = blocking(AgreementHandle.withdraw)
 
     @property
     def agreement(self) -> Agreement:
-        return self._inner.agreement
+        return self._a.agreement
 
     @property
     def created(self) -> bool:
-        return self._inner.created
+        return self._a.created
 
     @property
     def namespace(self) -> str:
-        return self._inner.namespace
+        return self._a.namespace
 
     @property
     def id(self) -> str:
-        return self._inner.id
-
-    def wait(self, timeout: timedelta | float | None = None) -> Agreement:
-        """Block until the decision (see ``AsyncAgreements.wait``)."""
-        return self._loop.run(self._inner.wait(timeout))
-
-    def withdraw(self, reason: str = "") -> Agreement:
-        return self._loop.run(self._inner.withdraw(reason))
+        return self._a.id
 
     def __enter__(self) -> ProposedAgreement:
         return self
@@ -266,71 +253,18 @@ class ProposedAgreement:
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc is not None:
-            self._loop.run(self._inner._withdraw_after(exc))
+            self._loop.run(self._a._withdraw_after(exc))
 
 
-class Agreements:
-    """Blocking ``client.agreements``; see ``AsyncAgreements`` for the semantics."""
+class Agreements(Face[AsyncAgreements]):
+    """Blocking ``client.agreements``; see ``AsyncAgreements`` for the semantics.
 
-    def __init__(self, inner: AsyncAgreements, loop: _Runner) -> None:
-        self._a = inner
-        self._loop = loop
+    ``propose`` proposes at once; its result is a handle and a context manager
+    (``with client.agreements.propose(...) as ag``).
+    """
 
-    def propose(
-        self,
-        namespace: str,
-        agreement_id: str,
-        *,
-        participants: Iterable[Participant | str],
-        deadline: timedelta | float,
-        transition: Any = None,
-        writes: Iterable[TransitionWrite] = (),
-        accept: bool = True,
-        retention: timedelta | float | None = None,
-    ) -> ProposedAgreement:
-        """Propose now; the result is a handle and a context manager (``with ... as ag``)."""
-        proposing = self._a.propose(
-            namespace,
-            agreement_id,
-            participants=participants,
-            deadline=deadline,
-            transition=transition,
-            writes=writes,
-            accept=accept,
-            retention=retention,
-        )
-        return ProposedAgreement(self._loop.run(_awaited(proposing)), self._loop)
-
-    def vote(self, namespace: str, agreement_id: str, accept: bool, reason: str = "") -> Agreement:
-        return self._loop.run(self._a.vote(namespace, agreement_id, accept, reason))
-
-    def get(self, namespace: str, agreement_id: str) -> Agreement:
-        return self._loop.run(self._a.get(namespace, agreement_id))
-
-    def wait(
-        self, namespace: str, agreement_id: str, timeout: timedelta | float | None = None
-    ) -> Agreement:
-        return self._loop.run(self._a.wait(namespace, agreement_id, timeout))
-
-    def list(
-        self,
-        namespace: str,
-        *,
-        state: AgreementState | str | None = None,
-        proposer_agent_id: str = "",
-        page_size: int = 0,
-        page_token: str = "",
-    ) -> AgreementList:
-        return self._loop.run(
-            self._a.list(
-                namespace,
-                state=state,
-                proposer_agent_id=proposer_agent_id,
-                page_size=page_size,
-                page_token=page_token,
-            )
-        )
-
-
-async def _awaited(proposing: Proposing) -> AgreementHandle:
-    return await proposing
+    propose = blocking_face(AsyncAgreements.propose, ProposedAgreement)
+    vote = blocking(AsyncAgreements.vote)
+    get = blocking(AsyncAgreements.get)
+    wait = blocking(AsyncAgreements.wait)
+    list = blocking(AsyncAgreements.list)

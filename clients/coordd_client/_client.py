@@ -6,36 +6,29 @@ every line of request building, error translation, renewal and session bookkeepi
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Self
 
 from ._admin import AsyncAdmin
 from ._agreements import Agreements, AsyncAgreements
+from ._blocking import Face, LoopThread, blocking, blocking_context, blocking_iter
 from ._cache import CacheConfig
 from ._claims import AsyncClaims, HeldClaim
 from ._context import AsyncContext
 from ._convert import seconds
 from ._core import DEFAULT_TIMEOUT, Core, open_channel, read_token
 from ._gate import GateResult, check_gate
-from ._idempotency import AsyncIdempotency, encode_result, fingerprint, next_step
+from ._idempotency import AsyncIdempotency
 from ._memory import AsyncMemory
 from ._models import (
-    ChangeEvent,
-    ContextEntry,
     Fence,
     TLSConfig,
 )
 from ._session import Session
 from ._watch import AsyncWatch
-
-T = TypeVar("T")
 
 
 class AsyncClient:
@@ -150,215 +143,90 @@ class AsyncClient:
         await self.close()
 
 
-class _LoopThread:
-    """A private event loop on a daemon thread, for the blocking client."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="coordd-client", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def iterate(self, stream: AsyncIterator[T]) -> Iterator[T]:
-        """Drive an async iterator from a blocking caller, closing it when the caller stops."""
-
-        async def step() -> T:
-            return await anext(stream)
-
-        try:
-            while True:
-                try:
-                    yield self.run(step())
-                except StopAsyncIteration:
-                    return
-        finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                self.run(close())
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        self.loop.close()
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _blocking(loop: _LoopThread, method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
-    """A blocking twin of an async method, with the same (typed) signature."""
-
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return loop.run(method(*args, **kwargs))
-
-    call.__doc__ = method.__doc__
-    return call
-
-
-class Memory:
+class Memory(Face[AsyncMemory]):
     """Blocking ``client.memory``; see ``AsyncMemory`` for each call."""
 
-    def __init__(self, inner: AsyncMemory, loop: _LoopThread) -> None:
-        self.put = _blocking(loop, inner.put)
-        self.get = _blocking(loop, inner.get)
-        self.delete = _blocking(loop, inner.delete)
-        self.list = _blocking(loop, inner.list)
-        self.history = _blocking(loop, inner.history)
-        self.search = _blocking(loop, inner.search)
-        self.start_task = _blocking(loop, inner.start_task)
-        self.end_task = _blocking(loop, inner.end_task)
-        self.compact_episodes = _blocking(loop, inner.compact_episodes)
-        self.set_policy = _blocking(loop, inner.set_policy)
-        self.get_policy = _blocking(loop, inner.get_policy)
+    put = blocking(AsyncMemory.put)
+    get = blocking(AsyncMemory.get)
+    delete = blocking(AsyncMemory.delete)
+    list = blocking(AsyncMemory.list)
+    history = blocking(AsyncMemory.history)
+    search = blocking(AsyncMemory.search)
+    start_task = blocking(AsyncMemory.start_task)
+    end_task = blocking(AsyncMemory.end_task)
+    compact_episodes = blocking(AsyncMemory.compact_episodes)
+    set_policy = blocking(AsyncMemory.set_policy)
+    get_policy = blocking(AsyncMemory.get_policy)
 
 
-class Claims:
+class Claims(Face[AsyncClaims]):
     """Blocking ``client.claims``; see ``AsyncClaims`` for the semantics of each call."""
 
-    def __init__(self, inner: AsyncClaims, loop: _LoopThread) -> None:
-        self._a = inner
-        self._loop = loop
-        self.acquire = _blocking(loop, inner.acquire)
-        self.acquire_any = _blocking(loop, inner.acquire_any)
-        self.acquire_all = _blocking(loop, inner.acquire_all)
-        self.renew = _blocking(loop, inner.renew)
-        self.release = _blocking(loop, inner.release)
-        self.get = _blocking(loop, inner.get)
-        self.list = _blocking(loop, inner.list)
-
-    @contextlib.contextmanager
-    def hold(
-        self,
-        namespace: str,
-        resource: str,
-        ttl: timedelta | float,
-        *,
-        wait: timedelta | float | None = None,
-        progress: str = "",
-    ) -> Iterator[HeldClaim]:
-        """Hold a claim for a ``with`` block, renewed in the background (see AsyncClaims.hold)."""
-        cm = self._a.hold(namespace, resource, ttl, wait=wait, progress=progress)
-        held = self._loop.run(cm.__aenter__())
-        try:
-            yield held
-        except BaseException as exc:
-            self._loop.run(cm.__aexit__(type(exc), exc, exc.__traceback__))
-            raise
-        else:
-            self._loop.run(cm.__aexit__(None, None, None))
+    acquire = blocking(AsyncClaims.acquire)
+    acquire_any = blocking(AsyncClaims.acquire_any)
+    acquire_all = blocking(AsyncClaims.acquire_all)
+    renew = blocking(AsyncClaims.renew)
+    release = blocking(AsyncClaims.release)
+    get = blocking(AsyncClaims.get)
+    list = blocking(AsyncClaims.list)
+    hold = blocking_context(AsyncClaims.hold)
 
     def renew_held(self, held: HeldClaim, *, progress: str | None = None) -> None:
         """Renew a claim held by ``hold()`` now, recording progress."""
         self._loop.run(held.renew(progress=progress))
 
 
-class Idempotency:
-    """Blocking ``client.idempotency``; see ``AsyncIdempotency``."""
+class Idempotency(Face[AsyncIdempotency]):
+    """Blocking ``client.idempotency``; see ``AsyncIdempotency`` (``once`` runs the work in
+    the calling thread)."""
 
-    def __init__(self, inner: AsyncIdempotency, loop: _LoopThread) -> None:
-        self._a = inner
-        self._loop = loop
-        self.begin = _blocking(loop, inner.begin)
-        self.complete = _blocking(loop, inner.complete)
-        self.fail = _blocking(loop, inner.fail)
-        self.get = _blocking(loop, inner.get)
-
-    def once(
-        self,
-        namespace: str,
-        key: str,
-        payload: Any,
-        work: Callable[[], Any],
-        *,
-        lease: timedelta | float = timedelta(seconds=60),
-        retention: timedelta | float | None = None,
-        fence: Fence | None = None,
-        max_wait: timedelta | float = timedelta(minutes=5),
-    ) -> Any:
-        """Run *work* (in this thread) at most once for *key*; see ``AsyncIdempotency.once``."""
-        fp = fingerprint(payload)
-        deadline = time.monotonic() + seconds(max_wait)
-        while True:
-            begun = self.begin(namespace, key, fp, lease=lease, retention=retention)
-            step = next_step(namespace, key, begun, deadline)
-            if step.kind == "return":
-                return step.value
-            if step.kind == "raise":
-                raise step.value
-            if step.kind == "wait":
-                time.sleep(step.value)
-                continue
-            try:
-                value = work()
-            except BaseException as exc:
-                self.fail(namespace, key, begun.attempt, retryable=True, error=repr(exc))
-                raise
-            self.complete(namespace, key, begun.attempt, encode_result(value), fence=fence)
-            return value
+    begin = blocking(AsyncIdempotency.begin)
+    complete = blocking(AsyncIdempotency.complete)
+    fail = blocking(AsyncIdempotency.fail)
+    get = blocking(AsyncIdempotency.get)
+    once = blocking(AsyncIdempotency.once)
 
 
-class Admin:
+class Admin(Face[AsyncAdmin]):
     """Blocking ``client.admin``; see ``AsyncAdmin``."""
 
-    def __init__(self, inner: AsyncAdmin, loop: _LoopThread) -> None:
-        self.force_release = _blocking(loop, inner.force_release)
-        self.purge_namespace = _blocking(loop, inner.purge_namespace)
+    force_release = blocking(AsyncAdmin.force_release)
+    purge_namespace = blocking(AsyncAdmin.purge_namespace)
 
 
-class Context:
+class Context(Face[AsyncContext]):
     """Blocking ``client.context``; see ``AsyncContext``."""
 
-    def __init__(self, inner: AsyncContext, loop: _LoopThread) -> None:
-        self._a = inner
-        self._loop = loop
-        self.post = _blocking(loop, inner.post)
-        self.inbox = _blocking(loop, inner.inbox)
-        self.sent = _blocking(loop, inner.sent)
-        self.ack = _blocking(loop, inner.ack)
-
-    def subscribe(
-        self,
-        namespace: str,
-        *,
-        after_id: int = 0,
-        unread: bool = False,
-        context_type: str = "",
-        lease: timedelta | float | None = None,
-    ) -> Iterator[ContextEntry]:
-        return self._loop.iterate(
-            self._a.subscribe(
-                namespace,
-                after_id=after_id,
-                unread=unread,
-                context_type=context_type,
-                lease=lease,
-            )
-        )
+    post = blocking(AsyncContext.post)
+    inbox = blocking(AsyncContext.inbox)
+    sent = blocking(AsyncContext.sent)
+    ack = blocking(AsyncContext.ack)
+    subscribe = blocking_iter(AsyncContext.subscribe)
 
 
-class Client:
+class Watch(Face[AsyncWatch]):
+    """Blocking ``client.watch``: ``for event in client.watch(namespace)``; see
+    ``AsyncWatch.__call__``."""
+
+    __call__ = blocking_iter(AsyncWatch.__call__)
+
+
+class Client(Face[AsyncClient]):
     """An agent's blocking connection to coordd. ``Client.connect(...)``, then ``close()``.
 
-    Attributes:
-        claims: Claim operations and ``hold()``.
-        idempotency: Idempotency keys and ``once()``.
-        session: This agent's version vector.
+    The same API as ``AsyncClient`` without ``await``; see it for each attribute.
     """
 
-    def __init__(self, inner: AsyncClient, loop: _LoopThread) -> None:
-        self._inner = inner
-        self._loop = loop
+    gate = blocking(AsyncClient.gate)
+
+    def __init__(self, inner: AsyncClient, loop: LoopThread) -> None:
+        super().__init__(inner, loop)
         self.claims = Claims(inner.claims, loop)
         self.idempotency = Idempotency(inner.idempotency, loop)
         self.context = Context(inner.context, loop)
         self.agreements = Agreements(inner.agreements, loop)
         self.memory = Memory(inner.memory, loop)
-        self.gate = _blocking(loop, inner.gate)
+        self.watch = Watch(inner.watch, loop)
         self.admin = Admin(inner.admin, loop)
 
     @classmethod
@@ -376,7 +244,7 @@ class Client:
         cache: CacheConfig | None = None,
     ) -> Client:
         """Connect; arguments as for ``AsyncClient.connect``."""
-        loop = _LoopThread()
+        loop = LoopThread()
         try:
             inner = loop.run(
                 AsyncClient.connect(
@@ -398,32 +266,14 @@ class Client:
 
     @property
     def session(self) -> Session:
-        return self._inner.session
+        return self._a.session
 
     @property
     def agent_id(self) -> str:
-        return self._inner.agent_id
-
-    def watch(
-        self,
-        namespace: str,
-        *,
-        prefix: bool = False,
-        start_revision: int = 0,
-        reconnect_for: float = 30.0,
-    ) -> Iterator[ChangeEvent]:
-        """The change log as a blocking iterator; see ``AsyncWatch.__call__``."""
-        return self._loop.iterate(
-            self._inner.watch(
-                namespace,
-                prefix=prefix,
-                start_revision=start_revision,
-                reconnect_for=reconnect_for,
-            )
-        )
+        return self._a.agent_id
 
     def close(self) -> None:
-        self._loop.run(self._inner.close())
+        self._loop.run(self._a.close())
         self._loop.stop()
 
     def __enter__(self) -> Self:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from coordd.v1 import idempotency_service_pb2 as pb
 from coordd.v1 import idempotency_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
+from ._blocking import call_in_caller
 from ._core import Core
 from ._errors import IdempotentTaskFailedError
 from ._models import BeginResult, Fence, IdempotencyRecord, IdempotencyState
@@ -162,7 +162,8 @@ class AsyncIdempotency:
         IdempotencyKeyReusedError. If another runner holds the key, waits for it (up to
         *max_wait*) and returns its result. If *work* raises, the key is released so a retry can
         run it, and the exception propagates. *lease* must cover the work: past it, another
-        runner may take over and this attempt's completion is refused.
+        runner may take over and this attempt's completion is refused. The blocking client
+        runs *work* in the calling thread.
         """
         fp = fingerprint(payload)
         deadline = time.monotonic() + cv.seconds(max_wait)
@@ -177,9 +178,7 @@ class AsyncIdempotency:
                 await asyncio.sleep(step.value)
                 continue
             try:
-                value = work()
-                if inspect.isawaitable(value):
-                    value = await value
+                value = await call_in_caller(work)
             except BaseException as exc:
                 await asyncio.shield(
                     self.fail(namespace, key, begun.attempt, retryable=True, error=repr(exc))

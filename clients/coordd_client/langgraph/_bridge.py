@@ -25,7 +25,7 @@ class Bridge:
         self.client = client
         self.owned = owned
         if isinstance(client, Client):
-            self.aclient: AsyncClient = client._inner
+            self.aclient: AsyncClient = client._a
             self._loop: asyncio.AbstractEventLoop | None = client._loop.loop
         elif isinstance(client, AsyncClient):
             self.aclient = client
