@@ -53,10 +53,13 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: 
     """Add one shell command (*name*, a key of ``COMMANDS``) to *sub*."""
     module_name, summary = COMMANDS[name]
     module = importlib.import_module(module_name)
+    from coordd.shell._runner import EXIT_CODES
+
     parser = sub.add_parser(
         name,
         help=summary,
         description=module.__doc__,
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.configure(parser)

@@ -29,12 +29,37 @@ DEFAULT_AGENT_ID = "coordd-cli"
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
+EXIT_CODES = (
+    "exit codes: 0 ok, 1 refused by coordd, 2 usage, 3 not found, 4 daemon unavailable, "
+    "5 not allowed"
+)
+
+
 class UsageError(Exception):
     """A command line the CLI refuses before calling coordd (exit code 2)."""
 
 
 class NotFound(Exception):
     """What the command asked for does not exist (exit code 3); the message says what."""
+
+
+def subcommand(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """A leaf command (``coordd claims list``): its help, and the exit codes below it."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=description or summary[0].upper() + summary[1:] + ".",
+        epilog=EXIT_CODES,
+    )
+
+
+def add_namespace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("namespace", metavar="NS", help="the namespace, e.g. acme/docs")
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +107,7 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def target(args: argparse.Namespace) -> str:
+    """The address the client will use, for messages."""
     return str(args.addr or os.environ.get("COORDD_ADDR") or DEFAULT_ADDR)
 
 
@@ -107,7 +133,7 @@ async def connect(args: argparse.Namespace) -> AsyncClient:
     token_file = args.token_file or os.environ.get("COORDD_TOKEN_FILE") or None
     try:
         return await AsyncClient.connect(
-            addr,
+            args.addr,  # None: the client's own discovery ($COORDD_ADDR, then the default)
             agent_id=args.agent_id or os.environ.get("COORDD_AGENT_ID") or DEFAULT_AGENT_ID,
             role=args.role if args.role is not None else os.environ.get("COORDD_ROLE", ""),
             token_file=token_file,

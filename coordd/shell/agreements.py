@@ -11,24 +11,24 @@ import argparse
 from coordd_client import Agreement, Participant
 
 from . import _render as out
-from ._runner import add_connection_flags, connect
+from ._runner import add_connection_flags, add_namespace, connect, subcommand
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="agreements_command", metavar="SUBCOMMAND", required=True)
 
-    p = sub.add_parser("get", help="one agreement and its votes (exit 3 if unknown)")
-    p.add_argument("namespace", metavar="NS")
-    p.add_argument("id", metavar="ID")
+    p = subcommand(sub, "get", "one agreement and its votes (exit 3 if unknown)")
+    add_namespace(p)
+    p.add_argument("id", metavar="ID", help="the agreement's id")
     add_connection_flags(p)
     p.set_defaults(shell_run=get_agreement)
 
-    p = sub.add_parser("list", help="agreements of a namespace")
-    p.add_argument("namespace", metavar="NS")
+    p = subcommand(sub, "list", "agreements of a namespace")
+    add_namespace(p)
     p.add_argument(
         "--state", choices=("pending", "committed", "aborted"), help="only in this state"
     )
-    p.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (default: all)")
     add_connection_flags(p)
     p.set_defaults(shell_run=list_agreements)
 

@@ -12,7 +12,7 @@ import argparse
 from coordd_client import Claim
 
 from . import _render as out
-from ._runner import NotFound, add_connection_flags, connect
+from ._runner import NotFound, add_connection_flags, add_namespace, connect, subcommand
 
 HEADERS = ("RESOURCE", "HOLDER", "ROLE", "TOKEN", "ACQUIRED", "EXPIRES", "PROGRESS")
 
@@ -32,29 +32,30 @@ def _row(c: Claim) -> tuple[str, ...]:
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="claims_command", metavar="SUBCOMMAND", required=True)
 
-    p = sub.add_parser("list", help="live claims of a namespace, by resource")
-    p.add_argument("namespace", metavar="NS")
+    p = subcommand(sub, "list", "live claims of a namespace, by resource")
+    add_namespace(p)
     p.add_argument("--holder", default="", metavar="AGENT", help="only claims held by AGENT")
-    p.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (default: all)")
     add_connection_flags(p)
     p.set_defaults(shell_run=list_claims)
 
-    p = sub.add_parser("get", help="the live claim on one resource (exit 3 if it is free)")
-    p.add_argument("namespace", metavar="NS")
-    p.add_argument("resource", metavar="RESOURCE")
+    p = subcommand(sub, "get", "the live claim on one resource (exit 3 if it is free)")
+    add_namespace(p)
+    p.add_argument("resource", metavar="RESOURCE", help="the claimed resource")
     add_connection_flags(p)
     p.set_defaults(shell_run=get_claim)
 
-    p = sub.add_parser(
+    p = subcommand(
+        sub,
         "release",
-        help="force-release a claim, whoever holds it (needs the admin grant)",
+        "force-release a claim, whoever holds it (needs the admin grant)",
         description="Take a claim away from its holder (a stuck or crashed agent) now instead "
         "of waiting for its lease to lapse. The holder's fencing token goes stale, so coordd "
         "refuses its fenced writes from now on. Recorded in the change log and the audit log. "
         "Needs the admin grant on the namespace. Exit 3 if nothing was held.",
     )
-    p.add_argument("namespace", metavar="NS")
-    p.add_argument("resource", metavar="RESOURCE")
+    add_namespace(p)
+    p.add_argument("resource", metavar="RESOURCE", help="the claimed resource")
     p.add_argument("--reason", default="", help="why, for the change log and the audit log")
     add_connection_flags(p)
     p.set_defaults(shell_run=release_claim)

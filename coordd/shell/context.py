@@ -14,14 +14,14 @@ import argparse
 from coordd_client import ContextEntry
 
 from . import _render as out
-from ._runner import add_connection_flags, connect
+from ._runner import add_connection_flags, add_namespace, connect, subcommand
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="context_command", metavar="SUBCOMMAND", required=True)
 
-    p = sub.add_parser("inbox", help="entries addressed to this agent or its role")
-    p.add_argument("namespace", metavar="NS")
+    p = subcommand(sub, "inbox", "entries addressed to this agent or its role")
+    add_namespace(p)
     p.add_argument(
         "--unread",
         action="store_true",
@@ -36,8 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _common(p)
     p.set_defaults(shell_run=inbox)
 
-    p = sub.add_parser("sent", help="entries this agent posted, with who acknowledged them")
-    p.add_argument("namespace", metavar="NS")
+    p = subcommand(sub, "sent", "entries this agent posted, with who acknowledged them")
+    add_namespace(p)
     _common(p)
     p.set_defaults(shell_run=sent)
 
@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", default="", metavar="TYPE", help="only entries of this type")
     p.add_argument("--after", type=int, default=0, metavar="ID", help="only entries after ID")
-    p.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (default: all)")
     add_connection_flags(p)
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from coordd_client import MemoryEntry
 
 from . import _render as out
-from ._runner import NotFound, UsageError, add_connection_flags, connect
+from ._runner import NotFound, UsageError, add_connection_flags, add_namespace, connect, subcommand
 
 TIERS = ("working", "episodic", "semantic")
 
@@ -46,9 +46,9 @@ def _filters(p: argparse.ArgumentParser) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="memory_command", metavar="SUBCOMMAND", required=True)
 
-    p = sub.add_parser("get", help="one entry with its provenance (exit 3 if absent)")
-    p.add_argument("namespace", metavar="NS")
-    p.add_argument("key", metavar="KEY")
+    p = subcommand(sub, "get", "one entry with its provenance (exit 3 if absent)")
+    add_namespace(p)
+    p.add_argument("key", metavar="KEY", help="the entry's key")
     p.add_argument(
         "--as-of",
         type=_time,
@@ -58,20 +58,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_connection_flags(p)
     p.set_defaults(shell_run=get_entry)
 
-    p = sub.add_parser("list", help="live entries under a namespace prefix")
+    p = subcommand(sub, "list", "live entries under a namespace prefix")
     p.add_argument("prefix", metavar="PREFIX", help="a namespace; entries below it are listed")
     _filters(p)
-    p.add_argument("--limit", type=int, default=0, help="at most this many (default: all)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (default: all)")
     add_connection_flags(p)
     p.set_defaults(shell_run=list_entries)
 
-    p = sub.add_parser("history", help="every version of a key, newest first")
-    p.add_argument("namespace", metavar="NS")
-    p.add_argument("key", metavar="KEY")
+    p = subcommand(sub, "history", "every version of a key, newest first")
+    add_namespace(p)
+    p.add_argument("key", metavar="KEY", help="the entry's key")
     add_connection_flags(p)
     p.set_defaults(shell_run=entry_history)
 
-    p = sub.add_parser("search", help="nearest entries to an embedding, filtered first")
+    p = subcommand(sub, "search", "nearest entries to an embedding, filtered first")
     p.add_argument("prefix", metavar="PREFIX", nargs="+", help="namespace prefixes to search")
     p.add_argument(
         "--embedding",

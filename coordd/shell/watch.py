@@ -23,11 +23,11 @@ from coordd.errors import UnavailableError
 from coordd_client import ChangeEvent
 
 from . import _render as out
-from ._runner import OK, UsageError, add_connection_flags, connect
+from ._runner import OK, UsageError, add_connection_flags, add_namespace, connect
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("namespace", metavar="NS")
+    add_namespace(parser)
     parser.add_argument(
         "--prefix", default="", metavar="P", help="only events whose key starts with P"
     )
