@@ -57,6 +57,7 @@ from coordd_client import (
     ClaimHeldError,
     ClaimLostError,
     ClaimNotHeldError,
+    FencingTokenStaleError,
     HeldClaim,
     IdempotencyAttemptSupersededError,
     NotFoundError,
@@ -189,7 +190,9 @@ class Worker:
         async with self.client as c:
             await self._wait_for_job()
             while True:
-                for entry in await c.context.inbox(p.namespace, unread=True):
+                # "any" entries (retries) read here are ours for a few seconds; if we die
+                # before acknowledging one, it goes back to the other workers.
+                for entry in await c.context.inbox(p.namespace, unread=True, lease=5):
                     if entry.context_type == "stop":
                         await c.context.ack(p.namespace, entry.id)
                         return
@@ -287,6 +290,10 @@ class Worker:
             await c.memory.put(p.results_ns, doc, result, expected_revision=0, fence=fence)
         except RevisionMismatchError:
             return  # already recorded and handed over (a retry, or a taken-over document)
+        except FencingTokenStaleError:
+            # Our lease lapsed after the work was done: the next holder finds the stored
+            # result through once() and records it instead.
+            return
         await c.context.post(
             p.namespace, result, to_role="reviewer", context_type="result", task_id=doc
         )

@@ -37,7 +37,7 @@ def test_swarm_runs_every_document_once_through_crashes_stalls_and_retries(
     daemon: DaemonThread, tmp_path: Path
 ) -> None:
     # Short leases so lapses come quickly; nothing below depends on how long anything took.
-    args = ["--docs", "12", "--agents", "3", "--lease", "1", "--seed", "3"]
+    args = ["--docs", "12", "--agents", "3", "--lease", "1", "--seed", "3", "--timeout", "200"]
     run = subprocess.run(
         [sys.executable, str(SWARM), "--addr", daemon.address, "--workdir", str(tmp_path), *args],
         capture_output=True,
