@@ -19,7 +19,9 @@ code  meaning
 ====  ==================================================================================
 
 Each command module has ``configure(parser)``, which adds its arguments and sets the
-``shell_run`` default to an ``async (args) -> int`` function (``_runner.connect``).
+``shell_run`` default to an ``async (args) -> int`` function. The modules import only the
+standard library at the top, so building the ``coordd`` parser never loads the client or gRPC:
+a command imports them when it runs (``_flags.connect``, ``_runner.execute``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-# name -> (module, one-line help). Modules are imported only when their parser is built.
+from coordd.shell._flags import EXIT_CODES
+
+# name -> (module, one-line help), in the order `coordd --help` lists them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "health": ("coordd.shell.health", "check that the daemon answers"),
     "claims": ("coordd.shell.claims", "list, read and force-release claims"),
@@ -39,12 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the shell commands to the ``coordd`` command (``coordd.cli.COMMANDS``)."""
-    add_commands(sub)
-
-
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add every shell command to the ``coordd`` parser's subcommands."""
+    """Add every shell command to the ``coordd`` command (``coordd.cli.COMMANDS``)."""
     for name in COMMANDS:
         add_command(sub, name)
 
@@ -53,8 +52,6 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: 
     """Add one shell command (*name*, a key of ``COMMANDS``) to *sub*."""
     module_name, summary = COMMANDS[name]
     module = importlib.import_module(module_name)
-    from coordd.shell._runner import EXIT_CODES
-
     parser = sub.add_parser(
         name,
         help=summary,

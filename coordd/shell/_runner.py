@@ -1,4 +1,4 @@
-"""Connection flags, the connection itself, and how errors become one line and an exit code."""
+"""The connection, and how every outcome becomes one line and an exit code."""
 
 from __future__ import annotations
 
@@ -15,100 +15,21 @@ import grpc
 from coordd.errors import CoorddError, UnavailableError
 from coordd_client import AsyncClient, TLSConfig
 
-OK = 0
-FAILED = 1
-USAGE = 2
-NOT_FOUND = 3
-UNAVAILABLE = 4
-NOT_ALLOWED = 5
-INTERRUPTED = 130
-
-DEFAULT_ADDR = "127.0.0.1:7420"
-DEFAULT_AGENT_ID = "coordd-cli"
-
-Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-EXIT_CODES = (
-    "exit codes: 0 ok, 1 refused by coordd, 2 usage, 3 not found, 4 daemon unavailable, "
-    "5 not allowed"
+from ._flags import (
+    DEFAULT_AGENT_ID,
+    FAILED,
+    INTERRUPTED,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    OK,
+    UNAVAILABLE,
+    USAGE,
+    NotFound,
+    UsageError,
+    target,
 )
 
-
-class UsageError(Exception):
-    """A command line the CLI refuses before calling coordd (exit code 2)."""
-
-
-class NotFound(Exception):
-    """What the command asked for does not exist (exit code 3); the message says what."""
-
-
-def subcommand(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    summary: str,
-    description: str | None = None,
-) -> argparse.ArgumentParser:
-    """A leaf command (``coordd claims list``): its help, and the exit codes below it."""
-    return sub.add_parser(
-        name,
-        help=summary,
-        description=description or summary[0].upper() + summary[1:] + ".",
-        epilog=EXIT_CODES,
-    )
-
-
-def add_namespace(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("namespace", metavar="NS", help="the namespace, e.g. acme/docs")
-
-
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags every command that talks to coordd takes (after the command, kubectl-style)."""
-    conn = parser.add_argument_group("connection")
-    conn.add_argument(
-        "--addr",
-        help="daemon or sidecar address, host:port (env COORDD_ADDR, default 127.0.0.1:7420)",
-    )
-    conn.add_argument(
-        "--agent-id",
-        metavar="ID",
-        help="act as this agent (env COORDD_AGENT_ID, default coordd-cli); dev mode only, "
-        "a token or certificate decides it otherwise",
-    )
-    conn.add_argument("--role", help="act in this role (env COORDD_ROLE); dev mode only")
-    conn.add_argument(
-        "--token-file",
-        type=Path,
-        metavar="PATH",
-        help="file holding a bearer token, for daemons in token mode (env COORDD_TOKEN_FILE)",
-    )
-    conn.add_argument(
-        "--tls-ca", type=Path, metavar="PATH", help="CA of the daemon's certificate: use TLS"
-    )
-    conn.add_argument(
-        "--tls-cert", type=Path, metavar="PATH", help="this agent's certificate, for mtls"
-    )
-    conn.add_argument("--tls-key", type=Path, metavar="PATH", help="the key of --tls-cert")
-    conn.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=3.0,
-        metavar="SECONDS",
-        help="give up reaching the daemon after this long (default 3)",
-    )
-    conn.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="give up on each call after this long (default 10)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def target(args: argparse.Namespace) -> str:
-    """The address the client will use, for messages."""
-    return str(args.addr or os.environ.get("COORDD_ADDR") or DEFAULT_ADDR)
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def _tls(args: argparse.Namespace) -> TLSConfig | None:

@@ -7,11 +7,13 @@ coordd agreements list NS        agreements of a namespace, by id
 from __future__ import annotations
 
 import argparse
-
-from coordd_client import Agreement, Participant
+from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._runner import add_connection_flags, add_namespace, connect, subcommand
+from ._flags import add_connection_flags, add_namespace, connect, subcommand
+
+if TYPE_CHECKING:
+    from coordd_client import Agreement, Participant
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -8,11 +8,13 @@ coordd claims release NS RESOURCE          force-release, whoever holds it (admi
 from __future__ import annotations
 
 import argparse
-
-from coordd_client import Claim
+from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._runner import NotFound, add_connection_flags, add_namespace, connect, subcommand
+from ._flags import NotFound, add_connection_flags, add_namespace, connect, subcommand
+
+if TYPE_CHECKING:
+    from coordd_client import Claim
 
 HEADERS = ("RESOURCE", "HOLDER", "ROLE", "TOKEN", "ACQUIRED", "EXPIRES", "PROGRESS")
 

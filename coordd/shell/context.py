@@ -10,11 +10,13 @@ Reading an inbox changes nothing unless you ask for --unread, which reads as an 
 from __future__ import annotations
 
 import argparse
-
-from coordd_client import ContextEntry
+from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._runner import add_connection_flags, add_namespace, connect, subcommand
+from ._flags import add_connection_flags, add_namespace, connect, subcommand
+
+if TYPE_CHECKING:
+    from coordd_client import ContextEntry
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

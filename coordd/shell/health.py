@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import argparse
 import time
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from coordd.errors import UnavailableError
-from coordd.rpc_status import from_rpc_error
-from coordd_client import AsyncClient
+from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._runner import OK, UNAVAILABLE, add_connection_flags, connect, target
+from ._flags import OK, UNAVAILABLE, add_connection_flags, connect, target
+
+if TYPE_CHECKING:
+    from coordd_client import AsyncClient
 
 SERVICES = (
     "",  # the daemon as a whole
@@ -37,6 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def _status(client: AsyncClient, service: str, timeout: float) -> str:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from coordd.rpc_status import from_rpc_error
+
     stub = health_pb2_grpc.HealthStub(client._core.channel)
     try:
         resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -48,6 +50,8 @@ async def _status(client: AsyncClient, service: str, timeout: float) -> str:
 
 
 async def health(args: argparse.Namespace) -> int:
+    from coordd.errors import UnavailableError
+
     addr = target(args)
     started = time.monotonic()
     try:

@@ -12,11 +12,13 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-
-from coordd_client import MemoryEntry
+from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._runner import NotFound, UsageError, add_connection_flags, add_namespace, connect, subcommand
+from ._flags import NotFound, UsageError, add_connection_flags, add_namespace, connect, subcommand
+
+if TYPE_CHECKING:
+    from coordd_client import MemoryEntry
 
 TIERS = ("working", "episodic", "semantic")
 

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
-
-from coordd.errors import UnavailableError
-from coordd_client import ChangeEvent
+from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._runner import OK, UsageError, add_connection_flags, add_namespace, connect
+from ._flags import OK, UsageError, add_connection_flags, add_namespace, connect
+
+if TYPE_CHECKING:
+    from coordd_client import ChangeEvent
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +65,8 @@ def line(event: ChangeEvent) -> str:
 
 
 async def watch(args: argparse.Namespace) -> int:
+    from coordd.errors import UnavailableError
+
     if args.start < 0:
         raise UsageError(f"--from must be 0 or a revision (got {args.start})")
     seen: dict[str, int] = {}  # namespace -> last revision received

@@ -81,6 +81,16 @@ def test_claims_as_a_script_sees_them(daemon: DaemonThread, client: Client) -> N
     assert one_error_line(bad.stderr).startswith("coordd: INVALID_ARGUMENT: namespace: ")
 
 
+def test_parsers_are_built_without_importing_the_client() -> None:
+    """`coordd --help` and `coordd serve` do not pay for the client or gRPC."""
+    probe = (
+        "import sys, coordd.cli; coordd.cli.parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'grpc', 'coordd_client'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_daemon_down_and_usage_errors_are_one_line() -> None:
     addr = f"127.0.0.1:{free_port()}"
     down = coordd("health", "--connect-timeout", "0.5", addr=addr)
