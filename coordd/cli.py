@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "coordd.commands.migrate",
     "coordd.inject.cli",
     "coordd.shell",
+    "coordd.mcp_server.cli",
 )
 """Subcommand modules, in the order ``coordd --help`` lists them."""
 
