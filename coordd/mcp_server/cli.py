@@ -27,7 +27,7 @@ Claude Code, Cursor, ...: `claude mcp add coordd -- coordd mcp --agent-id planne
 
 def register(sub: Any) -> None:
     """Add ``mcp`` to the ``coordd`` subcommands."""
-    from coordd.shell._runner import add_connection_flags
+    from coordd.shell._flags import add_connection_flags
 
     parser = sub.add_parser(
         "mcp",
@@ -61,7 +61,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the extra and the flags, then serve until the client goes away (or Ctrl-C)."""
-    from coordd.shell._runner import USAGE, execute, fail
+    from coordd.shell._flags import USAGE
+    from coordd.shell._runner import execute, fail
 
     try:
         importlib.import_module("mcp")
@@ -122,7 +123,8 @@ def load_embedder(spec: str) -> Callable[[list[str]], Awaitable[list[list[float]
 async def _serve(args: argparse.Namespace) -> int:
     from coordd import telemetry
     from coordd.mcp_server._server import CoorddMCP
-    from coordd.shell._runner import OK, connect
+    from coordd.shell._flags import OK
+    from coordd.shell._runner import connect
 
     telemetry.setup_tracing("coordd-mcp", os.environ)
     client = await connect(args)
