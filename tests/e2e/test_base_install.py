@@ -59,3 +59,12 @@ def test_serve_without_the_server_extra_names_it(base_python: Path) -> None:
         assert len(lines) == 1, done.stderr
         assert "pip install 'coordd[server]'" in lines[0]
         assert "psycopg" in lines[0]
+
+
+def test_shell_commands_work_in_the_base_install(base_python: Path, daemon, client) -> None:
+    client.claims.acquire("acme/base", "doc-1", ttl=60)
+    coordd = base_python.parent / "coordd"
+    health = _run(coordd, "health", "--addr", daemon.address)
+    assert "is healthy" in health.stdout, health.stdout
+    listed = _run(coordd, "claims", "list", "acme/base", "--json", "--addr", daemon.address)
+    assert '"resource": "doc-1"' in listed.stdout, listed.stdout
