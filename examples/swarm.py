@@ -414,10 +414,11 @@ async def swarm(plan: Plan, seed: int, timeout: float) -> tuple[Tally, int]:
     """Run every agent; the first failure (or the timeout) stops them all."""
     tally = Tally()
     supervisor = asyncio.create_task(supervise(plan, seed))
-    agents = asyncio.gather(reviewer(plan), orchestrator(plan, tally))
+    agents: asyncio.Future[Any] = asyncio.gather(reviewer(plan), orchestrator(plan, tally))
+    both: set[asyncio.Future[Any]] = {supervisor, agents}
     try:
         async with asyncio.timeout(timeout):
-            done, _ = await asyncio.wait({supervisor, agents}, return_when="FIRST_EXCEPTION")
+            done, _ = await asyncio.wait(both, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # raises the failure, if that is why we woke up
             await agents

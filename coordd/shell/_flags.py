@@ -63,7 +63,8 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     conn = parser.add_argument_group("connection")
     conn.add_argument(
         "--addr",
-        help="daemon or sidecar address, host:port (env COORDD_ADDR, default 127.0.0.1:7420)",
+        help="daemon or sidecar address: host:port or a Unix socket path (env COORDD_ADDR, "
+        "default 127.0.0.1:7420)",
     )
     conn.add_argument(
         "--agent-id",
