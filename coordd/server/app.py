@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -148,9 +149,10 @@ class Daemon:
         self.indexer = MemoryIndexer(self._db, VectorIndex(), index_dir)
         notifier, indexer = self.notifier, self.indexer
 
-        def written(namespace: str) -> None:
+        def written(namespace: str, memory: bool) -> None:
             notifier.wake(namespace)
-            indexer.dirty(namespace)
+            if memory:  # claims, idempotency and context writes leave the index alone
+                indexer.dirty(namespace)
 
         # One write batcher for the daemon: writes to a namespace group-commit together,
         # whichever service they come from; each write wakes the streams that follow it and
@@ -334,6 +336,12 @@ class Daemon:
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down gracefully."""
         await self.start()
+        # Per call the daemon allocates many short-lived containers; with the default
+        # threshold (700) the collector ran often enough to show in profiles (3.5 % of the
+        # daemon's CPU under bench claims). Everything alive after start-up (modules,
+        # descriptors, pools) is moved out of the collector's way for good.
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 50)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,8 +7,6 @@ exception goes to the log, never to the wire). Cancellation passes through untou
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import contextvars
 import logging
 import uuid
@@ -142,33 +140,34 @@ class CoorddServerInterceptor(_ServerInterceptor):
             )
         return handler
 
-    @contextlib.asynccontextmanager
-    async def _serving(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
-        """Authenticate the caller, then translate whatever the handler raises."""
+    def _authenticate(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         audit.serving(method)
         try:
-            try:
-                who = self._auth.identify(
-                    tuple(context.invocation_metadata() or ()), context.auth_context()
-                )
-            except UnauthenticatedError as err:
-                audit.record(audit.UNAUTHENTICATED, None, problem=err.message)
-                raise
-            _identity.set(who)
-            yield
-        except CoorddError as err:
-            await _abort(context, err)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+            who = self._auth.identify(
+                tuple(context.invocation_metadata() or ()), context.auth_context()
+            )
+        except UnauthenticatedError as err:
+            audit.record(audit.UNAUTHENTICATED, None, problem=err.message)
             raise
-        except Exception as exc:
-            await _abort(context, _internal(method, exc))
+        _identity.set(who)
 
+    async def _fail(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], exc: Exception
+    ) -> None:
+        """Abort the call with *exc* as its status (INTERNAL, logged, for non-coordd errors)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        await _abort(context, exc if isinstance(exc, CoorddError) else _internal(method, exc))
+
+    # Plain try/except rather than a shared async context manager: this runs on every call,
+    # and an asynccontextmanager costs a generator, two awaits and a frame per call.
     def _wrap_unary(self, method: str, behavior: Any) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with self._serving(method, context):
+            try:
+                self._authenticate(method, context)
                 return await behavior(request, context)
+            except Exception as exc:
+                await self._fail(method, context, exc)
 
         return unary
 
@@ -176,8 +175,11 @@ class CoorddServerInterceptor(_ServerInterceptor):
         async def stream(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            async with self._serving(method, context):
+            try:
+                self._authenticate(method, context)
                 async for item in behavior(request, context):
                     yield item
+            except Exception as exc:
+                await self._fail(method, context, exc)
 
         return stream

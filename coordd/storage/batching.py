@@ -25,11 +25,12 @@ Op = tuple[str, Sequence[Any]]
 
 
 class _Pending:
-    __slots__ = ("future", "op")
+    __slots__ = ("future", "memory", "op")
 
-    def __init__(self, op: Op, future: asyncio.Future[list[Row]]) -> None:
+    def __init__(self, op: Op, future: asyncio.Future[list[Row]], memory: bool) -> None:
         self.op = op
         self.future = future
+        self.memory = memory
 
 
 class WriteBatcher:
@@ -39,7 +40,7 @@ class WriteBatcher:
         self,
         db: Database,
         max_batch: int = 64,
-        on_write: Callable[[str], None] | None = None,
+        on_write: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._db = db
         self._max_batch = max_batch
@@ -50,19 +51,27 @@ class WriteBatcher:
         self.writes = 0
         """Writes run so far."""
 
-    async def fetchone(self, namespace: str, sql: str, params: Sequence[Any]) -> Row:
+    async def fetchone(
+        self, namespace: str, sql: str, params: Sequence[Any], *, memory: bool = True
+    ) -> Row:
         """Run a write statement returning one row, in the next batch for *namespace*."""
-        rows = await self.fetchall(namespace, sql, params)
+        rows = await self.fetchall(namespace, sql, params, memory=memory)
         if not rows:  # pragma: no cover - coordd's write functions always return a row
             raise RuntimeError("a write statement returned no row")
         return rows[0]
 
-    async def fetchall(self, namespace: str, sql: str, params: Sequence[Any]) -> list[Row]:
-        """Run a write statement, in the next batch for *namespace*; return its rows."""
+    async def fetchall(
+        self, namespace: str, sql: str, params: Sequence[Any], *, memory: bool = True
+    ) -> list[Row]:
+        """Run a write statement, in the next batch for *namespace*; return its rows.
+
+        *memory* False promises the statement changes no memory entry (claims, idempotency,
+        context), so the vector index is not woken for it.
+        """
         future: asyncio.Future[list[Row]] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(namespace)
         if queue is not None:  # a batch is in flight: ride with the next one
-            queue.append(_Pending((sql, params), future))
+            queue.append(_Pending((sql, params), future, memory))
             return await future
         self._queues[namespace] = []
         self.transactions += 1
@@ -73,13 +82,14 @@ class WriteBatcher:
             self._drain_later(namespace)
             raise
         self._drain_later(namespace)
-        self.written(namespace)
+        self.written(namespace, memory)
         return rows
 
-    def written(self, namespace: str) -> None:
-        """Tell the write hook that *namespace* changed (writes made outside the batcher)."""
+    def written(self, namespace: str, memory: bool = True) -> None:
+        """Tell the write hook that *namespace* changed (writes made outside the batcher);
+        *memory*: whether memory entries may have changed."""
         if self._on_write is not None:
-            self._on_write(namespace)
+            self._on_write(namespace, memory)
 
     def _drain_later(self, namespace: str) -> None:
         queue = self._queues.get(namespace)
@@ -97,7 +107,7 @@ class WriteBatcher:
             batch = queue[: self._max_batch]
             del queue[: self._max_batch]
             await self._run_batch(batch)
-            self.written(namespace)
+            self.written(namespace, any(p.memory for p in batch))
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         if len(batch) == 1:

@@ -51,6 +51,7 @@ class ClaimStore:
             namespace,
             f"SELECT {_COLUMNS} FROM coordd.acquire_claim(%s, %s, %s, %s, %s, %s)",
             (namespace, resource, agent_id, role, ttl, progress),
+            memory=False,
         )
         return ClaimOutcome(acquired=row[0] == "ok", revision=row[1], claim=_claim(namespace, row))
 
@@ -67,6 +68,7 @@ class ClaimStore:
             namespace,
             f"SELECT {_COLUMNS} FROM coordd.acquire_any_claim(%s, %s, %s, %s, %s, %s)",
             (namespace, resources, agent_id, role, ttl, progress),
+            memory=False,
         )
         return ClaimOutcome(acquired=row[0] == "ok", revision=row[1], claim=_claim(namespace, row))
 
@@ -84,6 +86,7 @@ class ClaimStore:
             namespace,
             f"SELECT {_COLUMNS} FROM coordd.acquire_claims(%s, %s, %s, %s, %s, %s)",
             (namespace, resources, agent_id, role, ttl, progress),
+            memory=False,
         )
         claims = [c for row in rows if (c := _claim(namespace, row)) is not None]
         acquired = bool(rows) and rows[0][0] == "ok"
@@ -103,6 +106,7 @@ class ClaimStore:
             namespace,
             f"SELECT {_COLUMNS} FROM coordd.renew_claim(%s, %s, %s, %s, %s, %s)",
             (namespace, resource, agent_id, token, ttl, progress),
+            memory=False,
         )
         return self._held_or_raise(namespace, resource, row)
 
@@ -113,6 +117,7 @@ class ClaimStore:
             namespace,
             f"SELECT {_COLUMNS} FROM coordd.release_claim(%s, %s, %s, %s)",
             (namespace, resource, agent_id, token),
+            memory=False,
         )
         return self._held_or_raise(namespace, resource, row)
 

@@ -71,6 +71,7 @@ class ContextStore:
                 Jsonb(post.sender_vector),
                 *fence_params(post.fence),
             ),
+            memory=False,
         )
         if row[0] == "fence_stale" and post.fence is not None:
             raise fence_stale(post.fence, row[4])
@@ -111,7 +112,7 @@ class ContextStore:
         )
         if query.unread_only and not query.sent and role:
             # It may take ANY entries, a write: group-commit it with the namespace's writes.
-            rows = await self._writes.fetchall(query.namespace, sql, params)
+            rows = await self._writes.fetchall(query.namespace, sql, params, memory=False)
         else:
             rows = await self._db.fetchall(sql, params)
         if not rows:
@@ -127,6 +128,7 @@ class ContextStore:
             "SELECT status, ns_revision, acked, current_token"
             " FROM coordd.ack_context(%s, %s, %s, %s, %s, %s, %s)",
             (namespace, who.agent_id, who.role, ids, *fence_params(fence)),
+            memory=False,
         )
         if row[0] == "fence_stale" and fence is not None:
             raise fence_stale(fence, row[3])

@@ -62,6 +62,7 @@ class IdempotencyStore:
             namespace,
             f"SELECT {_COLUMNS} FROM coordd.begin_idempotency(%s, %s, %s, %s, %s, %s)",
             (namespace, key, fingerprint, agent_id, lease, retention),
+            memory=False,
         )
         status = row[0]
         if status == "reused":
@@ -102,6 +103,7 @@ class IdempotencyStore:
                 agent_id,
                 *fence_params(fence),
             ),
+            memory=False,
         )
         status = row[0]
         if status == "fence_stale" and fence is not None:

@@ -65,6 +65,7 @@ class MemoryIndexer:
         self._interval_s = interval_s
         self._identity = ""
         self._dirty = asyncio.Event()
+        self._dirty_namespaces: set[str] = set()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.clock_offset_s = 0.0
@@ -108,7 +109,8 @@ class MemoryIndexer:
             self.index.cursors = {}
 
     def dirty(self, namespace: str) -> None:
-        """This daemon wrote *namespace*: catch up soon."""
+        """This daemon wrote memory in *namespace*: catch up with it soon."""
+        self._dirty_namespaces.add(namespace)
         self._dirty.set()
 
     async def ensure(self, minimum: dict[str, int], wait_s: float = MAX_WAIT_S) -> None:
@@ -133,8 +135,12 @@ class MemoryIndexer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self._interval_s)
             self._dirty.clear()
+            # Woken by this daemon's writes: only the namespaces written, so the cost does
+            # not grow with the namespace count. On the timer: all (writes made elsewhere).
+            namespaces = sorted(self._dirty_namespaces) or None
+            self._dirty_namespaces.clear()
             try:
-                await self.catch_up()
+                await self.catch_up(namespaces)
             except Exception:
                 logger.warning("vector index catch-up failed; retrying", exc_info=True)
 
@@ -172,27 +178,32 @@ class MemoryIndexer:
 
     async def catch_up(self, namespaces: list[str] | None = None) -> None:
         """Apply memory changes committed after the revisions the index reflects."""
-        row = await self._db.fetchone(
-            "SELECT extract(epoch FROM coordd.now())::float8 - extract(epoch FROM now())::float8"
-        )
-        self.clock_offset_s = float(row[0])
         async with self._lock:
             cursors = self.index.cursors
+            # Only the cursors asked about travel: the query does not grow with the namespace
+            # count when a write wakes it.
+            sent = cursors if namespaces is None else {n: cursors.get(n, 0) for n in namespaces}
+            # The clock offset rides along (one row even when nothing changed), so searches
+            # filter expiry by the database clock without reading it themselves.
             rows = await self._db.fetchall(
-                "WITH ns AS ("
+                "WITH clock AS (SELECT extract(epoch FROM coordd.now())::float8"
+                "  - extract(epoch FROM now())::float8 AS offset_s),"
+                " ns AS ("
                 " SELECT n.name, n.revision, n.compact_revision, coalesce(c.rev, 0) AS cursor"
                 " FROM coordd.namespaces n"
                 " LEFT JOIN unnest(%s::text[], %s::bigint[]) AS c(ns, rev) ON c.ns = n.name"
                 " WHERE n.revision > coalesce(c.rev, 0)"
                 " AND (%s::text[] IS NULL OR n.name = ANY(%s::text[])))"
                 " SELECT ns.name, ns.revision, ns.compact_revision > ns.cursor + 1, k.key,"
-                f" {_ELEMENT_COLUMNS}, m.key IS NOT NULL"
-                " FROM ns LEFT JOIN LATERAL ("
+                f" {_ELEMENT_COLUMNS}, m.key IS NOT NULL, clock.offset_s"
+                " FROM clock LEFT JOIN ns ON true LEFT JOIN LATERAL ("
                 "  SELECT DISTINCT ch.key FROM coordd.changes ch WHERE ch.namespace = ns.name"
                 "  AND ch.revision > ns.cursor AND ch.kind = 'memory') k ON true"
                 " LEFT JOIN coordd.memory m ON m.namespace = ns.name AND m.key = k.key",
-                (list(cursors), list(cursors.values()), namespaces, namespaces),
+                (list(sent), list(sent.values()), namespaces, namespaces),
             )
+            self.clock_offset_s = float(rows[0][13])
+            rows = [r for r in rows if r[0] is not None]
             if any(r[2] for r in rows):  # the log was compacted past a cursor
                 logger.warning("vector index: change log compacted past the index; rebuilding")
                 await self._rebuild()
