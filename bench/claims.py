@@ -120,11 +120,14 @@ class CoorddWorker:
     ttl = 300
 
     @classmethod
-    async def create(cls, address: str, i: int, ttl: float = 300) -> CoorddWorker:
+    async def create(
+        cls, address: str, i: int, ttl: float = 300, session_stream: bool = True
+    ) -> CoorddWorker:
         from coordd_client import AsyncClient
 
         agent = f"agent-{i}-{uuid.uuid4().hex[:6]}"
-        worker = cls(await AsyncClient.connect(address, agent_id=agent), agent)
+        client = await AsyncClient.connect(address, agent_id=agent, session_stream=session_stream)
+        worker = cls(client, agent)
         worker.ttl = ttl
         return worker
 
@@ -161,7 +164,7 @@ def main(argv: list[str]) -> int:
         trees = {"postgres": pg} if pg else {}
         for n in levels:
             for rep in range(args.reps):
-                for side in ("raw", "coordd", "echo", "echo-stream"):
+                for side in ("raw", "coordd", "coordd-unary", "echo", "echo-stream"):
                     log.info("%s, %d client(s), rep %d/%d", side, n, rep + 1, args.reps)
                     if side.startswith("echo"):
                         streamed = side == "echo-stream"
@@ -172,7 +175,10 @@ def main(argv: list[str]) -> int:
                         make = lambda i: RawWorker.create(dsn, i)  # noqa: E731
                         cpu = CpuWindow(trees=trees)
                     else:
-                        make = lambda i: CoorddWorker.create(daemon.address, i)  # noqa: E731
+                        streamed = side == "coordd"
+                        make = lambda i, s=streamed: CoorddWorker.create(  # noqa: E731
+                            daemon.address, i, session_stream=s
+                        )
                         cpu = CpuWindow({"daemon": daemon.pid}, trees=trees)
                     res = asyncio.run(run_clients(n, args.seconds, make, cpu))
                     results.setdefault((side, n), []).append(res)
@@ -182,39 +188,53 @@ def main(argv: list[str]) -> int:
     figures: dict[str, float] = {}
     for n in levels:
         raw = results[("raw", n)]
-        co = results[("coordd", n)]
         raw_tp = median([r.cycles.throughput for r in raw])
-        co_tp = median([r.cycles.throughput for r in co])
-        raw_p50 = median([r.ops.p50 for r in raw])
-        co_p50 = median([r.ops.p50 for r in co])
-        raw_p99 = median([r.ops.p99 for r in raw])
-        co_p99 = median([r.ops.p99 for r in co])
-        # Per RPC (two per cycle) for coordd, per statement (two per cycle) for raw SQL.
-        daemon_us = median([r.cpu.per_call_us("daemon", r.ops.ops) for r in co])
-        client_us = median([r.cpu.per_call_us("client", r.ops.ops) for r in co])
-        pg_co = median([r.cpu.per_call_us("postgres", r.ops.ops) for r in co])
-        pg_raw = median([r.cpu.per_call_us("postgres", r.ops.ops) for r in raw])
-        raw_client = median([r.cpu.per_call_us("client", r.ops.ops) for r in raw])
-        load_raw = median([r.cpu.load for r in raw])
-        load_co = median([r.cpu.load for r in co])
-        rows.append(
-            [n, "raw SQL", raw_tp, raw_p50, raw_p99, "", "", raw_client, pg_raw, load_raw, ""]
-        )
         rows.append(
             [
                 n,
-                "coordd",
-                co_tp,
-                co_p50,
-                co_p99,
-                f"{co_tp / raw_tp:.2f}x",
-                daemon_us,
-                client_us,
-                pg_co,
-                load_co,
+                "raw SQL",
+                raw_tp,
+                median([r.ops.p50 for r in raw]),
+                median([r.ops.p99 for r in raw]),
                 "",
+                "",
+                median([r.cpu.per_call_us("client", r.ops.ops) for r in raw]),
+                median([r.cpu.per_call_us("postgres", r.ops.ops) for r in raw]),
+                median([r.cpu.load for r in raw]),
             ]
         )
+        cpu: dict[str, dict[str, float]] = {}
+        for side, label in (("coordd", "coordd session"), ("coordd-unary", "coordd unary")):
+            co = results[(side, n)]
+            tp = median([r.cycles.throughput for r in co])
+            # Per RPC (two per cycle) for coordd, per statement (two per cycle) for raw SQL.
+            cpu[side] = {
+                who: median([r.cpu.per_call_us(who, r.ops.ops) for r in co])
+                for who in ("daemon", "client", "postgres")
+            }
+            rows.append(
+                [
+                    n,
+                    label,
+                    tp,
+                    median([r.ops.p50 for r in co]),
+                    median([r.ops.p99 for r in co]),
+                    f"{tp / raw_tp:.2f}x",
+                    cpu[side]["daemon"],
+                    cpu[side]["client"],
+                    cpu[side]["postgres"],
+                    median([r.cpu.load for r in co]),
+                ]
+            )
+            suffix = "" if side == "coordd" else "_unary"
+            figures[f"ratio{suffix}_c{n}"] = tp / raw_tp
+            if n == levels[0] and side == "coordd":
+                figures["p50_added_ms"] = median([r.ops.p50 for r in co]) - median(
+                    [r.ops.p50 for r in raw]
+                )
+                figures["p99_added_ms"] = median([r.ops.p99 for r in co]) - median(
+                    [r.ops.p99 for r in raw]
+                )
         for side, label in (("echo", "echo unary"), ("echo-stream", "echo stream msg")):
             runs = echoes[(side, n)]
             floor_rows.append(
@@ -227,20 +247,18 @@ def main(argv: list[str]) -> int:
                     median([r.window.load for r in runs]),
                 ]
             )
-        figures[f"ratio_c{n}"] = co_tp / raw_tp
-        if n == levels[0]:
-            figures["p50_added_ms"] = co_p50 - raw_p50
-            figures["p99_added_ms"] = co_p99 - raw_p99
         if n == levels[-1]:
             echo_us = median([r.server_us for r in echoes[("echo", n)]])
-            figures["daemon_cpu_us"] = daemon_us
+            figures["daemon_cpu_us"] = cpu["coordd"]["daemon"]
             figures["echo_cpu_us"] = echo_us
-            figures["unary_overhead"] = daemon_us / echo_us
-            figures["client_cpu_us"] = client_us
+            figures["unary_overhead"] = cpu["coordd-unary"]["daemon"] / echo_us
+            figures["client_cpu_us"] = cpu["coordd"]["client"]
+            figures["daemon_unary_cpu_us"] = cpu["coordd-unary"]["daemon"]
+            figures["client_unary_cpu_us"] = cpu["coordd-unary"]["client"]
             figures["stream_echo_cpu_us"] = median(
                 [r.server_us for r in echoes[("echo-stream", n)]]
             )
-            figures["pg_cpu_us"] = pg_co
+            figures["pg_cpu_us"] = cpu["coordd"]["postgres"]
     print_table(
         "acquire+release cycles/s; per-operation latency (ms); CPU per call (us); median of reps",
         [
@@ -254,7 +272,6 @@ def main(argv: list[str]) -> int:
             "client us",
             "pg us",
             "load",
-            "",
         ],
         rows,
     )

@@ -72,6 +72,8 @@ class Settings:
     kubelet's gRPC probes; unset: none. It may listen beyond loopback."""
     reflection: bool = True
     """COORDD_REFLECTION: serve gRPC reflection (1/0)."""
+    session_stream: bool = True
+    """COORDD_SESSION_STREAM: serve SessionService, unary calls on one stream (1/0)."""
     server_id: str = field(default_factory=_server_id)
     """COORDD_SERVER_ID: id reported in every response header."""
 
@@ -122,8 +124,10 @@ class Settings:
                     values[name] = kind(environ[var])
                 except ValueError:
                     problems.append(f"{var}={environ[var]!r} is not a number")
-        if environ.get("COORDD_REFLECTION"):
-            values["reflection"] = environ["COORDD_REFLECTION"] not in ("0", "false", "no")
+        flags = {"reflection": "COORDD_REFLECTION", "session_stream": "COORDD_SESSION_STREAM"}
+        for flag, var in flags.items():
+            if environ.get(var):
+                values[flag] = environ[var] not in ("0", "false", "no")
         values.update({k: v for k, v in overrides.items() if v is not None})
         if problems:
             raise ConfigError("; ".join(problems))

@@ -70,6 +70,7 @@ class AsyncClient:
         timeout: timedelta | float = DEFAULT_TIMEOUT,
         connect_timeout: timedelta | float = timedelta(seconds=10),
         cache: CacheConfig | None = None,
+        session_stream: bool = True,
     ) -> Self:
         """Connect to *target* (``host:port`` or a Unix socket path; default ``$COORDD_ADDR``,
         then 127.0.0.1:7420).
@@ -87,6 +88,8 @@ class AsyncClient:
             cache: Keep an embedded session cache (the sidecar's, in-process): memory reads
                 and completed idempotency records are answered locally when that is
                 consistent with this session (never older than what it wrote or read).
+            session_stream: Send unary calls on one session stream when the server offers
+                it (falls back to unary calls when it does not).
         """
         token = read_token(token, token_file)
         channel = await open_channel(target, timedelta(seconds=seconds(connect_timeout)), tls)
@@ -97,6 +100,7 @@ class AsyncClient:
             token=token,
             timeout=timedelta(seconds=seconds(timeout)),
             cache=cache,
+            session_stream=session_stream,
         )
         return cls(core)
 

@@ -21,6 +21,7 @@ from ._convert import seconds
 from ._methods import method_of
 from ._models import TLSConfig
 from ._session import Session, stamp_min_revision
+from ._session_stream import SessionChannel
 
 DEFAULT_TARGET = "127.0.0.1:7420"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
@@ -40,8 +41,8 @@ class Core:
         token: str | None,
         timeout: timedelta,
         cache: CacheConfig | None = None,
+        session_stream: bool = True,
     ) -> None:
-        self.channel = channel
         self.agent_id = agent_id
         self.role = role
         self.timeout = timeout
@@ -58,6 +59,13 @@ class Core:
             self.cache = SessionCache(
                 cache, self.session, lambda req: watch(req, metadata=self.metadata)
             )
+        # Unary calls ride one session stream when the server offers it (several times
+        # cheaper per call on both ends); streams and servers without it use the channel.
+        self.channel: grpc.aio.Channel = (
+            SessionChannel(channel, self.metadata)  # type: ignore[assignment]
+            if session_stream
+            else channel
+        )
 
     async def call(
         self,

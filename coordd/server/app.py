@@ -12,6 +12,7 @@ from contextlib import suppress
 from datetime import timedelta
 
 import grpc
+from google.protobuf.descriptor_pool import Default as default_descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -34,6 +35,7 @@ from coordd.server.gate_servicer import GateServicer
 from coordd.server.idempotency_servicer import IdempotencyServicer
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
 from coordd.server.memory_servicer import MemoryServicer
+from coordd.server.session import SessionServicer, UnaryHandler, servicer_handlers
 from coordd.server.watch_servicer import WatchServicer
 from coordd.storage.admin import AdminStore
 from coordd.storage.agreements import AgreementStore
@@ -65,11 +67,14 @@ from coordd.v1 import (
     idempotency_service_pb2_grpc,
     memory_service_pb2,
     memory_service_pb2_grpc,
+    session_service_pb2,
+    session_service_pb2_grpc,
     watch_service_pb2,
     watch_service_pb2_grpc,
 )
 
 logger = logging.getLogger(__name__)
+DESCRIPTOR_POOL = default_descriptor_pool()
 
 SERVICE_NAMES = (
     claim_service_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name,
@@ -80,6 +85,7 @@ SERVICE_NAMES = (
     agreement_service_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
     gate_service_pb2.DESCRIPTOR.services_by_name["GateService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
 )
 
 
@@ -95,6 +101,7 @@ class Daemon:
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
         self.health_port = 0
+        self._session: SessionServicer | None = None
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self._sweeper: asyncio.Task[None] | None = None
         # Housekeeping run every sweep interval: name -> coroutine returning rows affected.
@@ -109,6 +116,13 @@ class Daemon:
         self.agreement_service: AgreementService | None = None
         self.idempotency_store: IdempotencyStore | None = None
         self._audit_handler: logging.Handler | None = None
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The coordd services this daemon serves."""
+        if self.settings.session_stream:
+            return SERVICE_NAMES
+        return tuple(n for n in SERVICE_NAMES if not n.endswith(".SessionService"))
 
     @property
     def address(self) -> str:
@@ -167,61 +181,68 @@ class Daemon:
             ("grpc.max_send_message_length", s.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
+        interceptor = CoorddServerInterceptor(Authenticator(s.auth, policy))
         server = grpc.aio.server(
-            interceptors=[
-                *telemetry.server_interceptors(tracing),
-                CoorddServerInterceptor(Authenticator(s.auth, policy)),
-            ],
+            interceptors=[*telemetry.server_interceptors(tracing), interceptor],
             options=options,
         )
+        # The unary servicers, also served on the session stream through the same wrapper.
+        unary: list[tuple[object, str]] = []
         self.claim_service = ClaimService(self.claim_store)
-        claim_service_pb2_grpc.add_ClaimServiceServicer_to_server(
-            ClaimServicer(self.claim_service, policy, s.server_id), server
+        claims = ClaimServicer(self.claim_service, policy, s.server_id)
+        claim_service_pb2_grpc.add_ClaimServiceServicer_to_server(claims, server)
+        unary.append((claims, "coordd.v1.ClaimService"))
+        idempotency = IdempotencyServicer(
+            IdempotencyService(self.idempotency_store), policy, s.server_id
         )
-        idempotency_service_pb2_grpc.add_IdempotencyServiceServicer_to_server(
-            IdempotencyServicer(IdempotencyService(self.idempotency_store), policy, s.server_id),
-            server,
-        )
+        idempotency_service_pb2_grpc.add_IdempotencyServiceServicer_to_server(idempotency, server)
+        unary.append((idempotency, "coordd.v1.IdempotencyService"))
         self.context_store = ContextStore(self._db, self.writes)
-        context_service_pb2_grpc.add_ContextServiceServicer_to_server(
-            ContextServicer(ContextService(self.context_store, self.notifier), policy, s.server_id),
-            server,
+        contexts = ContextServicer(
+            ContextService(self.context_store, self.notifier), policy, s.server_id
         )
+        context_service_pb2_grpc.add_ContextServiceServicer_to_server(contexts, server)
+        unary.append((contexts, "coordd.v1.ContextService"))
         self.memory_store = MemoryStore(self._db, self.writes)
         await self.indexer.start()
-        memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(
-            MemoryServicer(
-                self.memory_store,
-                MemorySearch(self.indexer, self.memory_store, policy),
-                policy,
-                s.server_id,
-            ),
-            server,
+        memory = MemoryServicer(
+            self.memory_store,
+            MemorySearch(self.indexer, self.memory_store, policy),
+            policy,
+            s.server_id,
         )
+        memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(memory, server)
+        unary.append((memory, "coordd.v1.MemoryService"))
         self.agreement_service = AgreementService(
             AgreementStore(self._db, self.writes), self.notifier
         )
-        agreement_service_pb2_grpc.add_AgreementServiceServicer_to_server(
-            AgreementServicer(self.agreement_service, policy, s.server_id), server
-        )
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(AdminService(AdminStore(self._db, self.writes)), policy, s.server_id),
-            server,
-        )
+        agreements = AgreementServicer(self.agreement_service, policy, s.server_id)
+        agreement_service_pb2_grpc.add_AgreementServiceServicer_to_server(agreements, server)
+        unary.append((agreements, "coordd.v1.AgreementService"))
+        admin = AdminServicer(AdminService(AdminStore(self._db, self.writes)), policy, s.server_id)
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
+        unary.append((admin, "coordd.v1.AdminService"))
         self.change_store = ChangeStore(self._db)
         watch_service_pb2_grpc.add_WatchServiceServicer_to_server(
             WatchServicer(WatchService(self.change_store, self.notifier), policy, s.server_id),
             server,
         )
-        gate_service_pb2_grpc.add_GateServiceServicer_to_server(
-            GateServicer(GateService(GateStore(self._db)), policy, s.server_id), server
-        )
+        gate = GateServicer(GateService(GateStore(self._db)), policy, s.server_id)
+        gate_service_pb2_grpc.add_GateServiceServicer_to_server(gate, server)
+        unary.append((gate, "coordd.v1.GateService"))
+        if s.session_stream:
+            handlers: dict[str, UnaryHandler] = {}
+            for servicer, name in unary:
+                service = DESCRIPTOR_POOL.FindServiceByName(name)
+                handlers.update(servicer_handlers(servicer, service, interceptor.wrap_unary))
+            self._session = SessionServicer(handlers, traced=tracing)
+            session_service_pb2_grpc.add_SessionServiceServicer_to_server(self._session, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *self.services):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if s.reflection:
             reflection.enable_server_reflection(
-                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+                (*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
             )
         self.port = self._listen(server)
         if self.port == 0:
@@ -304,6 +325,8 @@ class Daemon:
         """Stop accepting calls, give in-flight ones *grace* seconds, then close storage."""
         grace = self.settings.grace_s if grace is None else grace
         self._health.enter_graceful_shutdown()
+        if self._session is not None:
+            self._session.close()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

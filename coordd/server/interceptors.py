@@ -128,7 +128,7 @@ class CoorddServerInterceptor(_ServerInterceptor):
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
+                self.wrap_unary(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -161,7 +161,10 @@ class CoorddServerInterceptor(_ServerInterceptor):
 
     # Plain try/except rather than a shared async context manager: this runs on every call,
     # and an asynccontextmanager costs a generator, two awaits and a frame per call.
-    def _wrap_unary(self, method: str, behavior: Any) -> Any:
+    def wrap_unary(self, method: str, behavior: Any) -> Any:
+        """*behavior* authenticated and with errors translated: what serves unary *method*
+        (the session stream dispatches its requests through this too)."""
+
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 self._authenticate(method, context)

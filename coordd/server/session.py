@@ -1,0 +1,263 @@
+"""The session stream: tagged unary calls on one bidirectional stream per connection.
+
+A Python gRPC unary call costs the server several times what one message on an open stream
+costs (bench claims prints both). ``SessionService.Session`` carries many unary calls on one
+stream: each ``SessionRequest`` names its method and carries the serialized request; it is
+dispatched to the very handler that serves the unary RPC, wrapped by the same interceptor
+(authentication from the stream's metadata, errors as google.rpc.Status), under its own
+deadline and trace context, and answered with a ``SessionResponse`` of the same id, in
+whatever order the handlers finish.
+
+The dispatcher knows nothing of coordd's services: it takes a table of unary handlers, so the
+sidecar serves the same stream with its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+
+from coordd import rpc_status
+from coordd.v1 import session_service_pb2 as pb
+from coordd.v1 import session_service_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+SESSION_METHOD = "/coordd.v1.SessionService/Session"
+# Identity travels on the stream's metadata only: a request cannot speak for someone else.
+_IDENTITY_KEYS = frozenset({"authorization", "coordd-agent-id", "coordd-agent-role"})
+MAX_IN_FLIGHT = 256
+"""Requests one stream may have in flight; past it the server stops reading (backpressure)."""
+
+Behavior = Callable[[Any, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class UnaryHandler:
+    """How to serve one unary method: decode, handle (request, context), encode."""
+
+    deserialize: Callable[[bytes], Any]
+    behavior: Behavior
+    serialize: Callable[[Any], bytes]
+
+
+def servicer_handlers(
+    servicer: object, service: ServiceDescriptor, wrap: Callable[[str, Behavior], Behavior]
+) -> dict[str, UnaryHandler]:
+    """The unary methods of *servicer* (implementing *service*), each wrapped by *wrap*
+    (method name, behavior) as the server's interceptor wraps them."""
+    out = {}
+    for m in service.methods:
+        if m.client_streaming or m.server_streaming:
+            continue
+        name = f"/{service.full_name}/{m.name}"
+        request_cls = message_factory.GetMessageClass(m.input_type)
+        out[name] = UnaryHandler(
+            deserialize=request_cls.FromString,
+            behavior=wrap(name, getattr(servicer, m.name)),
+            serialize=lambda msg: msg.SerializeToString(),
+        )
+    return out
+
+
+class SessionAbort(grpc.aio.AbortError):
+    """A handler aborted its call: the status to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: bytes) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class RequestContext:
+    """What a handler sees as its ``grpc.aio.ServicerContext`` for one request on the stream:
+    the stream's identity metadata plus the request's own, the stream's peer and auth
+    context, and an ``abort`` that answers this request alone."""
+
+    def __init__(
+        self,
+        stream: grpc.aio.ServicerContext[Any, Any],
+        metadata: tuple[tuple[str, str], ...],
+        deadline: float | None,
+    ) -> None:
+        self._stream = stream
+        self._metadata = metadata
+        self._deadline = deadline
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
+        return self._stream.auth_context()
+
+    def peer(self) -> str:
+        return self._stream.peer()
+
+    def time_remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    async def abort(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: tuple[tuple[str, str | bytes], ...] = (),
+    ) -> None:
+        status = b""
+        for key, value in trailing_metadata:
+            if key == rpc_status.STATUS_DETAILS_KEY and isinstance(value, bytes):
+                status = value
+        raise SessionAbort(code, details, status)
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        """Accepted and dropped: a session response has no trailers of its own."""
+
+    def cancelled(self) -> bool:
+        return self._stream.cancelled()
+
+
+def _failure(
+    rid: int, code: grpc.StatusCode, message: str, details: bytes = b""
+) -> pb.SessionResponse:
+    return pb.SessionResponse(id=rid, code=code.value[0], message=message, status_details=details)
+
+
+class SessionServicer(pb_grpc.SessionServiceServicer):
+    """Serves ``Session`` streams from a table of unary handlers (full method name -> handler).
+
+    Args:
+        handlers: The unary methods this stream may call, already wrapped with the server's
+            authentication and error translation.
+        traced: Start a server span per request, continuing the request's W3C trace context.
+    """
+
+    def __init__(self, handlers: Mapping[str, UnaryHandler], traced: bool = False) -> None:
+        self._handlers = dict(handlers)
+        self._traced = traced
+        self._closing = False
+        self._readers: set[asyncio.Future[None]] = set()
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[pb.SessionRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.SessionResponse]:
+        identity = tuple(
+            (k, v)
+            for k, v in (context.invocation_metadata() or ())
+            if isinstance(v, str) and k in _IDENTITY_KEYS
+        )
+        in_flight: dict[int, asyncio.Task[None]] = {}
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        # Handlers finish in any order; one writer (this generator) sends their answers.
+        answers: asyncio.Queue[pb.SessionResponse | None] = asyncio.Queue()
+
+        async def serve(req: pb.SessionRequest) -> None:
+            try:
+                answers.put_nowait(await self._dispatch(req, identity, context))
+            except asyncio.CancelledError:
+                answers.put_nowait(_failure(req.id, grpc.StatusCode.CANCELLED, "cancelled"))
+            finally:
+                in_flight.pop(req.id, None)
+                slots.release()
+
+        async def read() -> None:
+            try:
+                try:
+                    async for req in request_iterator:
+                        if req.cancel:
+                            if (task := in_flight.get(req.id)) is not None:
+                                task.cancel()
+                            continue
+                        await slots.acquire()
+                        in_flight[req.id] = asyncio.ensure_future(serve(req))
+                except asyncio.CancelledError:
+                    if not self._closing:
+                        raise
+                # The client half-closed, or the server is stopping: finish what was asked,
+                # then end the stream (a stopping server's grace covers it).
+                if in_flight:
+                    await asyncio.gather(*in_flight.values(), return_exceptions=True)
+            finally:
+                answers.put_nowait(None)
+
+        if self._closing:
+            return
+        reader = asyncio.ensure_future(read())
+        self._readers.add(reader)
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            await reader  # surfaces a broken request stream
+        finally:
+            self._readers.discard(reader)
+            reader.cancel()
+            for task in list(in_flight.values()):
+                task.cancel()
+
+    def close(self) -> None:
+        """Stop reading requests on every stream; each ends once its requests are answered.
+
+        Call before stopping the gRPC server, so that its grace period lets in-flight session
+        requests finish like in-flight unary calls.
+        """
+        self._closing = True
+        for reader in list(self._readers):
+            reader.cancel()
+
+    async def _dispatch(
+        self,
+        req: pb.SessionRequest,
+        identity: tuple[tuple[str, str], ...],
+        stream: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.SessionResponse:
+        handler = self._handlers.get(req.method)
+        if handler is None:
+            return _failure(
+                req.id, grpc.StatusCode.UNIMPLEMENTED, f"method {req.method!r} not served here"
+            )
+        metadata = identity
+        if req.metadata:
+            metadata += tuple((k, v) for k, v in req.metadata.items() if k not in _IDENTITY_KEYS)
+        timeout = req.timeout.ToTimedelta().total_seconds() if req.HasField("timeout") else None
+        deadline = asyncio.get_running_loop().time() + timeout if timeout is not None else None
+        ctx = RequestContext(stream, metadata, deadline)
+        try:
+            request = handler.deserialize(req.payload)
+        except Exception:
+            return _failure(req.id, grpc.StatusCode.INTERNAL, "cannot decode the request")
+        try:
+            async with asyncio.timeout_at(deadline):
+                if self._traced:
+                    response = await self._traced_call(req.method, handler, request, ctx)
+                else:
+                    response = await handler.behavior(request, ctx)
+        except SessionAbort as abort:
+            return _failure(req.id, abort.code, abort.message, abort.details)
+        except TimeoutError:
+            return _failure(req.id, grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return pb.SessionResponse(id=req.id, payload=handler.serialize(response))
+
+    async def _traced_call(
+        self, method: str, handler: UnaryHandler, request: Any, ctx: RequestContext
+    ) -> Any:
+        from opentelemetry import propagate, trace
+
+        carrier = dict(ctx.invocation_metadata())
+        service, _, name = method.lstrip("/").partition("/")
+        with trace.get_tracer("coordd.session").start_as_current_span(
+            method,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        ):
+            return await handler.behavior(request, ctx)
