@@ -27,6 +27,11 @@ from coordd.v1 import session_service_pb2 as pb
 SESSION_METHOD = "/coordd.v1.SessionService/Session"
 _IDENTITY_KEYS = frozenset({"authorization", "coordd-agent-id", "coordd-agent-role"})
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
+# grpc.health.v1 HealthCheckRequest{service: "coordd.v1.SessionService"} and the answer
+# HealthCheckResponse{status: SERVING}, encoded by hand: the client needs no health package.
+_SESSION_SERVICE = SESSION_METHOD.split("/")[1].encode()
+_HEALTH_CHECK = b"\n" + bytes([len(_SESSION_SERVICE)]) + _SESSION_SERVICE
+_SERVING = b"\x08\x01"
 
 
 class _Fallback(Exception):
@@ -58,6 +63,7 @@ class SessionChannel:
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._cancels: set[asyncio.Future[None]] = set()
+        self._probing: asyncio.Future[bool] | None = None
         self.offered: bool | None = None
         """Whether the server offers the session stream (None: not known yet)."""
 
@@ -97,8 +103,10 @@ class SessionChannel:
             grpc.aio.AioRpcError: The request failed (as the unary call would have).
             _Fallback: The server does not offer the session stream.
         """
-        if self._call is None:
-            self._open()
+        if self.offered is None:
+            await self._probe()
+            if not self.offered:
+                raise _Fallback()
         rid = next(self._ids)
         req = pb.SessionRequest(id=rid, method=method, payload=payload)
         if timeout is not None:
@@ -121,14 +129,26 @@ class SessionChannel:
             propagate.inject(req.metadata)
             return await self._exchange(req, timeout)
 
-    async def _exchange(self, req: pb.SessionRequest, timeout: float | None) -> bytes:
+    async def _exchange(
+        self, req: pb.SessionRequest, timeout: float | None, retry: bool = True
+    ) -> bytes:
         rid = req.id
+        if self._call is None:
+            self._open()
+        call = self._call
         future: asyncio.Future[pb.SessionResponse] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
-        call = self._call
         try:
-            async with self._write_lock:
-                await call.write(req)
+            try:
+                async with self._write_lock:
+                    await call.write(req)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                # The stream ended before this request left: it was not sent.
+                await self._reset(exc)
+                if retry:  # once, on a fresh stream (the server may have restarted)
+                    self._pending.pop(rid, None)
+                    return await self._exchange(req, timeout, retry=False)
+                raise _rpc_error(grpc.StatusCode.UNAVAILABLE, "session stream ended") from exc
             async with asyncio.timeout(timeout):
                 resp = await future
         except TimeoutError:
@@ -137,20 +157,35 @@ class SessionChannel:
         except asyncio.CancelledError:
             self._cancel(call, rid)
             raise
-        except grpc.aio.AioRpcError as exc:  # the stream ended before this write
-            # A write after the end reports a generic error: the stream's own status says
-            # whether the server simply lacks the service.
-            if call.done() and await call.code() == grpc.StatusCode.UNIMPLEMENTED:
-                self.offered = False
-                raise _Fallback() from exc
-            await self._reset(exc)
-            raise
         finally:
             self._pending.pop(rid, None)
         if resp.code == 0:
             return resp.payload
         code = _CODES.get(resp.code, grpc.StatusCode.UNKNOWN)
         raise _rpc_error(code, resp.message, resp.status_details)
+
+    async def _probe(self) -> None:
+        """Ask the server's health service whether it serves the session stream.
+
+        Opening the stream and waiting for UNIMPLEMENTED races the first write (which then
+        fails with a generic INTERNAL); a health check answers plainly. Concurrent first calls
+        share one probe.
+        """
+        if self._probing is None:
+            self._probing = asyncio.ensure_future(self._check_health())
+        self.offered = await asyncio.shield(self._probing)
+
+    async def _check_health(self) -> bool:
+        check = self.channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        try:
+            answer = await check(_HEALTH_CHECK, timeout=10)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(answer == _SERVING)
 
     def _open(self) -> None:
         self._call = self.channel.stream_stream(

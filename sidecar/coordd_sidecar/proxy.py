@@ -22,6 +22,8 @@ from opentelemetry import trace
 
 from coordd import rpc_status
 from coordd.errors import CoorddError, UnauthenticatedError
+from coordd.server.session import SESSION_METHOD, SessionServicer, UnaryHandler
+from coordd.v1 import session_service_pb2 as session_pb
 from coordd_client._cache import CACHED_METHODS, SessionCache
 from coordd_client._methods import Method, header_of, methods
 from coordd_client._session import Session, stamp_min_revision
@@ -121,6 +123,8 @@ class Proxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
     def _handler(self, path: str) -> grpc.RpcMethodHandler[Any, Any]:
         m = methods().get(path)
+        if path == SESSION_METHOD:
+            return self._session_stream()
         if m is not None and m.unary:
             if self._cache is not None and path in CACHED_METHODS:
                 return grpc.unary_unary_rpc_method_handler(partial(self._cached, m))
@@ -130,6 +134,21 @@ class Proxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         # Anything else (client or bidi streams, methods newer than this sidecar): every gRPC
         # cardinality is the same on the wire, so a bidirectional byte pipe carries them all.
         return grpc.stream_stream_rpc_method_handler(partial(self._pipe, path))
+
+    def _session_stream(self) -> grpc.RpcMethodHandler[Any, Any]:
+        """The session stream served here: each tagged request runs the same handler as its
+        unary call (cache included), so agents on the stream lose nothing."""
+        handlers = {}
+        for path, m in methods().items():
+            if m.unary:
+                unary = self._handler(path).unary_unary
+                handlers[path] = UnaryHandler(bytes, unary, bytes)  # type: ignore[arg-type]
+        servicer = SessionServicer(handlers)
+        return grpc.stream_stream_rpc_method_handler(
+            servicer.Session,
+            request_deserializer=session_pb.SessionRequest.FromString,
+            response_serializer=session_pb.SessionResponse.SerializeToString,
+        )
 
     # --------------------------------------------------------------- identity
 
