@@ -29,6 +29,11 @@ and stops working on a document. At the end the script checks, from those files 
 each document's side effect happened exactly once, and no document was worked on by two
 holders at once (an older holder still at work when a newer one started must have been fenced
 off without acting). It prints what happened and exits 1 if an invariant failed.
+
+The limit it shows rather than hides: an external effect and coordd's record of it cannot be
+one transaction. The idempotency lease (4 x the claim's) bounds the gap; a runner frozen longer
+than that between its effect and its completion could be taken over and the effect repeated,
+and the checks would say so.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from coordd_client import (
     ClaimHeldError,
     ClaimLostError,
     ClaimNotHeldError,
+    Fence,
     FencingTokenStaleError,
     HeldClaim,
     IdempotencyAttemptSupersededError,
@@ -93,7 +99,7 @@ class Plan:
     stall: frozenset[str]  # first attempt pauses past its lease
     retry: frozenset[str]  # the orchestrator sends these again once they are done
     ledger: Path  # the side effect's ledger: one line per effect, written only by it
-    activity: Path  # workers' log: start / end / crash / fenced per document
+    activity: Path  # workers' log: work / published / crash / fenced / done per document
     addr: str | None
 
     @classmethod
@@ -120,6 +126,13 @@ class Plan:
             activity=workdir / "activity.jsonl",
             addr=args.addr,
         )
+
+    @property
+    def idempotency_lease(self) -> float:
+        """How long a runner owns a document's key: a runner that dies (or freezes) this long
+        is taken over. Longer than the claim's lease, so that a holder whose claim lapsed
+        while it was publishing still records what it did before anyone may run it again."""
+        return self.lease * 4
 
     @property
     def results_ns(self) -> str:
@@ -169,6 +182,7 @@ class Worker:
         self.agent_id = agent_id
         self.index = index
         self.rng = rng
+        self.docs: list[str] = []  # from the orchestrator's job entry
         self.done: set[str] = set()
 
     def log(self, event: str, doc: str, token: int, **extra: Any) -> None:
@@ -202,9 +216,8 @@ class Worker:
                         entry.content["doc"], retry=True
                     ):
                         await c.context.ack(p.namespace, entry.id)
-                page = await c.memory.list(p.results_ns)
-                self.done.update(e.key for e in page.entries)
-                pending = [d for d in p.docs if d not in self.done]
+                self.done |= await recorded(c, p)
+                pending = [d for d in self.docs if d not in self.done]
                 if not pending:
                     await asyncio.sleep(0.05)  # all done: wait for retries or the stop
                     continue
@@ -220,8 +233,10 @@ class Worker:
                     await asyncio.sleep(0.02)  # everything is claimed: wait for a lapse
 
     async def _wait_for_job(self) -> None:
+        """The orchestrator's fan-out: one entry to every worker (a restarted one too)."""
         while True:
             for entry in await self.client.context.inbox(self.plan.namespace, context_type="job"):
+                self.docs = list(entry.content["docs"])
                 await self.client.context.ack(self.plan.namespace, entry.id)
                 return
             await asyncio.sleep(0.05)
@@ -235,40 +250,47 @@ class Worker:
         key = f"publish:{doc}"
         first = await c.idempotency.get(p.namespace, key) is None
         ran = False
+        token = 0
         try:
             # Re-acquiring a claim we already hold renews it; hold() keeps renewing it.
             async with c.claims.hold(p.namespace, doc, p.lease, wait=p.lease * 4) as held:
                 token = held.fencing_token
-                self.log("start", doc, token, retry=retry)
 
                 async def work() -> dict[str, Any]:
                     nonlocal ran
+                    self.log("work", doc, token)
                     await asyncio.sleep(self.rng.uniform(0.005, 0.03))  # reading, summarizing
                     if first and doc in p.crash:
                         self.log("crash", doc, token)
                         os._exit(CRASH_EXIT)  # dies: no release, no completion, no goodbye
                     if first and doc in p.stall:
                         # A stop-the-world pause (GC, swapped out, VM frozen): the event loop,
-                        # and the lease renewal with it, stops for longer than the lease.
-                        time.sleep(p.lease * 3)
+                        # and the lease renewal with it, stops for longer than the claim's
+                        # lease (not the idempotency lease: see idempotency_lease).
+                        time.sleep(p.lease * 2)
                     await self.effect_gate(held)
                     ran = True
-                    return publish(p, doc, self.agent_id, token)
+                    result = publish(p, doc, self.agent_id, token)
+                    self.log("published", doc, token)
+                    return result
 
+                # No fence on the completion: once the effect has happened, recording it is
+                # right even if the claim lapsed meanwhile; a superseded attempt is refused
+                # by the idempotency key itself.
                 result = await c.idempotency.once(
-                    p.namespace, key, {"doc": doc}, work, lease=p.lease, fence=held.fence
+                    p.namespace, key, {"doc": doc}, work, lease=p.idempotency_lease
                 )
-                self.log("end", doc, token, ran=ran, retry=retry)
+                self.log("done", doc, token, ran=ran, retry=retry)
                 await self.hand_over(doc, result, held.fence)
             return True
         except (EffectRefused, ClaimLostError, ClaimNotHeldError) as exc:
             # Our claim lapsed while we were away: coordd refused us before we acted.
-            self.log("fenced", doc, 0, why=str(exc))
+            self.log("fenced", doc, token, why=str(exc))
             return True
         except IdempotencyAttemptSupersededError as exc:
             # Refused at the gate; once() then gave the key back, but a newer attempt had it.
             cause = exc.__context__ if isinstance(exc.__context__, EffectRefused) else exc
-            self.log("fenced", doc, 0, why=str(cause))
+            self.log("fenced", doc, token, why=str(cause))
             return True
         except ClaimHeldError:
             return False  # another worker holds it: route around
@@ -283,7 +305,7 @@ class Worker:
         if not verdict:
             raise EffectRefused(verdict.explain())
 
-    async def hand_over(self, doc: str, result: Any, fence: Any) -> None:
+    async def hand_over(self, doc: str, result: Any, fence: Fence) -> None:
         """Record the result (first writer wins) and hand it to the reviewer through context."""
         p, c = self.plan, self.client
         try:
@@ -297,6 +319,17 @@ class Worker:
         await c.context.post(
             p.namespace, result, to_role="reviewer", context_type="result", task_id=doc
         )
+
+
+async def recorded(client: AsyncClient, plan: Plan) -> set[str]:
+    """The documents whose result is recorded in memory (every page)."""
+    done: set[str] = set()
+    token = ""
+    while True:
+        page = await client.memory.list(plan.results_ns, page_size=1000, page_token=token)
+        done.update(e.key for e in page.entries)
+        if not (token := page.next_page_token):
+            return done
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,8 +379,7 @@ async def orchestrator(plan: Plan, tally: Tally) -> None:
         await c.context.post(ns, {"docs": plan.docs}, to_role="worker", context_type="job")
         retried: set[str] = set()
         while True:
-            page = await c.memory.list(plan.results_ns)
-            for doc in sorted({e.key for e in page.entries} & plan.retry - retried):
+            for doc in sorted(await recorded(c, plan) & plan.retry - retried):
                 # "Did doc-7 go through? No reply. Send it again." (the reply was lost)
                 await c.context.post(
                     ns, {"doc": doc}, to_role="worker", context_type="retry", delivery="any"
@@ -358,7 +390,10 @@ async def orchestrator(plan: Plan, tally: Tally) -> None:
             await asyncio.sleep(0.05)
         tally.retries_sent = len(retried)
         while True:  # every retry taken and acknowledged by a worker
-            sent = await c.context.sent(ns, context_type="retry")
+            sent, after = [], 0
+            while page := await c.context.sent(ns, context_type="retry", after_id=after):
+                sent += page
+                after = page[-1].id
             if len(sent) == len(retried) and all(e.acks for e in sent):
                 break
             await asyncio.sleep(0.05)
@@ -444,40 +479,54 @@ def check(plan: Plan) -> tuple[dict[str, int], list[str]]:
             problems.append(f"{doc}: side effect ran {per_doc[doc]} times (expected exactly once)")
     problems += [f"{doc}: not a document of this run" for doc in per_doc if doc not in plan.docs]
 
-    # Two holders at once: a section (start..end/crash) overlapping a newer holder's section
-    # is only acceptable if the older one was fenced off and never acted after that.
-    fenced = {(a["doc"], a["agent"]) for a in activity if a["event"] == "fenced"}
+    # Two holders at once: a worker's section on a document runs from the start of its work
+    # to its side effect (or its crash, or the gate's refusal). A section overlapping a newer
+    # holder's is only acceptable if the older one was refused and did nothing.
     open_sections: dict[str, dict[str, Any]] = {}
     for a in sorted(activity, key=lambda r: r["t"]):
         doc = a["doc"]
-        if a["event"] == "start":
+        if a["event"] == "work":
             other = open_sections.get(doc)
-            if (
-                other is not None
-                and other["agent"] != a["agent"]
-                and ((doc, other["agent"]) not in fenced or other["token"] >= a["token"])
-            ):
-                problems.append(
-                    f"{doc}: {a['agent']} (token {a['token']}) started while "
-                    f"{other['agent']} (token {other['token']}) was still at work"
-                )
+            if other is not None and other["agent"] != a["agent"]:
+                outcome = _section_end(activity, other)
+                if outcome is None or outcome["event"] != "fenced" or other["token"] >= a["token"]:
+                    problems.append(
+                        f"{doc}: {a['agent']} (token {a['token']}) started while "
+                        f"{other['agent']} (token {other['token']}) was still at work"
+                    )
             open_sections[doc] = a
-        elif a["event"] in ("end", "crash", "fenced") and (
-            doc in open_sections and open_sections[doc]["agent"] == a["agent"]
-        ):
+        elif a["event"] in SECTION_ENDS and open_sections.get(doc, {}).get("agent") == a["agent"]:
             del open_sections[doc]
 
-    ends = [a for a in activity if a["event"] == "end"]
+    done = [a for a in activity if a["event"] == "done"]
     figures = {
         "documents": len(plan.docs),
         "side effects (ledger lines)": len(effects),
         "workers crashed mid-document": sum(a["event"] == "crash" for a in activity),
-        "stale holders refused": len(fenced),
+        "stale holders refused": sum(a["event"] == "fenced" for a in activity),
         "claims lost and taken over": _taken_over(effects, activity),
-        "retries absorbed": sum(1 for a in ends if a["retry"] and not a["ran"]),
-        "duplicates prevented": sum(1 for a in ends if not a["ran"]),
+        "retries absorbed": sum(1 for a in done if a["retry"] and not a["ran"]),
+        "duplicates prevented": sum(1 for a in done if not a["ran"]),
     }
     return figures, problems
+
+
+SECTION_ENDS = ("published", "crash", "fenced")
+
+
+def _section_end(activity: list[dict[str, Any]], start: dict[str, Any]) -> dict[str, Any] | None:
+    """How the section opened by *start* ended (None: it never did)."""
+    return next(
+        (
+            a
+            for a in sorted(activity, key=lambda r: r["t"])
+            if a["event"] in SECTION_ENDS
+            and a["agent"] == start["agent"]
+            and a["doc"] == start["doc"]
+            and a["t"] >= start["t"]
+        ),
+        None,
+    )
 
 
 def stories(plan: Plan) -> list[str]:
@@ -489,16 +538,8 @@ def stories(plan: Plan) -> list[str]:
         if a["event"] not in ("crash", "fenced"):
             continue
         doc = a["doc"]
-        started = next(
-            s
-            for s in activity
-            if s["event"] == "start"
-            and s["agent"] == a["agent"]
-            and s["doc"] == doc
-            and s["t"] <= a["t"]
-        )
         what = "crashed mid-document" if a["event"] == "crash" else "stalled past its lease"
-        text = f"{doc}: {a['agent']} (token {started['token']}) {what}"
+        text = f"{doc}: {a['agent']} (token {a['token']}) {what}"
         if a["event"] == "fenced":  # the gate's own words, without its advice
             text += f"; on waking, {a['why'].split('. Next:')[0]}"
         done = published.get(doc)
@@ -512,7 +553,7 @@ def _taken_over(effects: list[dict[str, Any]], activity: list[dict[str, Any]]) -
     """Documents whose side effect ran under another grant than the first one made for them."""
     first: dict[str, int] = {}
     for a in sorted(activity, key=lambda r: r["t"]):
-        if a["event"] == "start":
+        if a["event"] == "work":
             first.setdefault(a["doc"], a["token"])
     return sum(1 for e in effects if e["token"] != first.get(e["doc"]))
 

@@ -65,12 +65,12 @@ def test_swarm_checks_catch_a_duplicate_effect_and_two_holders_at_once(tmp_path:
     args: Any = swarm.parse_args(["--docs", "2", "--agents", "2", "--workdir", str(tmp_path)])
     plan = swarm.Plan.make(args, tmp_path)
     for line in (
-        {"event": "start", "doc": "doc-000", "agent": "w0", "token": 5, "t": 1.0},
-        {"event": "start", "doc": "doc-000", "agent": "w1", "token": 9, "t": 2.0},  # w0 at work
-        {"event": "end", "doc": "doc-000", "agent": "w0", "token": 5, "t": 3.0},
-        {"event": "end", "doc": "doc-000", "agent": "w1", "token": 9, "t": 4.0},
+        {"event": "work", "doc": "doc-000", "agent": "w0", "token": 5, "t": 1.0},
+        {"event": "work", "doc": "doc-000", "agent": "w1", "token": 9, "t": 2.0},  # w0 at work
+        {"event": "published", "doc": "doc-000", "agent": "w0", "token": 5, "t": 3.0},
+        {"event": "published", "doc": "doc-000", "agent": "w1", "token": 9, "t": 4.0},
     ):
-        swarm.append(plan.activity, line | {"retry": False, "ran": True})
+        swarm.append(plan.activity, line)
     for agent, token in (("w0", 5), ("w1", 9)):
         swarm.append(plan.ledger, {"doc": "doc-000", "agent": agent, "token": token})
     _, problems = swarm.check(plan)
