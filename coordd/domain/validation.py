@@ -45,6 +45,7 @@ JSON_MAX_BYTES = 1 << 20
 VECTOR_MAX_ENTRIES = 1000
 MAX_IDS_PER_CALL = 1000
 CONTEXT_TTL_DEFAULT = timedelta(days=7)
+CONTEXT_TYPE_DEFAULT = "message"  # the type of a post that names none
 CONTEXT_TTL_MIN = timedelta(seconds=1)
 CONTEXT_TTL_MAX = timedelta(days=365)
 CONTEXT_LEASE_DEFAULT = timedelta(seconds=60)

@@ -43,7 +43,8 @@ class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
             for field, value in (("to_role", req.to_role), ("to_agent_id", req.to_agent_id)):
                 if value:
                     c.identifier(field, value)
-            c.name("context_type", req.context_type, v.CONTEXT_TYPE_MAX_BYTES)
+            context_type = req.context_type or v.CONTEXT_TYPE_DEFAULT
+            c.name("context_type", context_type, v.CONTEXT_TYPE_MAX_BYTES)
             c.json("content_json", req.content_json)
             c.text("task_id", req.task_id, v.TASK_ID_MAX_BYTES)
             c.text("correlation_id", req.correlation_id, v.TASK_ID_MAX_BYTES)
@@ -58,7 +59,7 @@ class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
                 namespace=req.namespace,
                 to_role=req.to_role,
                 to_agent_id=req.to_agent_id,
-                context_type=req.context_type,
+                context_type=context_type,
                 content_json=req.content_json,
                 task_id=req.task_id,
                 correlation_id=req.correlation_id,

@@ -174,7 +174,7 @@ class PostContextRequest(_message.Message):
     to_agent_id: _builtins.str
     """Receiving agent (same syntax); delivery is then EACH to that one agent."""
     context_type: _builtins.str
-    """What kind of entry this is, 1-64 bytes (e.g. "review_request"). Required."""
+    """What kind of entry this is, 1-64 bytes (e.g. "review_request"). Unset = "message"."""
     content_json: _builtins.str
     """The content as JSON text, at most 1 MiB. Required."""
     task_id: _builtins.str

@@ -146,6 +146,15 @@ async def test_ten_live_subscribers_each_get_every_entry_once_in_order(connect) 
     assert received == [list(range(rounds))] * len(subscribers)
 
 
+async def test_a_post_without_context_type_is_a_message(connect) -> None:
+    planner = await connect("planner", role="planner")
+    reviewer = await connect("reviewer", role="reviewer")
+    posted = await planner.context.post(NS, {"doc": "doc-1"}, to_role="reviewer")
+    assert posted.context_type == "message"
+    assert [e.context_type for e in await reviewer.context.inbox(NS)] == ["message"]
+    assert [e.id for e in await reviewer.context.inbox(NS, context_type="message")] == [posted.id]
+
+
 async def test_expired_entries_vanish_and_are_purged(connect, db_clock, daemon, pg_conn) -> None:
     planner = await connect("planner", role="planner")
     reviewer = await connect("reviewer", role="reviewer")
@@ -168,7 +177,7 @@ async def test_fenced_post_and_bad_input(connect, db_clock) -> None:
         await a.context.post(NS, 1, to_role="x", context_type="t", fence=old.claim.fence)
     assert await b.context.inbox(NS, unread=False) == []
     with pytest.raises(InvalidArgumentError) as exc:
-        await a.context.post(NS, float("nan"), to_role="x", to_agent_id="y", context_type="")
+        await a.context.post(NS, float("nan"), to_role="x", to_agent_id="y", context_type="a\tb")
     assert [v.field for v in exc.value.violations] == ["to_role", "context_type", "content_json"]
 
 
