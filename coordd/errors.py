@@ -24,6 +24,7 @@ by reason, never by message text::
      ├── RevisionNotReachedError       UNAVAILABLE          REVISION_NOT_REACHED
      ├── StorageUnavailableError       UNAVAILABLE          STORAGE_UNAVAILABLE
      ├── UnavailableError              UNAVAILABLE          UNAVAILABLE (transport, client side)
+     │    └── ShuttingDownError        UNAVAILABLE          SHUTTING_DOWN
      ├── DeadlineExceededError         DEADLINE_EXCEEDED    DEADLINE_EXCEEDED (client side)
      └── InternalError                 INTERNAL             INTERNAL
 """
@@ -55,6 +56,7 @@ __all__ = [
     "RevisionCompactedError",
     "RevisionMismatchError",
     "RevisionNotReachedError",
+    "ShuttingDownError",
     "StorageUnavailableError",
     "UnauthenticatedError",
     "UnavailableError",
@@ -436,6 +438,22 @@ class StorageUnavailableError(
 
 class UnavailableError(CoorddError, code=grpc.StatusCode.UNAVAILABLE, reason="UNAVAILABLE"):
     """The daemon (or sidecar) could not be reached."""
+
+
+class ShuttingDownError(UnavailableError, code=grpc.StatusCode.UNAVAILABLE, reason="SHUTTING_DOWN"):
+    """The daemon is stopping: open streams and long waits end with this at once.
+
+    Reconnect (to another replica, or to this one once restarted) and resume from your cursor;
+    the client's ``watch`` and ``context.subscribe`` do so by themselves.
+    """
+
+    def __init__(
+        self,
+        message: str = "coordd is shutting down: reconnect and resume from your cursor",
+        retry_after: timedelta | None = None,
+    ) -> None:
+        self.retry_after = retry_after or timedelta(milliseconds=500)
+        super().__init__(message)
 
 
 class DeadlineExceededError(

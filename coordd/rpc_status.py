@@ -296,6 +296,8 @@ def _build(
         )
     elif reason == "STORAGE_UNAVAILABLE":
         err = errors.StorageUnavailableError(message, retry_after)
+    elif reason == "SHUTTING_DOWN":
+        err = errors.ShuttingDownError(message, retry_after)
     elif reason == "INTERNAL":
         err = errors.InternalError(message, meta.get("traceId", ""))
     else:

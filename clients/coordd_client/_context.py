@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+from coordd.errors import UnavailableError
 from coordd.v1 import common_pb2
 from coordd.v1 import context_service_pb2 as pb
 from coordd.v1 import context_service_pb2_grpc as pb_grpc
@@ -14,6 +15,7 @@ from coordd.v1 import context_service_pb2_grpc as pb_grpc
 from . import _convert as cv
 from ._core import Core
 from ._models import ContextEntry, Fence
+from ._resume import Resumer
 
 _DELIVERY = {"each": pb.DELIVERY_EACH, "any": pb.DELIVERY_ANY}
 
@@ -41,7 +43,7 @@ class AsyncContext:
         *,
         to_role: str = "",
         to_agent_id: str = "",
-        context_type: str,
+        context_type: str = "",
         task_id: str = "",
         correlation_id: str = "",
         ttl: timedelta | float | None = None,
@@ -49,6 +51,9 @@ class AsyncContext:
         fence: Fence | None = None,
     ) -> ContextEntry:
         """Post *content* (any JSON value) to a role or to one agent.
+
+        *context_type* says what kind of entry it is, for readers that filter by it (unset:
+        ``"message"``).
 
         ``delivery="any"`` hands the entry to one agent of the role (redelivered if it does not
         acknowledge in time); ``"each"`` (default) to every agent of the role.
@@ -141,17 +146,30 @@ class AsyncContext:
         unread: bool = False,
         context_type: str = "",
         lease: timedelta | float | None = None,
+        reconnect_for: float = 30.0,
     ) -> AsyncIterator[ContextEntry]:
         """The backlog after *after_id*, then entries as they are posted (no polling).
 
-        To resume after a disconnect, subscribe again with the last id received.
+        If the connection drops or the daemon stops, the subscription resumes after the last
+        entry delivered, trying for up to *reconnect_for* seconds: nothing is delivered twice
+        or skipped. Past that it raises UnavailableError; subscribe again with the last id.
         """
-        request = pb.SubscribeContextRequest(
-            namespace=namespace,
-            after_id=after_id,
-            unread_only=unread,
-            context_type=context_type,
-            lease=cv.duration(lease),
-        )
-        async for resp in self._core.stream(self._stub.SubscribeContext, request):
-            yield self._received(cv.context_entry(resp.entry))
+        resumer = Resumer(self._core, reconnect_for)
+        while True:
+            request = pb.SubscribeContextRequest(
+                namespace=namespace,
+                after_id=after_id,
+                unread_only=unread,
+                context_type=context_type,
+                lease=cv.duration(lease),
+            )
+            try:
+                async for resp in self._core.stream(self._stub.SubscribeContext, request):
+                    resumer.delivered()
+                    entry = self._received(cv.context_entry(resp.entry))
+                    after_id = entry.id
+                    yield entry
+                return
+            except UnavailableError as exc:
+                if not await resumer.retry(exc):
+                    raise

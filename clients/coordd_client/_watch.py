@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from coordd.errors import UnavailableError
@@ -13,6 +12,7 @@ from coordd.v1 import watch_service_pb2_grpc as pb_grpc
 from . import _convert as cv
 from ._core import Core
 from ._models import ChangeEvent
+from ._resume import Resumer
 
 
 class AsyncWatch:
@@ -34,11 +34,13 @@ class AsyncWatch:
         ``start_revision=0`` it reports changes from then on. To miss nothing between a write
         and the watch, pass the revision to start from (e.g. ``response.revision + 1``).
 
-        If the connection drops (a daemon restart), the watch resumes from the revision after
-        the last one delivered, per namespace, for up to *reconnect_for* seconds: no gap, no
-        duplicate. A compacted start raises RevisionCompactedError.
+        If the connection drops or the daemon stops (a restart, a rolling update), the watch
+        resumes from the revision after the last one delivered, per namespace, trying for up
+        to *reconnect_for* seconds: no gap, no duplicate. A compacted start raises
+        RevisionCompactedError.
         """
         seen: dict[str, int] = {}  # namespace -> last revision delivered
+        resumer = Resumer(self._core, reconnect_for)
         while True:
             request = pb.WatchRequest(
                 namespace=namespace,
@@ -48,18 +50,12 @@ class AsyncWatch:
             )
             try:
                 async for resp in self._core.stream(self._stub.Watch, request):
+                    resumer.delivered()
                     for msg in resp.events:
                         yield cv.change_event(msg)
                     for msg in resp.events:  # a revision's events all come in one response
                         seen[msg.namespace] = max(seen.get(msg.namespace, 0), msg.revision)
                 return
-            except UnavailableError:
-                if not await self._wait_for_daemon(reconnect_for):
+            except UnavailableError as exc:
+                if not await resumer.retry(exc):
                     raise
-
-    async def _wait_for_daemon(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._core.channel.channel_ready(), seconds)
-        except TimeoutError:
-            return False
-        return True

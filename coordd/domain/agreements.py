@@ -17,8 +17,6 @@ narrow cross-replica race the notifier documents. No decision depends on it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -227,8 +225,7 @@ class AgreementService:
                 # Wake at the deadline too: the read then records the expiry.
                 to_deadline = (view.agreement.deadline_time - view.db_time).total_seconds()
                 pause = min(remaining, self._notifier.recheck_s, max(to_deadline, 0) + 0.001)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), pause)
+                await self._notifier.wait(changed, pause)
 
     async def list(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -29,6 +28,10 @@ class Notifier(Protocol):
 
     def follow(self, pattern: str, is_prefix: bool) -> AbstractAsyncContextManager[asyncio.Event]:
         """Register interest in a namespace (or prefix); the Event is set when it changes."""
+        ...
+
+    async def wait(self, changed: asyncio.Event, timeout: float) -> None:
+        """Until *changed* is set or *timeout* passes; ShuttingDownError once stopping."""
         ...
 
 
@@ -69,5 +72,4 @@ class ContextService:
                     cursor = entry.id
                 if len(entries) == query.limit:
                     continue  # more backlog
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self._notifier.recheck_s)
+                await self._notifier.wait(changed, self._notifier.recheck_s)

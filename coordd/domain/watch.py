@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -68,5 +66,4 @@ class WatchService:
                         cursors[change.namespace] = change.revision
                     yield batch
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), self._notifier.recheck_s)
+                await self._notifier.wait(changed, self._notifier.recheck_s)

@@ -29,6 +29,7 @@ from coordd.domain.memory import MemorySearch
 from coordd.domain.watch import WatchService
 from coordd.server.admin_servicer import AdminServicer
 from coordd.server.agreement_servicer import AgreementServicer
+from coordd.server.binding import bind, ensure_can_listen
 from coordd.server.claim_servicer import ClaimServicer
 from coordd.server.context_servicer import ContextServicer
 from coordd.server.gate_servicer import GateServicer
@@ -100,6 +101,7 @@ class Daemon:
         self._db: Database | None = None
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None
+        self._indexer_ready = False
         self.health_port = 0
         self._session: SessionServicer | None = None
         self._health = health.HealthServicer(experimental_non_blocking=True)
@@ -138,7 +140,43 @@ class Daemon:
             raise ConfigError(str(exc)) from exc
 
     async def start(self) -> None:
+        """Start storage, services and the listener; on failure, undo what was started.
+
+        Raises:
+            ConfigError: settings that cannot work (address in use, data directory taken...).
+            StorageUnavailableError: PostgreSQL cannot be reached or started.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self._abort_start()
+            raise
+
+    async def _abort_start(self) -> None:
+        for server in (self._server, self._health_server):
+            if server is not None:
+                await server.stop(0)
+        self._server = self._health_server = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self.notifier is not None:
+            await self.notifier.stop()
+        if self._indexer_ready and self.indexer is not None:
+            await self.indexer.stop()  # saves the index only if it was loaded in full
+        await self._close_storage()
+        if self._audit_handler is not None:
+            audit.detach(self._audit_handler)
+            self._audit_handler = None
+
+    async def _start(self) -> None:
         s = self.settings
+        # Before anything slow (PostgreSQL, migrations, the index): a taken port fails at once.
+        ensure_can_listen(s.listen)
+        if s.health_listen is not None:
+            ensure_can_listen(s.health_listen)
         policy = self._policy()
         # Audit events are kept whatever the log level: they are a record, not diagnostics.
         audit.logger.setLevel(logging.INFO)
@@ -149,7 +187,6 @@ class Daemon:
                 raise ConfigError(f"cannot open audit log {s.audit_log}: {exc}") from exc
         if not self.dsn:
             self._embedded = EmbeddedPostgres(s.data_dir)
-            logger.info("no --dsn given: starting embedded PostgreSQL in %s", s.data_dir)
             self.dsn = await asyncio.to_thread(self._embedded.start)
         applied = await migrate(self.dsn)
         if applied:
@@ -205,6 +242,7 @@ class Daemon:
         unary.append((contexts, "coordd.v1.ContextService"))
         self.memory_store = MemoryStore(self._db, self.writes)
         await self.indexer.start()
+        self._indexer_ready = True
         memory = MemoryServicer(
             self.memory_store,
             MemorySearch(self.indexer, self.memory_store, policy),
@@ -245,9 +283,6 @@ class Daemon:
                 (*self.services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
             )
         self.port = self._listen(server)
-        if self.port == 0:
-            await self._close_storage()
-            raise ConfigError(f"cannot listen on {s.listen} (address in use?)")
         await server.start()
         self._server = server
         if s.health_listen is not None:
@@ -268,10 +303,7 @@ class Daemon:
         # servicer (so graceful shutdown reads NOT_SERVING here too) and serves nothing else.
         server = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.health_port = server.add_insecure_port(address)
-        if self.health_port == 0:
-            await self.stop(0)
-            raise ConfigError(f"cannot listen on {address} for health (address in use?)")
+        self.health_port = bind(server.add_insecure_port, address)
         await server.start()
         self._health_server = server
         logger.info("gRPC health (plaintext, health only) on %s", address)
@@ -279,7 +311,7 @@ class Daemon:
     def _listen(self, server: grpc.aio.Server) -> int:
         s = self.settings
         if not s.tls:
-            return server.add_insecure_port(s.listen)
+            return bind(server.add_insecure_port, s.listen)
         assert s.tls_cert_file is not None and s.tls_key_file is not None
         try:
             key = s.tls_key_file.read_bytes()
@@ -292,7 +324,7 @@ class Daemon:
             root_certificates=client_ca,
             require_client_auth=s.auth == "mtls",
         )
-        return server.add_secure_port(s.listen, credentials)
+        return bind(server.add_secure_port, s.listen, credentials)
 
     async def _sweep_claims(self) -> int:
         assert self.claim_store is not None and self.notifier is not None
@@ -325,6 +357,11 @@ class Daemon:
         """Stop accepting calls, give in-flight ones *grace* seconds, then close storage."""
         grace = self.settings.grace_s if grace is None else grace
         self._health.enter_graceful_shutdown()
+        if self.notifier is not None:
+            # Streams (Watch, SubscribeContext) and agreement waits have no natural end: end
+            # them now with UNAVAILABLE (clients resume from their cursor) instead of letting
+            # each one hold the shutdown for the whole grace.
+            self.notifier.close()
         if self._session is not None:
             self._session.close()
         if self._server is not None:

@@ -25,6 +25,7 @@ from datetime import timedelta
 
 import psycopg
 
+from coordd.errors import ShuttingDownError
 from coordd.storage.db import Database
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class ChangeNotifier:
         self._tasks: list[asyncio.Task[None]] = []
         self.listening = asyncio.Event()
         """Set while the LISTEN connection is up (tests wait on it)."""
+        self.closing = False
+        """Set by :meth:`close`: the daemon is stopping and every waiting stream ends."""
 
     async def start(self) -> None:
         self._tasks = [
@@ -76,6 +79,28 @@ class ChangeNotifier:
             await self._db.execute(
                 "DELETE FROM coordd.interest WHERE daemon_id = %s", (self._daemon_id,)
             )
+
+    def close(self) -> None:
+        """The daemon is stopping: end every stream now rather than at the end of the grace.
+
+        Streams waiting in :meth:`wait` (and any that start waiting from now on) raise
+        ShuttingDownError, which reaches clients as UNAVAILABLE; they resume elsewhere or
+        after the restart. Unary calls in flight keep the shutdown grace.
+        """
+        self.closing = True
+        self.wake_all()
+
+    async def wait(self, changed: asyncio.Event, timeout: float) -> None:
+        """Until *changed* is set or *timeout* seconds pass (the caller then re-reads).
+
+        Raises:
+            ShuttingDownError: the daemon is stopping.
+        """
+        if not self.closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
+        if self.closing:
+            raise ShuttingDownError()
 
     def wake(self, namespace: str) -> None:
         """A namespace changed: wake the streams that follow it."""

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from coordd_client import AsyncClient, UnavailableError
+from coordd_client import AsyncClient, ShuttingDownError, UnavailableError
 
 
 async def test_stop_lets_in_flight_calls_finish(start_daemon) -> None:
@@ -74,3 +74,46 @@ async def test_health_listener_serves_health_only_and_follows_shutdown(start_dae
                 health_pb2.HealthCheckRequest(service=""), timeout=5
             )
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_stop_ends_open_streams_at_once_with_shutting_down(start_daemon) -> None:
+    """Open streams do not hold the shutdown grace; they end with UNAVAILABLE."""
+    d = start_daemon(grace_s=600.0)  # far longer than the test's timeout: waiting would fail
+    async with (
+        await AsyncClient.connect(d.address, agent_id="watcher", role="reviewer") as watcher,
+        await AsyncClient.connect(d.address, agent_id="poster", role="planner") as poster,
+    ):
+        # reconnect_for=0: the clients give up at once instead of resuming, so the end shows.
+        watch = watcher.watch("ns", start_revision=1, reconnect_for=0)
+        inbox = watcher.context.subscribe("ns", reconnect_for=0)
+        await poster.context.post("ns", "hello", to_role="reviewer")
+        assert (await asyncio.wait_for(anext(watch), 10)).kind == "context"
+        assert (await asyncio.wait_for(anext(inbox), 10)).content == "hello"
+        waiting = [asyncio.create_task(anext(s)) for s in (watch, inbox)]  # both now idle
+        await asyncio.get_running_loop().run_in_executor(None, d.stop, 600.0)
+        for task in waiting:
+            with pytest.raises(ShuttingDownError) as exc:
+                await asyncio.wait_for(task, 10)
+            assert isinstance(exc.value, UnavailableError)
+            assert exc.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_subscription_resumes_across_a_daemon_restart(start_daemon) -> None:
+    first = start_daemon()
+    port = first.daemon.port
+    planner = await AsyncClient.connect(first.address, agent_id="planner", role="planner")
+    reviewer = await AsyncClient.connect(first.address, agent_id="reviewer", role="reviewer")
+    inbox = reviewer.context.subscribe("ns", reconnect_for=30)
+    for n in range(2):
+        await planner.context.post("ns", n, to_role="reviewer")
+    got = [(await asyncio.wait_for(anext(inbox), 10)).content for _ in range(2)]
+    await planner.close()
+    first.stop()
+    second = start_daemon(listen=f"127.0.0.1:{port}")  # the same address after a restart
+    async with await AsyncClient.connect(second.address, agent_id="planner", role="planner") as p:
+        for n in range(2, 4):
+            await p.context.post("ns", n, to_role="reviewer")
+        got += [(await asyncio.wait_for(anext(inbox), 30)).content for _ in range(2)]
+    await inbox.aclose()
+    await reviewer.close()
+    assert got == [0, 1, 2, 3], "resumed after the last entry: nothing lost, nothing twice"

@@ -69,6 +69,10 @@ class FakeNotifier:
     async def follow(self, pattern: str, is_prefix: bool) -> AsyncIterator[asyncio.Event]:
         yield self.event
 
+    async def wait(self, changed: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+
 
 def test_seats_count_agents_once_and_roles_by_count() -> None:
     assert seats(PENDING.participants) == 3
