@@ -78,6 +78,7 @@ EXPORTS = [
     "RevisionNotReachedError",
     "SearchHit",
     "Session",
+    "ShuttingDownError",
     "StorageUnavailableError",
     "TLSConfig",
     "TransitionWrite",
