@@ -151,6 +151,7 @@ class Memory(Face[AsyncMemory]):
     """Blocking ``client.memory``; see ``AsyncMemory`` for each call."""
 
     put = blocking(AsyncMemory.put)
+    put_many = blocking(AsyncMemory.put_many)
     get = blocking(AsyncMemory.get)
     delete = blocking(AsyncMemory.delete)
     list = blocking(AsyncMemory.list)
@@ -203,6 +204,7 @@ class Context(Face[AsyncContext]):
 
     post = blocking(AsyncContext.post)
     inbox = blocking(AsyncContext.inbox)
+    take = blocking(AsyncContext.take)
     sent = blocking(AsyncContext.sent)
     ack = blocking(AsyncContext.ack)
     subscribe = blocking_iter(AsyncContext.subscribe)

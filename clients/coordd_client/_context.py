@@ -124,6 +124,32 @@ class AsyncContext:
         )
         return [cv.context_entry(e) for e in resp.entries]
 
+    async def take(
+        self,
+        namespace: str,
+        n: int,
+        *,
+        lease: timedelta | float | None = None,
+        context_type: str = "",
+        task_id: str = "",
+    ) -> list[ContextEntry]:
+        """Take up to *n* (1-1000) unread entries for this agent in one call, oldest first.
+
+        ANY entries of this agent's role become this agent's for *lease* (default 60 s):
+        acknowledge them with one ``ack(namespace, [e.id for e in entries])`` before then, or
+        they go back to the role. A batch of both is two round trips for *n* entries.
+        """
+        if not 1 <= n <= 1000:
+            raise ValueError(f"n must be between 1 and 1000, got {n}")
+        return await self.inbox(
+            namespace,
+            unread=True,
+            limit=n,
+            lease=lease,
+            context_type=context_type,
+            task_id=task_id,
+        )
+
     async def ack(
         self, namespace: str, ids: int | list[int], *, fence: Fence | None = None
     ) -> list[int]:

@@ -20,6 +20,7 @@ from ._models import (
     Fence,
     MemoryEntry,
     MemoryPage,
+    MemoryPut,
     NamespacePolicy,
     Provenance,
     SearchHit,
@@ -92,6 +93,27 @@ def _ts(value: datetime | None) -> Any:
     return wire.timestamp(value)
 
 
+def _put_request(w: MemoryPut) -> pb.PutMemoryRequest:
+    return pb.PutMemoryRequest(
+        namespace=w.namespace,
+        key=w.key,
+        tier=_TIERS[w.tier],
+        value_json=json.dumps(w.value, separators=(",", ":")),
+        text=w.text,
+        embedding=list(w.embedding or ()),
+        tags=list(w.tags),
+        task_id=w.task_id,
+        write_mode=_MODES[w.mode],
+        expected_revision=w.expected_revision,
+        ttl=cv.duration(w.ttl),
+        derived_from=_refs(w.derived_from),
+        review_time=_ts(w.review_time),
+        confidence=w.confidence,
+        fence=cv.fence(w.fence),
+        request_id=w.request_id,
+    )
+
+
 class AsyncMemory:
     """``client.memory``. Reads pass this session's revisions, so you always see your writes."""
 
@@ -122,28 +144,42 @@ class AsyncMemory:
         """Write an entry. *mode*: "lww", "merge" (RFC 7386 patch) or "cas" (with
         *expected_revision*, 0 = must not exist); None uses the namespace's policy, or CAS when
         *expected_revision* is given. Provenance is stamped by the daemon."""
-        resp = await self._core.call(
-            self._stub.PutMemory,
-            pb.PutMemoryRequest(
-                namespace=namespace,
-                key=key,
-                tier=_TIERS[tier],
-                value_json=json.dumps(value, separators=(",", ":")),
-                text=text,
-                embedding=list(embedding or ()),
-                tags=list(tags),
-                task_id=task_id,
-                write_mode=_MODES[mode],
-                expected_revision=expected_revision,
-                ttl=cv.duration(ttl),
-                derived_from=_refs(derived_from),
-                review_time=_ts(review_time),
-                confidence=confidence,
-                fence=cv.fence(fence),
-                request_id=request_id,
-            ),
+        write = MemoryPut(
+            namespace=namespace,
+            key=key,
+            value=value,
+            tier=tier,
+            text=text,
+            embedding=embedding,
+            tags=tags,
+            task_id=task_id,
+            mode=mode,
+            expected_revision=expected_revision,
+            ttl=ttl,
+            derived_from=derived_from,
+            review_time=review_time,
+            confidence=confidence,
+            fence=fence,
+            request_id=request_id,
         )
+        resp = await self._core.call(self._stub.PutMemory, _put_request(write))
         return _entry(resp.entry)
+
+    async def put_many(self, writes: Sequence[MemoryPut]) -> builtins.list[MemoryEntry]:
+        """Write up to 1,000 entries in one transaction: all of them, or none.
+
+        Each ``MemoryPut`` carries what ``put`` takes (its own namespace, mode, expected
+        revision, fence), applied in order, each with its own revision. If any is refused
+        (a compare-and-set that does not match, a stale fence, ...), nothing is written and
+        that entry's error is raised; a bad field is reported as ``entries[i].<field>``.
+        """
+        resp = await self._core.call(
+            self._stub.PutMemories,
+            pb.PutMemoriesRequest(entries=[_put_request(w) for w in writes]),
+        )
+        for r in resp.results:
+            self._core.session.observe(r.header.namespace, r.header.revision)
+        return [_entry(r.entry) for r in resp.results]
 
     async def get(
         self, namespace: str, key: str, *, as_of: datetime | None = None

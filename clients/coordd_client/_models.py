@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -185,6 +186,28 @@ class EntryRef:
     namespace: str
     key: str
     revision: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryPut:
+    """One write of ``memory.put_many``: the arguments of ``memory.put``, as a value."""
+
+    namespace: str
+    key: str
+    value: Any
+    tier: str = "semantic"
+    text: str = ""
+    embedding: Sequence[float] | None = None
+    tags: Sequence[str] = ()
+    task_id: str = ""
+    mode: str | None = None
+    expected_revision: int | None = None
+    ttl: timedelta | float | None = None
+    derived_from: Sequence[EntryRef | tuple[str, str]] = ()
+    review_time: datetime | None = None
+    confidence: float = 0.0
+    fence: Fence | None = None
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

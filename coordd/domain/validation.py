@@ -214,6 +214,8 @@ EMBEDDING_MAX_DIM = 4096
 MAX_TAGS = 32
 TAG_MAX_BYTES = 64
 MAX_DERIVED = 100
+MAX_PUT_BATCH = 1000
+"""Entries in one PutMemories call."""
 MAX_SEARCH_K = 1000
 MAX_PREFIXES = 64
 MEMORY_TTL_MIN = timedelta(seconds=1)

@@ -12,6 +12,7 @@ from coordd.domain.access import Operation, Policy
 from coordd.domain.consistency import at_least, wait_budget
 from coordd.domain.memory import MemorySearch, SearchQuery
 from coordd.domain.models import EntryRef, MemoryWrite, NamespacePolicy
+from coordd.errors import FieldViolation, InvalidArgumentError
 from coordd.server import convert
 from coordd.server.base import ServicerBase, check_fence
 from coordd.server.interceptors import current_identity
@@ -40,6 +41,68 @@ def _tags(c: v.Checker, tags: Any) -> None:
         c.name(f"tags[{i}]", tag, v.TAG_MAX_BYTES)
 
 
+def _memory_write(req: pb.PutMemoryRequest) -> MemoryWrite:
+    """A PutMemoryRequest validated (every bad field at once) and converted."""
+    ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
+    expected = req.expected_revision if req.HasField("expected_revision") else None
+    with v.checking() as c:
+        _key(c, req.namespace, req.key)
+        if req.tier not in convert.TIERS:
+            c.fail("tier", "is required: WORKING, EPISODIC or SEMANTIC")
+        c.json("value_json", req.value_json)
+        c.text("text", req.text, v.MEMORY_TEXT_MAX_BYTES)
+        _embedding(c, "embedding", req.embedding)
+        _tags(c, req.tags)
+        c.text("task_id", req.task_id, v.TASK_ID_MAX_BYTES)
+        if req.tier == pb.MEMORY_TIER_WORKING and not req.task_id:
+            c.fail("task_id", "is required for WORKING memory")
+        if req.write_mode not in convert.WRITE_MODES:
+            c.fail("write_mode", "is not a known write mode")
+        elif expected is not None and req.write_mode not in (
+            pb.WRITE_MODE_UNSPECIFIED,
+            pb.WRITE_MODE_COMPARE_AND_SET,
+        ):
+            c.fail("expected_revision", "goes with COMPARE_AND_SET only")
+        elif req.write_mode == pb.WRITE_MODE_COMPARE_AND_SET and expected is None:
+            c.fail("expected_revision", "is required for COMPARE_AND_SET (0 = must not exist)")
+        if expected is not None and expected < 0:
+            c.fail("expected_revision", "must be >= 0")
+        c.duration("ttl", ttl, v.MEMORY_TTL_MIN, v.MEMORY_TTL_MAX)
+        if len(req.derived_from) > v.MAX_DERIVED:
+            c.fail("derived_from", f"must list at most {v.MAX_DERIVED} entries")
+        for i, ref in enumerate(req.derived_from):
+            c.namespace(f"derived_from[{i}].namespace", ref.namespace)
+            c.name(f"derived_from[{i}].key", ref.key, v.MEMORY_KEY_MAX_BYTES)
+        if req.HasField("review_time") and req.tier != pb.MEMORY_TIER_SEMANTIC:
+            c.fail("review_time", "applies to SEMANTIC memory only")
+        if not 0.0 <= req.confidence <= 1.0:
+            c.fail("confidence", "must be between 0 and 1")
+        c.text("request_id", req.request_id, 128)
+        check_fence(c, req.fence, req.HasField("fence"))
+    return MemoryWrite(
+        namespace=req.namespace,
+        key=req.key,
+        tier=convert.TIERS[req.tier],
+        value_json=req.value_json,
+        text=req.text,
+        embedding=convert.embedding_bytes(req.embedding),
+        dim=len(req.embedding),
+        tags=list(req.tags),
+        task_id=req.task_id,
+        mode=convert.WRITE_MODES[req.write_mode],
+        expected_revision=expected,
+        ttl=ttl,
+        derived_from=[
+            EntryRef(namespace=r.namespace, key=r.key, revision=r.revision)
+            for r in req.derived_from
+        ],
+        review_time=req.review_time.ToDatetime(tzinfo=UTC) if req.HasField("review_time") else None,
+        confidence=req.confidence,
+        fence=convert.fence(req.fence, req.HasField("fence")),
+        request_id=req.request_id,
+    )
+
+
 class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
     def __init__(
         self, store: MemoryStore, search: MemorySearch, policy: Policy, server_id: str
@@ -50,73 +113,40 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
 
     async def PutMemory(self, req: pb.PutMemoryRequest, ctx: Ctx) -> pb.PutMemoryResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
-        expected = req.expected_revision if req.HasField("expected_revision") else None
-        with v.checking() as c:
-            _key(c, req.namespace, req.key)
-            if req.tier not in convert.TIERS:
-                c.fail("tier", "is required: WORKING, EPISODIC or SEMANTIC")
-            c.json("value_json", req.value_json)
-            c.text("text", req.text, v.MEMORY_TEXT_MAX_BYTES)
-            _embedding(c, "embedding", req.embedding)
-            _tags(c, req.tags)
-            c.text("task_id", req.task_id, v.TASK_ID_MAX_BYTES)
-            if req.tier == pb.MEMORY_TIER_WORKING and not req.task_id:
-                c.fail("task_id", "is required for WORKING memory")
-            if req.write_mode not in convert.WRITE_MODES:
-                c.fail("write_mode", "is not a known write mode")
-            elif expected is not None and req.write_mode not in (
-                pb.WRITE_MODE_UNSPECIFIED,
-                pb.WRITE_MODE_COMPARE_AND_SET,
-            ):
-                c.fail("expected_revision", "goes with COMPARE_AND_SET only")
-            elif req.write_mode == pb.WRITE_MODE_COMPARE_AND_SET and expected is None:
-                c.fail("expected_revision", "is required for COMPARE_AND_SET (0 = must not exist)")
-            if expected is not None and expected < 0:
-                c.fail("expected_revision", "must be >= 0")
-            c.duration("ttl", ttl, v.MEMORY_TTL_MIN, v.MEMORY_TTL_MAX)
-            if len(req.derived_from) > v.MAX_DERIVED:
-                c.fail("derived_from", f"must list at most {v.MAX_DERIVED} entries")
-            for i, ref in enumerate(req.derived_from):
-                c.namespace(f"derived_from[{i}].namespace", ref.namespace)
-                c.name(f"derived_from[{i}].key", ref.key, v.MEMORY_KEY_MAX_BYTES)
-            if req.HasField("review_time") and req.tier != pb.MEMORY_TIER_SEMANTIC:
-                c.fail("review_time", "applies to SEMANTIC memory only")
-            if not 0.0 <= req.confidence <= 1.0:
-                c.fail("confidence", "must be between 0 and 1")
-            c.text("request_id", req.request_id, 128)
-            check_fence(c, req.fence, req.HasField("fence"))
-        entry = await self._store.put(
-            who,
-            current_trace_id(),
-            MemoryWrite(
-                namespace=req.namespace,
-                key=req.key,
-                tier=convert.TIERS[req.tier],
-                value_json=req.value_json,
-                text=req.text,
-                embedding=convert.embedding_bytes(req.embedding),
-                dim=len(req.embedding),
-                tags=list(req.tags),
-                task_id=req.task_id,
-                mode=convert.WRITE_MODES[req.write_mode],
-                expected_revision=expected,
-                ttl=ttl,
-                derived_from=[
-                    EntryRef(namespace=r.namespace, key=r.key, revision=r.revision)
-                    for r in req.derived_from
-                ],
-                review_time=req.review_time.ToDatetime(tzinfo=UTC)
-                if req.HasField("review_time")
-                else None,
-                confidence=req.confidence,
-                fence=convert.fence(req.fence, req.HasField("fence")),
-                request_id=req.request_id,
-            ),
-        )
+        entry = await self._store.put(who, current_trace_id(), _memory_write(req))
         return pb.PutMemoryResponse(  # the caller has the embedding: not echoed back
             header=self.header(req.namespace, entry.revision),
             entry=convert.memory_entry(entry, with_embedding=False),
+        )
+
+    async def PutMemories(self, req: pb.PutMemoriesRequest, ctx: Ctx) -> pb.PutMemoriesResponse:
+        who = current_identity()
+        for ns in dict.fromkeys(e.namespace for e in req.entries):
+            who = self.authorize(Operation.WRITE, ns)
+        if not 1 <= len(req.entries) <= v.MAX_PUT_BATCH:
+            raise InvalidArgumentError.single(
+                "entries", f"must hold 1 to {v.MAX_PUT_BATCH} entries (got {len(req.entries)})"
+            )
+        writes: list[MemoryWrite] = []
+        violations: list[FieldViolation] = []
+        for i, e in enumerate(req.entries):
+            try:
+                writes.append(_memory_write(e))
+            except InvalidArgumentError as err:
+                violations += [
+                    FieldViolation(f"entries[{i}].{f.field}", f.description) for f in err.violations
+                ]
+        if violations:
+            raise InvalidArgumentError(violations)
+        entries = await self._store.put_many(who, current_trace_id(), writes)
+        return pb.PutMemoriesResponse(
+            results=[
+                pb.PutMemoryResponse(
+                    header=self.header(e.namespace, e.revision),
+                    entry=convert.memory_entry(e, with_embedding=False),
+                )
+                for e in entries
+            ]
         )
 
     async def GetMemory(self, req: pb.GetMemoryRequest, ctx: Ctx) -> pb.GetMemoryResponse:

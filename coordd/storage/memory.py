@@ -70,76 +70,117 @@ def _refs(refs: list[EntryRef]) -> Jsonb:
     return Jsonb([{"namespace": r.namespace, "key": r.key, "revision": r.revision} for r in refs])
 
 
+_PUT = (
+    "SELECT status, ns_revision, revision, create_revision, write_time, expire_time,"
+    " value, current_revision, current_token FROM coordd.memory_put("
+    "%s, %s, %s::smallint, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::real,"
+    " %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _put_params(who: Identity, trace_id: str, w: MemoryWrite) -> tuple[Any, ...]:
+    return (
+        w.namespace,
+        w.key,
+        int(w.tier),
+        Jsonb(json.loads(w.value_json)),
+        w.text,
+        w.embedding or None,
+        w.dim,
+        w.tags,
+        w.task_id,
+        w.mode,
+        w.expected_revision,
+        w.ttl,
+        _refs(w.derived_from),
+        w.review_time,
+        w.confidence,
+        who.agent_id,
+        who.role,
+        trace_id,
+        w.request_id,
+        *fence_params(w.fence),
+    )
+
+
+def _put_result(who: Identity, trace_id: str, w: MemoryWrite, row: Row) -> MemoryEntry:
+    """The entry memory_put wrote, or the error its status names."""
+    status = row[0]
+    if status == "revision_mismatch":
+        raise RevisionMismatchError(w.namespace, w.key, w.expected_revision or 0, row[7])
+    if status == "fence_stale" and w.fence is not None:
+        raise fence_stale(w.fence, row[8])
+    if status == "unconditional_forbidden":
+        raise UnconditionalWriteForbiddenError(w.namespace)
+    if status == "task_not_started":
+        raise NotFoundError(f"task {w.task_id!r} is not started in {w.namespace}: StartTask first")
+    return MemoryEntry(
+        namespace=w.namespace,
+        key=w.key,
+        tier=w.tier,
+        value_json=row[6],
+        text=w.text,
+        embedding=w.embedding,
+        tags=w.tags,
+        task_id=w.task_id,
+        revision=row[2],
+        create_revision=row[3],
+        agent_id=who.agent_id,
+        role=who.role,
+        write_time=row[4],
+        trace_id=trace_id,
+        request_id=w.request_id,
+        derived_from=w.derived_from,
+        expire_time=row[5],
+        valid_from=row[4],
+        valid_to=None,
+        review_time=w.review_time,
+        confidence=w.confidence,
+        stale=w.review_time is not None and w.review_time <= row[4],
+    )
+
+
 class MemoryStore:
     def __init__(self, db: Database, writes: WriteBatcher) -> None:
         self._db = db
         self._writes = writes
 
     async def put(self, who: Identity, trace_id: str, w: MemoryWrite) -> MemoryEntry:
-        row = await self._writes.fetchone(
-            w.namespace,
-            "SELECT status, ns_revision, revision, create_revision, write_time, expire_time,"
-            " value, current_revision, current_token FROM coordd.memory_put("
-            "%s, %s, %s::smallint, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::real,"
-            " %s, %s, %s, %s, %s, %s, %s)",
-            (
-                w.namespace,
-                w.key,
-                int(w.tier),
-                Jsonb(json.loads(w.value_json)),
-                w.text,
-                w.embedding or None,
-                w.dim,
-                w.tags,
-                w.task_id,
-                w.mode,
-                w.expected_revision,
-                w.ttl,
-                _refs(w.derived_from),
-                w.review_time,
-                w.confidence,
-                who.agent_id,
-                who.role,
-                trace_id,
-                w.request_id,
-                *fence_params(w.fence),
-            ),
-        )
-        status = row[0]
-        if status == "revision_mismatch":
-            raise RevisionMismatchError(w.namespace, w.key, w.expected_revision or 0, row[7])
-        if status == "fence_stale" and w.fence is not None:
-            raise fence_stale(w.fence, row[8])
-        if status == "unconditional_forbidden":
-            raise UnconditionalWriteForbiddenError(w.namespace)
-        if status == "task_not_started":
-            raise NotFoundError(
-                f"task {w.task_id!r} is not started in {w.namespace}: StartTask first"
+        row = await self._writes.fetchone(w.namespace, _PUT, _put_params(who, trace_id, w))
+        return _put_result(who, trace_id, w, row)
+
+    async def put_many(
+        self, who: Identity, trace_id: str, writes: list[MemoryWrite]
+    ) -> list[MemoryEntry]:
+        """Apply *writes* in order in one transaction: all, or none and the first refusal.
+
+        The namespaces are locked first, in name order, so batches over the same namespaces
+        queue instead of deadlocking; the writes then go pipelined, one round trip.
+        """
+        namespaces = sorted({w.namespace for w in writes})
+        async with self._db.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO coordd.namespaces (name, revision)"
+                " SELECT unnest(%s::text[]), 0 ON CONFLICT DO NOTHING",
+                (namespaces,),
             )
-        return MemoryEntry(
-            namespace=w.namespace,
-            key=w.key,
-            tier=w.tier,
-            value_json=row[6],
-            text=w.text,
-            embedding=w.embedding,
-            tags=w.tags,
-            task_id=w.task_id,
-            revision=row[2],
-            create_revision=row[3],
-            agent_id=who.agent_id,
-            role=who.role,
-            write_time=row[4],
-            trace_id=trace_id,
-            request_id=w.request_id,
-            derived_from=w.derived_from,
-            expire_time=row[5],
-            valid_from=row[4],
-            valid_to=None,
-            review_time=w.review_time,
-            confidence=w.confidence,
-            stale=w.review_time is not None and w.review_time <= row[4],
-        )
+            await conn.execute(
+                "SELECT 1 FROM coordd.namespaces WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
+                (namespaces,),
+            )
+            async with conn.pipeline() as pipeline:
+                cursors = [await conn.execute(_PUT, _put_params(who, trace_id, w)) for w in writes]
+                await pipeline.sync()
+                rows = [await cur.fetchone() for cur in cursors]
+            # A refusal raises here, inside the transaction: nothing is written.
+            entries = [
+                _put_result(who, trace_id, w, row)
+                for w, row in zip(writes, rows, strict=True)
+                if row is not None
+            ]
+        for ns in namespaces:  # the index takes the whole batch in one catch-up
+            self._writes.written(ns)
+        return entries
 
     async def get(
         self, namespace: str, key: str, as_of: datetime | None

@@ -372,6 +372,50 @@ class PutMemoryResponse(_message.Message):
 Global___PutMemoryResponse: _TypeAlias = PutMemoryResponse  # noqa: Y015
 
 @_typing.final
+class PutMemoriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___PutMemoryRequest]:
+        """1 to 1,000 entries, applied in this order."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___PutMemoryRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutMemoriesRequest: _TypeAlias = PutMemoriesRequest  # noqa: Y015
+
+@_typing.final
+class PutMemoriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PutMemoryResponse]:
+        """One per entry, in request order (embeddings are not echoed)."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___PutMemoryResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutMemoriesResponse: _TypeAlias = PutMemoriesResponse  # noqa: Y015
+
+@_typing.final
 class GetMemoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -39,6 +39,11 @@ class MemoryServiceStub:
                 request_serializer=coordd_dot_v1_dot_memory__service__pb2.PutMemoryRequest.SerializeToString,
                 response_deserializer=coordd_dot_v1_dot_memory__service__pb2.PutMemoryResponse.FromString,
                 _registered_method=True)
+        self.PutMemories = channel.unary_unary(
+                '/coordd.v1.MemoryService/PutMemories',
+                request_serializer=coordd_dot_v1_dot_memory__service__pb2.PutMemoriesRequest.SerializeToString,
+                response_deserializer=coordd_dot_v1_dot_memory__service__pb2.PutMemoriesResponse.FromString,
+                _registered_method=True)
         self.GetMemory = channel.unary_unary(
                 '/coordd.v1.MemoryService/GetMemory',
                 request_serializer=coordd_dot_v1_dot_memory__service__pb2.GetMemoryRequest.SerializeToString,
@@ -96,6 +101,16 @@ class MemoryServiceServicer:
 
     def PutMemory(self, request, context):
         """Write an entry under the request's (or the namespace's default) write mode.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutMemories(self, request, context):
+        """Write up to 1,000 entries in one transaction: all of them or none. Each entry is a
+        PutMemoryRequest with its own namespace, write mode, expected revision and fence, applied
+        in order (each gets its own revision); the first refusal fails the whole batch with that
+        entry's error, and nothing is written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,6 +193,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     request_deserializer=coordd_dot_v1_dot_memory__service__pb2.PutMemoryRequest.FromString,
                     response_serializer=coordd_dot_v1_dot_memory__service__pb2.PutMemoryResponse.SerializeToString,
             ),
+            'PutMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutMemories,
+                    request_deserializer=coordd_dot_v1_dot_memory__service__pb2.PutMemoriesRequest.FromString,
+                    response_serializer=coordd_dot_v1_dot_memory__service__pb2.PutMemoriesResponse.SerializeToString,
+            ),
             'GetMemory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMemory,
                     request_deserializer=coordd_dot_v1_dot_memory__service__pb2.GetMemoryRequest.FromString,
@@ -256,6 +276,33 @@ class MemoryService:
             '/coordd.v1.MemoryService/PutMemory',
             coordd_dot_v1_dot_memory__service__pb2.PutMemoryRequest.SerializeToString,
             coordd_dot_v1_dot_memory__service__pb2.PutMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordd.v1.MemoryService/PutMemories',
+            coordd_dot_v1_dot_memory__service__pb2.PutMemoriesRequest.SerializeToString,
+            coordd_dot_v1_dot_memory__service__pb2.PutMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,12 @@ class MemoryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> MemoryServiceAsyncStub: ...
     PutMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.PutMemoryRequest, _memory_service_pb2.PutMemoryResponse]
     """Write an entry under the request's (or the namespace's default) write mode."""
+    PutMemories: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.PutMemoriesRequest, _memory_service_pb2.PutMemoriesResponse]
+    """Write up to 1,000 entries in one transaction: all of them or none. Each entry is a
+    PutMemoryRequest with its own namespace, write mode, expected revision and fence, applied
+    in order (each gets its own revision); the first refusal fails the whole batch with that
+    entry's error, and nothing is written.
+    """
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_service_pb2.GetMemoryResponse]
     """Read an entry, optionally as of a time (semantic history) or at least at a revision."""
     DeleteMemory: _grpc.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteMemoryRequest, _memory_service_pb2.DeleteMemoryResponse]
@@ -60,6 +66,12 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     PutMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.PutMemoryRequest, _memory_service_pb2.PutMemoryResponse]  # type: ignore[assignment]
     """Write an entry under the request's (or the namespace's default) write mode."""
+    PutMemories: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.PutMemoriesRequest, _memory_service_pb2.PutMemoriesResponse]  # type: ignore[assignment]
+    """Write up to 1,000 entries in one transaction: all of them or none. Each entry is a
+    PutMemoryRequest with its own namespace, write mode, expected revision and fence, applied
+    in order (each gets its own revision); the first refusal fails the whole batch with that
+    entry's error, and nothing is written.
+    """
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.GetMemoryRequest, _memory_service_pb2.GetMemoryResponse]  # type: ignore[assignment]
     """Read an entry, optionally as of a time (semantic history) or at least at a revision."""
     DeleteMemory: _aio.UnaryUnaryMultiCallable[_memory_service_pb2.DeleteMemoryRequest, _memory_service_pb2.DeleteMemoryResponse]  # type: ignore[assignment]
@@ -88,6 +100,18 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_service_pb2.PutMemoryResponse, _abc.Awaitable[_memory_service_pb2.PutMemoryResponse]]:
         """Write an entry under the request's (or the namespace's default) write mode."""
+
+    @_abc_1.abstractmethod
+    def PutMemories(
+        self,
+        request: _memory_service_pb2.PutMemoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_service_pb2.PutMemoriesResponse, _abc.Awaitable[_memory_service_pb2.PutMemoriesResponse]]:
+        """Write up to 1,000 entries in one transaction: all of them or none. Each entry is a
+        PutMemoryRequest with its own namespace, write mode, expected revision and fence, applied
+        in order (each gets its own revision); the first refusal fails the whole batch with that
+        entry's error, and nothing is written.
+        """
 
     @_abc_1.abstractmethod
     def GetMemory(
