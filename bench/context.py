@@ -98,6 +98,79 @@ async def _coordd_worker(address: str, stop_at: float, lat: list[float]) -> int:
     return n
 
 
+RAW_TAKE_MANY = """
+UPDATE raw_queue SET taker = %s, lease_until = now() + interval '60 seconds'
+WHERE id IN (
+    SELECT id FROM raw_queue
+    WHERE to_role = 'batcher' AND NOT acked AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY id FOR UPDATE SKIP LOCKED LIMIT %s)
+RETURNING id, payload
+"""
+RAW_ACK_MANY = "UPDATE raw_queue SET acked = true WHERE id = ANY(%s) AND taker = %s"
+
+
+async def _prefill(side: str, target: str, items: int) -> None:
+    """Queue *items* entries for the role "batcher" (not timed)."""
+    if side == "raw":
+        async with await psycopg.AsyncConnection.connect(target, autocommit=True) as conn:
+            await conn.execute(
+                "INSERT INTO raw_queue (to_role, payload)"
+                " SELECT 'batcher', jsonb_build_object('n', n) FROM generate_series(1, %s) n",
+                (items,),
+            )
+        return
+    from coordd_client import AsyncClient
+
+    async def post(share: int) -> None:
+        async with await AsyncClient.connect(target, agent_id=f"p-{uuid.uuid4().hex[:6]}") as c:
+            for n in range(share):
+                await c.context.post(
+                    NS, {"n": n}, to_role="batcher", context_type="job", delivery="any"
+                )
+
+    await asyncio.gather(*(post(items // 8) for _ in range(8)))
+
+
+async def _drain(side: str, target: str, clients: int, batch: int, cpu: CpuWindow) -> Stats:
+    """*clients* workers take *batch* entries and acknowledge them in one call each, until
+    the queue is empty: items per second."""
+    lat: list[float] = []
+
+    async def raw() -> int:
+        me, n = f"raw-{uuid.uuid4().hex[:8]}", 0
+        async with await psycopg.AsyncConnection.connect(
+            target, autocommit=True, prepare_threshold=0
+        ) as conn:
+            while True:
+                t0 = time.perf_counter()
+                rows = await (await conn.execute(RAW_TAKE_MANY, (me, batch))).fetchall()
+                if not rows:
+                    return n
+                await conn.execute(RAW_ACK_MANY, ([r[0] for r in rows], me))
+                n += len(rows)
+                lat.append(time.perf_counter() - t0)
+
+    async def coordd() -> int:
+        from coordd_client import AsyncClient
+
+        n = 0
+        async with await AsyncClient.connect(
+            target, agent_id=f"b-{uuid.uuid4().hex[:8]}", role="batcher"
+        ) as client:
+            while True:
+                t0 = time.perf_counter()
+                got = await client.context.take(NS, batch)
+                if not got:
+                    return n
+                await client.context.ack(NS, [e.id for e in got])
+                n += len(got)
+                lat.append(time.perf_counter() - t0)
+
+    with cpu:
+        done = await asyncio.gather(*((raw if side == "raw" else coordd)() for _ in range(clients)))
+    return Stats(sum(done), cpu.seconds, lat)
+
+
 async def _throughput(
     side: str, target: str, clients: int, seconds: float, cpu: CpuWindow
 ) -> Stats:
@@ -145,10 +218,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--posts", type=int, default=300, help="posts in the latency run")
+    parser.add_argument("--batch", type=int, default=100, help="entries per take and ack")
+    parser.add_argument(
+        "--batched-items", type=int, default=8000, help="entries queued for the batched run"
+    )
     parser.add_argument("--quick", action="store_true", help="2 s runs, 1 rep, 60 posts")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.reps, args.posts = 2.0, 1, 60
+        args.seconds, args.reps, args.posts, args.batched_items = 2.0, 1, 60, 2000
     levels = [int(x) for x in args.clients.split(",")]
     setup_logging()
     print(f"machine: {machine()}")
@@ -166,6 +243,14 @@ def main(argv: list[str]) -> int:
                     cpu = CpuWindow({"daemon": daemon.pid} if side == "coordd" else {}, trees=trees)
                     stats = asyncio.run(_throughput(side, target, n, args.seconds, cpu))
                     results.setdefault((side, n), []).append((stats, cpu))
+        batched: dict[str, tuple[Stats, CpuWindow]] = {}
+        for side, target in (("raw", dsn), ("coordd", address)):
+            log.info("%s: queueing %d entries for the batched run", side, args.batched_items)
+            asyncio.run(_prefill(side, target, args.batched_items))
+            log.info("%s: %d clients take-and-ack %d at a time", side, levels[-1], args.batch)
+            cpu = CpuWindow({"daemon": daemon.pid} if side == "coordd" else {}, trees=trees)
+            stats = asyncio.run(_drain(side, target, levels[-1], args.batch, cpu))
+            batched[side] = (stats, cpu)
         log.info("delivery latency: 10 subscribers, %d posts", args.posts)
         delivery = asyncio.run(_delivery(address, 10, args.posts, 0.01))
     rows = []
@@ -206,8 +291,26 @@ def main(argv: list[str]) -> int:
         figures[f"ratio_c{n}"] = co_tp / raw_tp
         if n == levels[-1]:
             figures["daemon_cpu_us_per_item"] = daemon_us
+    raw_b, co_b = batched["raw"], batched["coordd"]
+    for side, (st, c) in batched.items():
+        rows.append(
+            [
+                f"{levels[-1]} x{args.batch}",
+                "coordd take+ack" if side == "coordd" else "raw take+ack",
+                st.throughput,
+                st.p50,
+                f"{co_b[0].throughput / raw_b[0].throughput:.2f}x" if side == "coordd" else "",
+                c.per_call_us("daemon", st.ops) if side == "coordd" else "",
+                c.per_call_us("client", st.ops),
+                c.per_call_us("postgres", st.ops),
+                c.load,
+            ]
+        )
+    figures["ratio_batched"] = co_b[0].throughput / raw_b[0].throughput
     print_table(
-        "post->read->ack items/s (median of reps); cycle p50 ms; CPU us per item",
+        "post->read->ack items/s (median of reps); cycle p50 ms; CPU us per item"
+        f" (last rows: a queue of {args.batched_items} taken and acknowledged {args.batch} at"
+        " a time, no posting)",
         ["clients", "side", "items/s", "p50", "ratio", "daemon us", "client us", "pg us", "load"],
         rows,
     )
