@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import contextlib
 import hashlib
 import time
 import uuid
@@ -251,6 +252,22 @@ class CoorddSaver(BaseCheckpointSaver[int]):
     async def adelete_thread(self, thread_id: str) -> None:
         await self._bridge.arun(self._delete_thread(thread_id))
 
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._bridge.run(self._copy_thread(source_thread_id, target_thread_id))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, pending write and head of a thread to another thread
+        (whose claim this saver takes for the copy)."""
+        await self._bridge.arun(self._copy_thread(source_thread_id, target_thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._bridge.run(self._delete_for_runs(run_ids))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints whose metadata names one of *run_ids*, with their writes,
+        under each affected thread's claim; heads move back to the latest checkpoint left."""
+        await self._bridge.arun(self._delete_for_runs(run_ids))
+
     # -- the claim ---------------------------------------------------------------------------
 
     def _namespace(self, thread_id: str) -> str:
@@ -441,6 +458,69 @@ class CoorddSaver(BaseCheckpointSaver[int]):
             await self._forget(thread_id)
             raise ThreadHeldError(thread_id, None, "this saver's claim was lost") from exc
         await self._release(thread_id)
+
+    @contextlib.asynccontextmanager
+    async def _owning(self, thread_id: str) -> AsyncIterator[Fence]:
+        """This saver's fence on the thread for a maintenance operation; a claim taken just
+        for it is released afterwards."""
+        held_before = self.holds(thread_id)
+        fence = await self._fence(thread_id)
+        try:
+            yield fence
+        finally:
+            if not held_before:
+                await self._release(thread_id)
+
+    async def _copy_thread(self, source: str, target: str) -> None:
+        entries = [
+            e
+            async for e in self._scan(self._namespace(source), ())
+            if e.namespace == self._namespace(source)
+        ]
+        if not entries:
+            return
+        async with self._owning(target):
+            for e in entries:
+                value = dict(e.value)
+                if "thread_id" in value:
+                    value["thread_id"] = target
+                await self._write(target, e.key, value, tags=e.tags)
+
+    async def _delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        wanted = set(run_ids)
+        if not wanted:
+            return
+        doomed: dict[str, list[dict[str, Any]]] = {}
+        async for e in self._scan(self.root, [CHECKPOINT_TAG]):
+            v = e.value
+            if isinstance(v, dict) and self._untyped(v["metadata"]).get("run_id") in wanted:
+                doomed.setdefault(v["thread_id"], []).append(v)
+        for thread_id, checkpoints in doomed.items():
+            namespace = self._namespace(thread_id)
+            memory = self._bridge.aclient.memory
+            async with self._owning(thread_id) as fence:
+                for v in checkpoints:
+                    ns, cid = v["checkpoint_ns"], v["checkpoint_id"]
+                    await memory.delete(namespace, f"checkpoint|{ns}|{cid}", fence=fence)
+                    async for w in self._scan(namespace, [WRITES_TAG, f"cp:{cid}"]):
+                        if w.namespace == namespace and w.value.get("checkpoint_ns") == ns:
+                            await memory.delete(namespace, w.key, fence=fence)
+                await self._repoint_heads(thread_id, {v["checkpoint_ns"] for v in checkpoints})
+
+    async def _repoint_heads(self, thread_id: str, checkpoint_namespaces: set[str]) -> None:
+        """After deletions: each head names the latest checkpoint left (or goes)."""
+        namespace = self._namespace(thread_id)
+        latest: dict[str, str] = {}
+        async for e in self._scan(namespace, [CHECKPOINT_TAG]):
+            ns, cid = e.value["checkpoint_ns"], e.value["checkpoint_id"]
+            if e.namespace == namespace and ns in checkpoint_namespaces:
+                latest[ns] = max(latest.get(ns, ""), cid)
+        for ns in checkpoint_namespaces:
+            if ns in latest:
+                await self._write(thread_id, f"head|{ns}", {"checkpoint_id": latest[ns]}, tags=[])
+            else:
+                fence = await self._fence(thread_id)
+                await self._bridge.aclient.memory.delete(namespace, f"head|{ns}", fence=fence)
 
     async def _scan(self, prefix: str, tags: Sequence[str]) -> AsyncIterator[MemoryEntry]:
         memory = self._bridge.aclient.memory

@@ -47,20 +47,11 @@ Vectors = list[tuple[str, str, list[float]]]
 """(path, text, embedding) of one item."""
 
 
-class CoorddItem(Item):
-    """A stored item, with the coordd entry behind it (revision, provenance, expiry)."""
+class _EntryView:
+    """coordd's view of an item: the memory entry behind it."""
 
-    __slots__ = ("entry",)
-
-    def __init__(self, *, namespace: tuple[str, ...], entry: MemoryEntry) -> None:
-        super().__init__(
-            value=_as_dict(entry.value),
-            key=entry.key,
-            namespace=namespace,
-            created_at=_created_at(entry),
-            updated_at=entry.provenance.write_time,
-        )
-        self.entry = entry
+    __slots__ = ()
+    entry: MemoryEntry
 
     @property
     def revision(self) -> int:
@@ -77,8 +68,24 @@ class CoorddItem(Item):
         return self.entry.expire_time
 
 
-class CoorddSearchItem(SearchItem):
-    """A search result, with the coordd entry behind it."""
+class CoorddItem(_EntryView, Item):
+    """A stored item, with the coordd entry behind it (revision, provenance, expiry)."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, *, namespace: tuple[str, ...], entry: MemoryEntry) -> None:
+        super().__init__(
+            value=_as_dict(entry.value),
+            key=entry.key,
+            namespace=namespace,
+            created_at=_created_at(entry),
+            updated_at=entry.provenance.write_time,
+        )
+        self.entry = entry
+
+
+class CoorddSearchItem(_EntryView, SearchItem):
+    """A search result (``score``: cosine similarity), with the coordd entry behind it."""
 
     __slots__ = ("entry",)
 
@@ -94,14 +101,6 @@ class CoorddSearchItem(SearchItem):
             score=score,
         )
         self.entry = entry
-
-    @property
-    def revision(self) -> int:
-        return self.entry.revision
-
-    @property
-    def provenance(self) -> Provenance:
-        return self.entry.provenance
 
 
 class CoorddStore(BaseStore):
