@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,19 @@ async def start_sidecar(daemon: Any) -> AsyncIterator[Any]:
 @dataclass
 class SidecarProcess:
     proc: subprocess.Popen[str]
-    address: str
+    address: str = ""
+    stats: dict[str, int] = field(default_factory=dict)
+    """The cache counters it printed when stopped."""
+
+    def wait_ready(self) -> SidecarProcess:
+        """Wait for the line naming its address (printed once it listens)."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("coordd-sidecar listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"sidecar did not start: {line!r} (exit {self.proc.wait(10)})")
+        self.address = line.rsplit(" ", 1)[1].strip()
+        return self
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -61,10 +73,16 @@ class SidecarProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.proc.stdout is not None:
+            for line in self.proc.stdout.read().splitlines():
+                if line.startswith("coordd-sidecar cache "):
+                    pairs = (kv.split("=") for kv in line.split()[2:])
+                    self.stats = {k: int(v) for k, v in pairs}
+            self.proc.stdout.close()
 
 
-def spawn_sidecar(upstream: str, agent_id: str, *extra: str, **env: str) -> SidecarProcess:
-    """Run ``python -m coordd_sidecar`` and wait for the line naming its address."""
+def launch_sidecar(upstream: str, agent_id: str, *extra: str, **env: str) -> SidecarProcess:
+    """Start ``python -m coordd_sidecar`` (call ``wait_ready()`` before using it)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -86,12 +104,7 @@ def spawn_sidecar(upstream: str, agent_id: str, *extra: str, **env: str) -> Side
         text=True,
         env={**os.environ, "PYTHONPATH": f"{ROOT / 'sidecar'}:{ROOT / 'clients'}:{ROOT}", **env},
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the sidecar prints it once listening (or exits)
-    if not line.startswith("coordd-sidecar listening on "):
-        proc.kill()
-        raise RuntimeError(f"sidecar did not start: {line!r} (exit {proc.wait(10)})")
-    return SidecarProcess(proc, line.rsplit(" ", 1)[1].strip())
+    return SidecarProcess(proc)
 
 
 @pytest.fixture
@@ -100,9 +113,9 @@ def sidecar_process() -> Iterator[Any]:
     started: list[SidecarProcess] = []
 
     def start(upstream: str, agent_id: str, *extra: str, **env: str) -> SidecarProcess:
-        sp = spawn_sidecar(upstream, agent_id, *extra, **env)
+        sp = launch_sidecar(upstream, agent_id, *extra, **env)
         started.append(sp)
-        return sp
+        return sp.wait_ready()
 
     yield start
     for sp in started:

@@ -25,6 +25,14 @@ async def _serve(sidecar: Sidecar) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await sidecar.stop()
+    if sidecar.cache is not None:
+        st = sidecar.cache.stats
+        print(
+            f"coordd-sidecar cache hits={st.hits} misses={st.misses} "
+            f"session_forced={st.session_forced} invalidations={st.invalidations} "
+            f"evictions={st.evictions} stale_served={st.stale_served}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

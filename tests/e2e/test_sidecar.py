@@ -152,3 +152,37 @@ async def test_unix_socket_and_coordd_addr_discovery(
     async with await AsyncClient.connect(agent_id="agent-a") as a:
         await a.memory.put(NS, "k", "over a socket", tier="episodic")
         assert (await a.memory.get(NS, "k")).value == "over a socket"
+
+
+async def test_daemon_restarted_under_the_sidecar_serves_nothing_stale(
+    start_daemon: Any, start_sidecar: Any, connect: Any
+) -> None:
+    d = start_daemon()
+    address = d.address
+    sc = await start_sidecar("agent-a", upstream=address)
+    stats = sc.cache.stats
+    b = await connect("agent-b")  # on the other replica, which stays up
+    async with await AsyncClient.connect(sc.address, agent_id="agent-a", timeout=5) as a:
+        await a.memory.put(NS, "k", 1, tier="episodic")
+        assert (await a.memory.get(NS, "k")).value == 1
+        assert (await a.memory.get(NS, "k")).value == 1
+        hits = stats.hits
+        assert hits >= 1
+        d.stop()
+        await eventually(lambda: stats.invalidations > 0)  # the watch broke
+        # Written while the sidecar's daemon is down, on a replica the sidecar never watched:
+        # A's session knows nothing of it, so only dropping the namespace keeps it visible.
+        await b.memory.put(NS, "k", 2, tier="episodic")
+        start_daemon(listen=address)
+        assert (await a.memory.get(NS, "k")).value == 2
+        # Recovered: caching again (after a short back-off) under a new watch, which sees
+        # the next change.
+        deadline = time.monotonic() + 10
+        while stats.hits == hits:
+            assert (await a.memory.get(NS, "k")).value == 2
+            assert time.monotonic() < deadline, "the sidecar never cached again"
+            await asyncio.sleep(0.05)
+        before = stats.invalidations
+        await b.memory.put(NS, "k", 3, tier="episodic")
+        await eventually(lambda: stats.invalidations > before)
+        assert (await a.memory.get(NS, "k")).value == 3
