@@ -1,9 +1,10 @@
 """OpenTelemetry setup: the only place providers and exporters are built.
 
-Tracing is configured by the standard variables. ``OTEL_TRACES_EXPORTER=console`` prints spans;
-``otlp`` sends them to ``OTEL_EXPORTER_OTLP_ENDPOINT`` when the OTLP exporter package is
-installed. Unset (or ``none``) leaves the API's no-op tracer and adds no interceptor, unless the
-embedding process installed an SDK tracer provider itself (then coordd traces into it).
+Tracing and metrics are configured by the standard variables (``OTEL_TRACES_EXPORTER``,
+``OTEL_METRICS_EXPORTER``: ``otlp``, ``console`` or ``none``; ``OTEL_EXPORTER_OTLP_*``), the same
+way in the daemon and the sidecar. Unset (or ``none``) leaves the API's no-op providers and adds
+no interceptor, unless the embedding process installed SDK providers itself (then coordd traces
+and counts into them). OTLP needs the ``otlp`` extra (``opentelemetry-exporter-otlp``).
 
 One trace runs from the agent to PostgreSQL: the client's interceptor sends W3C trace context,
 the daemon's interceptor continues it, and each SQL call is a child span.
@@ -11,6 +12,7 @@ the daemon's interceptor continues it, and each SQL call is a child span.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -27,45 +29,126 @@ def tracing_configured() -> bool:
     )
 
 
+def _names(environ: Mapping[str, str], var: str) -> list[str]:
+    """Exporter names from an OTEL_*_EXPORTER variable (comma-separated; unset = none)."""
+    names = [n.strip().lower() for n in environ.get(var, "none").split(",")]
+    return [n for n in names if n and n != "none"]
+
+
+def _protocol(environ: Mapping[str, str], signal: str) -> str:
+    """OTLP protocol for *signal* ("traces" or "metrics"): grpc (default) or http/protobuf."""
+    value = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    return value.strip().lower()
+
+
+def _otlp(environ: Mapping[str, str], signal: str) -> Any:
+    """The OTLP exporter class for *signal*, or None (logged) if it cannot be had."""
+    protocol = _protocol(environ, signal)
+    kind = "trace_exporter" if signal == "traces" else "metric_exporter"
+    cls = "OTLPSpanExporter" if signal == "traces" else "OTLPMetricExporter"
+    if protocol == "grpc":
+        module = f"opentelemetry.exporter.otlp.proto.grpc.{kind}"
+    elif protocol in ("http/protobuf", "http"):
+        module = f"opentelemetry.exporter.otlp.proto.http.{kind}"
+    else:
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_PROTOCOL=%r is not grpc or http/protobuf; no %s exported",
+            protocol,
+            signal,
+        )
+        return None
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError:
+        logger.warning(
+            "OTLP %s export needs opentelemetry-exporter-otlp (pip install 'coordd[otlp]'); "
+            "no %s exported",
+            signal,
+            signal,
+        )
+        return None
+
+
 def setup_tracing(service_name: str, environ: Mapping[str, str]) -> bool:
-    """Install a tracer provider if the environment asks for one; return True if tracing."""
+    """Install tracer and meter providers as the OTEL_* environment asks; True if tracing.
+
+    ``OTEL_TRACES_EXPORTER`` and ``OTEL_METRICS_EXPORTER`` name exporters, comma-separated:
+    ``otlp`` (protocol from ``OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_PROTOCOL``: ``grpc``, the
+    default, or ``http/protobuf``; endpoint and headers from the standard variables read by the
+    exporter itself), ``console``, or ``none`` (the default: the API's no-op providers, no
+    interceptors, nothing measurable). ``OTEL_SERVICE_NAME`` overrides *service_name*.
+    """
+    setup_metrics(service_name, environ)
     if tracing_configured():
         return True
-    exporter_name = environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
-    if exporter_name in ("", "none"):
+    exporters = []
+    for name in _names(environ, "OTEL_TRACES_EXPORTER"):
+        if name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            exporters.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            if (cls := _otlp(environ, "traces")) is not None:
+                exporters.append(cls())
+        else:
+            logger.warning("unknown OTEL_TRACES_EXPORTER %r ignored", name)
+    if not exporters:
         return False
     from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        ConsoleSpanExporter,
-        SpanExporter,
-    )
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    exporter: SpanExporter
-    if exporter_name == "console":
-        exporter = ConsoleSpanExporter()
-    elif exporter_name == "otlp":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
-                OTLPSpanExporter,
-            )
-        except ImportError:
-            logger.warning(
-                "OTEL_TRACES_EXPORTER=otlp but opentelemetry-exporter-otlp is not installed; "
-                "tracing is off"
-            )
-            return False
-        exporter = OTLPSpanExporter()
-    else:
-        logger.warning("unknown OTEL_TRACES_EXPORTER=%r; tracing is off", exporter_name)
-        return False
-    name = environ.get("OTEL_SERVICE_NAME", service_name)
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = TracerProvider(resource=_resource(service_name, environ))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     return True
+
+
+def setup_metrics(service_name: str, environ: Mapping[str, str]) -> bool:
+    """Install a meter provider for OTEL_METRICS_EXPORTER (see setup_tracing); True if any."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        return True  # the embedding process installed one
+    readers = []
+    for name in _names(environ, "OTEL_METRICS_EXPORTER"):
+        from opentelemetry.sdk.metrics.export import (
+            ConsoleMetricExporter,
+            PeriodicExportingMetricReader,
+        )
+
+        if name == "console":
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+        elif name == "otlp":
+            if (cls := _otlp(environ, "metrics")) is not None:
+                readers.append(PeriodicExportingMetricReader(cls()))
+        else:
+            logger.warning("unknown OTEL_METRICS_EXPORTER %r ignored", name)
+    if not readers:
+        return False
+    metrics.set_meter_provider(
+        MeterProvider(metric_readers=readers, resource=_resource(service_name, environ))
+    )
+    return True
+
+
+def _resource(service_name: str, environ: Mapping[str, str]) -> Any:
+    from opentelemetry.sdk.resources import Resource
+
+    return Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)})
+
+
+def span_attributes(**attributes: str | int | bool) -> None:
+    """Set ``coordd.<name>`` attributes on the current span, if it is recorded."""
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({f"coordd.{k}": v for k, v in attributes.items()})
 
 
 def server_interceptors(enabled: bool) -> list[Any]:

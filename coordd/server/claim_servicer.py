@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from coordd import telemetry
 from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.claims import ClaimService
@@ -52,6 +53,11 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
             wait = min(wait, timedelta(seconds=max(remaining - 0.05, 0)))
         out = await self._claims.acquire(
             who, req.namespace, req.resource, ttl, wait or timedelta(0), req.progress
+        )
+        telemetry.span_attributes(
+            resource=req.resource,
+            acquired=out.acquired,
+            fencing_token=out.claim.fencing_token if out.claim else 0,
         )
         return pb.AcquireClaimResponse(
             header=self.header(req.namespace, out.revision),

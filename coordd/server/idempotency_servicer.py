@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 
+from coordd import telemetry
 from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.consistency import at_least, wait_budget
@@ -50,6 +51,9 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
             retention or v.IDEMPOTENCY_RETENTION_DEFAULT,
         )
         rec = out.record
+        telemetry.span_attributes(
+            key=req.key, idempotency_outcome=out.state.value, attempt=rec.attempt
+        )
         return pb.BeginIdempotencyResponse(
             header=self.header(req.namespace, out.revision),
             state=convert.IDEMPOTENCY_STATES[out.state],

@@ -48,3 +48,42 @@ async def test_one_trace_from_agent_to_postgres(spans, start_daemon) -> None:
     assert attrs["coordd.agent_id"] == "tracer-1"
     assert attrs["coordd.revision"] == got.revision
     assert dict(sql_span.attributes or {})["db.system"] == "postgresql"
+
+
+async def test_one_trace_from_agent_through_sidecar_to_postgres(
+    spans, start_daemon, start_sidecar
+) -> None:
+    d = start_daemon()
+    sc = await start_sidecar("tracer-2", upstream=d.address)
+    async with await AsyncClient.connect(sc.address, agent_id="tracer-2") as client:
+        await client.memory.put("acme/traced", "k", 1, tier="episodic")
+        await client.memory.get("acme/traced", "k")  # cached by the sidecar
+        spans.clear()
+        await client.memory.get("acme/traced", "k")  # a hit: no further hop
+        hit = list(spans.get_finished_spans())
+        spans.clear()
+        got = await client.claims.acquire("acme/traced", "doc-1", ttl=30)
+    finished = spans.get_finished_spans()
+    method = "/coordd.v1.ClaimService/AcquireClaim"
+    by_kind = [s for s in finished if s.name == method]
+    assert len(by_kind) == 4  # agent client, sidecar server, sidecar client, daemon server
+    agent, sidecar_in, sidecar_out, daemon_in = sorted(by_kind, key=lambda s: s.start_time)
+    assert (agent.kind, sidecar_in.kind) == (SpanKind.CLIENT, SpanKind.SERVER)
+    assert (sidecar_out.kind, daemon_in.kind) == (SpanKind.CLIENT, SpanKind.SERVER)
+    sql = next(s for s in finished if s.name == "sql coordd.acquire_claim")
+    chain = [agent, sidecar_in, sidecar_out, daemon_in, sql]
+    assert len({s.context.trace_id for s in chain}) == 1
+    for parent, child in zip(chain, chain[1:], strict=False):
+        assert child.parent is not None and child.parent.span_id == parent.context.span_id
+    attrs = dict(daemon_in.attributes or {})
+    assert attrs["coordd.agent_id"] == "tracer-2"  # the sidecar's identity went upstream
+    assert attrs["coordd.resource"] == "doc-1"
+    assert attrs["coordd.fencing_token"] == got.claim.fencing_token
+    # The cached read: the agent's span and the sidecar's, marked as a hit, and nothing below.
+    names = sorted((s.name, s.kind.name) for s in hit)
+    assert names == [
+        ("/coordd.v1.MemoryService/GetMemory", "CLIENT"),
+        ("/coordd.v1.MemoryService/GetMemory", "SERVER"),
+    ]
+    server = next(s for s in hit if s.kind == SpanKind.SERVER)
+    assert dict(server.attributes or {})["coordd.cache.hit"] is True
