@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -73,7 +74,7 @@ async def test_one_trace_from_agent_through_sidecar_to_postgres(
     sql = next(s for s in finished if s.name == "sql coordd.acquire_claim")
     chain = [agent, sidecar_in, sidecar_out, daemon_in, sql]
     assert len({s.context.trace_id for s in chain}) == 1
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert child.parent is not None and child.parent.span_id == parent.context.span_id
     attrs = dict(daemon_in.attributes or {})
     assert attrs["coordd.agent_id"] == "tracer-2"  # the sidecar's identity went upstream
