@@ -24,10 +24,13 @@ class DaemonProcess:
 
 @contextmanager
 def daemon_process(
-    dsn: str, *extra: str, env: dict[str, str] | None = None
+    dsn: str, *extra: str, env: dict[str, str] | None = None, module: str = "coordd"
 ) -> Iterator[DaemonProcess]:
-    """Start ``coordd serve --dsn DSN --listen 127.0.0.1:0``; yield its address and pid."""
-    cmd = [sys.executable, "-m", "coordd", "serve", "--dsn", dsn, "--listen", "127.0.0.1:0", *extra]
+    """Start ``coordd serve --dsn DSN --listen 127.0.0.1:0``; yield its address and pid.
+
+    *module* runs instead of ``coordd`` (a wrapper that sets the process up, then runs it).
+    """
+    cmd = [sys.executable, "-m", module, "serve", "--dsn", dsn, "--listen", "127.0.0.1:0", *extra]
     proc = subprocess.Popen(
         cmd,
         stderr=subprocess.PIPE,

@@ -50,6 +50,7 @@ _HARMLESS = frozenset({"claim", "context", "agreement", "policy"})
 _IDEMPOTENCY_COMPLETED = 2  # IDEMPOTENCY_STATE_COMPLETED
 _ENTRY_OVERHEAD = 256  # bookkeeping bytes per entry, counted against max_bytes
 _RESTART_BACKOFF_S = 1.0
+_UNSET: Any = object()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +93,7 @@ class _Entry:
     stored: float
     until: float
     verified: bool = True
+    decoded: Any = None  # what the host made of the response (_UNSET until asked)
 
 
 @dataclass(slots=True, eq=False)
@@ -210,6 +212,9 @@ class SessionCache:
         self._scopes: OrderedDict[tuple[str, bool], _Scope] = OrderedDict()
         self._metrics = _Instruments()
         self._closed = False
+        # id(response) -> its entry: what a host decoded from a cached answer is kept on the
+        # entry, so hits skip decoding (the entry holds the response, so the id is unique).
+        self._by_response: dict[int, _Entry] = {}
 
     # ------------------------------------------------------------------ reads
 
@@ -233,6 +238,15 @@ class SessionCache:
         self.stats.hits += 1
         self._metrics.hits.add(1)
         return entry.response
+
+    def decoded(self, response: Message, decode: Callable[[Message], Any]) -> Any:
+        """``decode(response)``, remembered while *response* is a cached answer."""
+        entry = self._by_response.get(id(response))
+        if entry is None or entry.response is not response:
+            return decode(response)
+        if entry.decoded is _UNSET:
+            entry.decoded = decode(response)
+        return entry.decoded
 
     def raw(self, request_path: str, request: Message) -> bytes | None:
         """The serialized form of the last answer *lookup* returned for this request."""
@@ -340,8 +354,10 @@ class SessionCache:
             size=size + _ENTRY_OVERHEAD,
             stored=now,
             until=until,
+            decoded=_UNSET,
         )
         self._lru[key] = entry
+        self._by_response[id(response)] = entry
         scope.entries.add(entry)
         if entry.item:
             scope.by_item.setdefault((entry.kind, entry.item), set()).add(entry)
@@ -358,6 +374,7 @@ class SessionCache:
         self._metrics.bytes.add(delta)
 
     def _unlink(self, entry: _Entry) -> None:
+        self._by_response.pop(id(entry.response), None)
         scope = self._scopes.get(entry.scope)
         if scope is not None:
             scope.entries.discard(entry)
@@ -472,6 +489,7 @@ class SessionCache:
                 await task
         self._lru.clear()
         self._scopes.clear()
+        self._by_response.clear()
         self._account(-self.stats.bytes)
 
     def record_upstream(self, started: float, path: str) -> None:

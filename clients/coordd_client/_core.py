@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -27,6 +27,7 @@ DEFAULT_TARGET = "127.0.0.1:7420"
 DEFAULT_TIMEOUT = timedelta(seconds=10)
 
 Resp = TypeVar("Resp")
+T = TypeVar("T")
 
 
 class Core:
@@ -82,6 +83,13 @@ class Core:
         if self.cache is not None and (m := method_of(request)) and m.path in CACHED_METHODS:
             return await self._cached(m.path, method, request, timeout)
         return await self._send(method, request, timeout)
+
+    def decoded(self, response: Any, decode: Callable[[Any], T]) -> T:
+        """``decode(response)``, done once per cached answer (the embedded cache's hits then
+        return the same decoded object: treat it as read-only)."""
+        if self.cache is None:
+            return decode(response)
+        return cast(T, self.cache.decoded(response, decode))
 
     async def _cached(
         self,

@@ -46,6 +46,10 @@ _OUTCOMES = {
 }
 
 
+def _found_entry(resp: pb.GetMemoryResponse) -> MemoryEntry | None:
+    return _entry(resp.entry) if resp.found else None
+
+
 def _entry(msg: pb.MemoryEntry) -> MemoryEntry:
     p = msg.provenance
     return MemoryEntry(
@@ -194,7 +198,7 @@ class AsyncMemory:
                 min_revision=self._core.session.revision(namespace),
             ),
         )
-        return _entry(resp.entry) if resp.found else None
+        return self._core.decoded(resp, _found_entry)
 
     async def delete(
         self,
