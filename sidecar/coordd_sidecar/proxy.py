@@ -105,6 +105,7 @@ class Proxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         self._session = session
         self._cache = cache
         self._agent_id = agent_id
+        self._tracing = tracing
         self._strip = _IDENTITY_KEYS | _OWN_KEYS | (_TRACE_KEYS if tracing else frozenset())
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
         self._rewrites: dict[str, Callable[[bytes], bytes]] = {}
@@ -143,7 +144,9 @@ class Proxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             if m.unary:
                 unary = self._handler(path).unary_unary
                 handlers[path] = UnaryHandler(bytes, unary, bytes)  # type: ignore[arg-type]
-        servicer = SessionServicer(handlers)
+        # Traced, each tagged request gets its server span from its own traceparent, so an
+        # agent call on the stream is still one trace through the sidecar.
+        servicer = SessionServicer(handlers, traced=self._tracing)
         return grpc.stream_stream_rpc_method_handler(
             servicer.Session,
             request_deserializer=session_pb.SessionRequest.FromString,
