@@ -264,6 +264,16 @@ def test_each_indexed_field_is_its_own_vector(client: Client) -> None:
     store.put(("test",), "doc2", {"key0": "uuu"})
     assert store.search(("test",), query="xxx")[0].key == "doc1"
     assert store.search(("test",), query="xxx", limit=5)[-1].score < 0.99  # type: ignore[operator]
+    # a vector left over from an older version (its writer died before dropping it) is ignored
+    client.memory.put(
+        "paths/test/.v",
+        "doc2#5",
+        {"key": "doc2", "path": "key3"},
+        text="xxx",
+        embedding=CharacterEmbeddings(64).embed_query("xxx"),
+    )
+    scores = {r.key: r.score for r in store.search(("test",), query="xxx", limit=5)}
+    assert scores["doc1"] == pytest.approx(1.0, abs=1e-3) and scores["doc2"] < 0.99  # type: ignore[operator]
     store.delete(("test",), "doc1")
     assert "doc1" not in {r.key for r in store.search(("test",), query="xxx", limit=5)}
 

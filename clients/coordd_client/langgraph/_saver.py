@@ -19,7 +19,8 @@ another saver instance, which catches the usual mistake.
 
 Storage, per thread namespace: ``checkpoint|<ns>|<id>`` (the serialized checkpoint and its
 metadata, one entry each, at most 1 MiB of JSON), ``head|<ns>`` (the latest checkpoint id of
-each checkpoint namespace) and ``writes|<ns>|<id>|<task>`` (a task's pending writes, merged).
+each checkpoint namespace, written in the checkpoint's transaction) and
+``writes|<ns>|<id>|<task>`` (a task's pending writes, merged).
 """
 
 from __future__ import annotations
@@ -52,7 +53,16 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from coordd.errors import CoorddError, FencingTokenStaleError
-from coordd_client import AsyncClient, Claim, ClaimHeldError, Client, Fence, HeldClaim, MemoryEntry
+from coordd_client import (
+    AsyncClient,
+    Claim,
+    ClaimHeldError,
+    Client,
+    Fence,
+    HeldClaim,
+    MemoryEntry,
+    MemoryPut,
+)
 
 from . import _names
 from ._bridge import Bridge, connect
@@ -348,20 +358,33 @@ class CoorddSaver(BaseCheckpointSaver[int]):
         mode: str = "lww",
     ) -> None:
         """One fenced write to the thread; a stale fence becomes ThreadHeldError."""
+        await self._write_all(thread_id, [(key, value, tags, mode)])
+
+    async def _write_all(
+        self, thread_id: str, writes: Sequence[tuple[str, Any, Sequence[str], str]]
+    ) -> None:
+        """Fenced writes (key, value, tags, mode) to the thread in one transaction: all or
+        none. A stale fence becomes ThreadHeldError."""
         fence = await self._fence(thread_id)
+        namespace = self._namespace(thread_id)
         try:
-            await self._bridge.aclient.memory.put(
-                self._namespace(thread_id),
-                key,
-                value,
-                tier="semantic",
-                tags=tags,
-                mode=mode,
-                fence=fence,
+            await self._bridge.aclient.memory.put_many(
+                [
+                    MemoryPut(
+                        namespace=namespace,
+                        key=key,
+                        value=value,
+                        tier="semantic",
+                        tags=tags,
+                        mode=mode,
+                        fence=fence,
+                    )
+                    for key, value, tags, mode in writes
+                ]
             )
         except FencingTokenStaleError as exc:
             await self._forget(thread_id)
-            current = await self._bridge.aclient.claims.get(self._namespace(thread_id), WRITER)
+            current = await self._bridge.aclient.claims.get(namespace, WRITER)
             raise ThreadHeldError(
                 thread_id,
                 current,
@@ -398,14 +421,13 @@ class CoorddSaver(BaseCheckpointSaver[int]):
             "checkpoint": self._typed(checkpoint),
             "metadata": self._typed(get_checkpoint_metadata(config, metadata)),
         }
-        await self._write(
+        # The checkpoint and the head that names it commit together.
+        await self._write_all(
             thread_id,
-            f"checkpoint|{checkpoint_ns}|{checkpoint_id}",
-            value,
-            tags=[CHECKPOINT_TAG],
-        )
-        await self._write(
-            thread_id, f"head|{checkpoint_ns}", {"checkpoint_id": checkpoint_id}, tags=[]
+            [
+                (f"checkpoint|{checkpoint_ns}|{checkpoint_id}", value, [CHECKPOINT_TAG], "lww"),
+                (f"head|{checkpoint_ns}", {"checkpoint_id": checkpoint_id}, [], "lww"),
+            ],
         )
         return {
             "configurable": {
@@ -479,12 +501,15 @@ class CoorddSaver(BaseCheckpointSaver[int]):
         ]
         if not entries:
             return
+        copies = []
+        for e in entries:
+            value = dict(e.value)
+            if "thread_id" in value:
+                value["thread_id"] = target
+            copies.append((e.key, value, e.tags, "lww"))
         async with self._owning(target):
-            for e in entries:
-                value = dict(e.value)
-                if "thread_id" in value:
-                    value["thread_id"] = target
-                await self._write(target, e.key, value, tags=e.tags)
+            for start in range(0, len(copies), _PAGE):  # PutMemories takes 1,000 at a time
+                await self._write_all(target, copies[start : start + _PAGE])
 
     async def _delete_for_runs(self, run_ids: Sequence[str]) -> None:
         wanted = set(run_ids)

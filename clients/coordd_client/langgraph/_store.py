@@ -29,7 +29,7 @@ from langgraph.store.base import (
 )
 
 from coordd.errors import RevisionMismatchError
-from coordd_client import AsyncClient, Client, Fence, MemoryEntry, Provenance
+from coordd_client import AsyncClient, Client, Fence, MemoryEntry, MemoryPut, Provenance
 
 from . import _names
 from ._bridge import Bridge, connect
@@ -325,50 +325,56 @@ class CoorddStore(BaseStore):
                             namespace, op.key, expected_revision=old.revision, fence=self.fence
                         )
                 else:
-                    tags = [ITEM_TAG, *_created_tag(old)]
-                    if vectors:
-                        tags.append(f"{_VECTORS}{len(vectors)}")
-                    await memory.put(
-                        namespace,
-                        op.key,
-                        dict(op.value),
-                        tier=self.tier,
-                        tags=tags,
-                        mode="cas",
-                        expected_revision=old.revision if old else 0,
-                        ttl=timedelta(minutes=op.ttl) if op.ttl is not None else None,
-                        fence=self.fence,
-                    )
+                    # The item and its vectors commit together, or not at all.
+                    item = self._item_write(namespace, op, old, len(vectors))
+                    await memory.put_many([item, *self._vector_writes(namespace, op.key, vectors)])
             except RevisionMismatchError:
                 continue  # another writer got in between: read again and retry
-            await self._write_vectors(namespace, op.key, vectors, _vector_count(old))
+            await self._drop_vectors(namespace, op.key, len(vectors), _vector_count(old))
             return
         raise RevisionMismatchError(namespace, op.key, 0, 0)
 
-    async def _write_vectors(
-        self, namespace: str, key: str, vectors: Vectors, old_count: int
-    ) -> None:
+    def _item_write(
+        self, namespace: str, op: PutOp, old: MemoryEntry | None, vectors: int
+    ) -> MemoryPut:
+        tags = [ITEM_TAG, *_created_tag(old)]
+        if vectors:
+            tags.append(f"{_VECTORS}{vectors}")
+        return MemoryPut(
+            namespace=namespace,
+            key=op.key,
+            value=dict(op.value or {}),
+            tier=self.tier,
+            tags=tags,
+            mode="cas",
+            expected_revision=old.revision if old else 0,
+            ttl=timedelta(minutes=op.ttl) if op.ttl is not None else None,
+            fence=self.fence,
+        )
+
+    def _vector_writes(self, namespace: str, key: str, vectors: Vectors) -> list[MemoryPut]:
+        where = _names.vectors_of(namespace)
+        return [
+            MemoryPut(
+                namespace=where,
+                key=f"{key}#{i}",
+                value={"key": key, "path": path},
+                tier=self.tier,
+                text=text,
+                embedding=vector,
+                tags=[VECTOR_TAG],
+                mode="lww",
+                fence=self.fence,
+            )
+            for i, (path, text, vector) in enumerate(vectors)
+        ]
+
+    async def _drop_vectors(self, namespace: str, key: str, keep: int, old_count: int) -> None:
+        """Vectors an item no longer has (search ignores them already: see ``_nearest``)."""
         memory = self._bridge.aclient.memory
         where = _names.vectors_of(namespace)
         await asyncio.gather(
-            *(
-                memory.put(
-                    where,
-                    f"{key}#{i}",
-                    {"key": key, "path": path},
-                    tier=self.tier,
-                    text=text,
-                    embedding=vector,
-                    tags=[VECTOR_TAG],
-                    mode="lww",
-                    fence=self.fence,
-                )
-                for i, (path, text, vector) in enumerate(vectors)
-            ),
-            *(
-                memory.delete(where, f"{key}#{i}", fence=self.fence)
-                for i in range(len(vectors), old_count)
-            ),
+            *(memory.delete(where, f"{key}#{i}", fence=self.fence) for i in range(keep, old_count))
         )
 
     async def _search(self, op: SearchOp, query: list[float] | None) -> list[SearchItem]:
@@ -402,28 +408,34 @@ class CoorddStore(BaseStore):
         k = min(_MAX_K, max(want * 3, want + 10))
         while True:
             hits = await memory.search(query, k, [prefix])
-            best: dict[tuple[str, str], tuple[float, MemoryEntry | None]] = {}
+            # item -> [(similarity, vector index; None: the entry's own embedding)]
+            scores: dict[tuple[str, str], list[tuple[float, int | None]]] = {}
+            own: dict[tuple[str, str], MemoryEntry] = {}
             for hit in hits:
-                score = 1.0 - hit.distance
                 owner = _names.items_of(hit.entry.namespace)
                 if owner is not None and isinstance(hit.entry.value, dict):
-                    ref, entry = (owner, str(hit.entry.value.get("key", ""))), None
+                    ref = (owner, str(hit.entry.value.get("key", "")))
+                    scores.setdefault(ref, []).append(
+                        (1.0 - hit.distance, _vector_index(hit.entry.key))
+                    )
                 elif _names.from_coordd(self.root, hit.entry.namespace) is not None:
-                    ref, entry = (hit.entry.namespace, hit.entry.key), hit.entry
-                else:
-                    continue
-                if ref not in best or best[ref][0] < score:
-                    best[ref] = (score, entry or (best[ref][1] if ref in best else None))
-            refs = list(best)
+                    ref = (hit.entry.namespace, hit.entry.key)  # an entry with its own vector
+                    own[ref] = hit.entry
+                    scores.setdefault(ref, []).append((1.0 - hit.distance, None))
+            refs = list(scores)
             fetched = await asyncio.gather(
-                *(_given(best[r][1]) if best[r][1] is not None else memory.get(*r) for r in refs)
+                *(_given(own[r]) if r in own else memory.get(*r) for r in refs)
             )
             scored: list[tuple[float | None, MemoryEntry]] = []
             for ref, entry in zip(refs, fetched, strict=True):
                 if entry is None:
                     await self._drop_orphans(ref)
-                elif _passes(entry, filter):
-                    scored.append((best[ref][0], entry))
+                    continue
+                count = _vector_count(entry)
+                # A vector beyond the item's count is left from an older version.
+                live = [s for s, i in scores[ref] if i is None or i < count]
+                if live and _passes(entry, filter):
+                    scored.append((max(live), entry))
             scored.sort(key=lambda se: -(se[0] or 0.0))
             if len(scored) >= want or len(hits) < k or k >= _MAX_K:
                 return scored
@@ -523,6 +535,12 @@ def _created_tag(old: MemoryEntry | None) -> list[str]:
     if old is None:
         return []
     return [f"{_CREATED}{_created_at(old).isoformat()}"]
+
+
+def _vector_index(key: str) -> int:
+    """The index in a vector entry's key (``<item key>#<i>``)."""
+    _, _, index = key.rpartition("#")
+    return int(index) if index.isdigit() else -1
 
 
 def _vector_count(entry: MemoryEntry | None) -> int:
