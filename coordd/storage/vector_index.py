@@ -102,10 +102,16 @@ class _Graph:
             key = (e.namespace, e.key)
             label = self.labels.get(key)
             if label is None:
-                label = self.free.pop() if self.free else self.next_label
-                if label == self.next_label:
+                if self.free:
+                    # A freed label still names its own (deleted) slot in hnswlib: revive that
+                    # slot and overwrite it. (add_items' replace_deleted would take any deleted
+                    # slot and unmap whichever label it carried, possibly a live entry's.)
+                    label = self.free.pop()
+                    self.hnsw.unmark_deleted(label)
+                else:
+                    label = self.next_label
                     self.next_label += 1
-                self._grow(label + 1)
+                    self._grow(label + 1)
                 self.labels[key] = label
             labels.append(label)
             self.alive[label] = True
@@ -120,8 +126,8 @@ class _Graph:
         if labels:
             data = np.stack([e.vector for e in elements])
             ids = np.asarray(labels)
-            # a re-put label is updated in place; reused labels were marked deleted
-            self.hnsw.add_items(data, ids, replace_deleted=True)
+            # Every label names its own slot: a re-put or revived label is updated in place.
+            self.hnsw.add_items(data, ids)
 
     def remove(self, namespace: str, key: str) -> None:
         label = self.labels.pop((namespace, key), None)
