@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import timedelta
@@ -340,8 +341,16 @@ class Daemon:
         )
 
     async def sweep_once(self) -> dict[str, int]:
-        """Run every housekeeping sweep once (expired claims, purged keys, ...)."""
-        return {name: await sweep() for name, sweep in self._sweeps.items()}
+        """Run every housekeeping sweep once (expired claims, purged keys, ...).
+
+        Traced only when it did something: one ``coordd.sweep`` span with the counts.
+        """
+        started = time.time_ns()
+        with telemetry.untraced():
+            counts = {name: await sweep() for name, sweep in self._sweeps.items()}
+        if any(counts.values()):
+            telemetry.record_work("sweep", started, counts)
+        return counts
 
     async def _sweep_loop(self) -> None:
         while True:

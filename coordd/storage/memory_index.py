@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coordd import telemetry
 from coordd.domain.consistency import MAX_WAIT_S, at_least
 from coordd.storage.db import Database, Row
 from coordd.storage.vector_index import Element, VectorIndex, normalize
@@ -140,7 +141,12 @@ class MemoryIndexer:
             namespaces = sorted(self._dirty_namespaces) or None
             self._dirty_namespaces.clear()
             try:
-                await self.catch_up(namespaces)
+                # Background work: traced only when it changed the index.
+                started = time.time_ns()
+                with telemetry.untraced():
+                    applied = await self.catch_up(namespaces)
+                if applied:
+                    telemetry.record_work("index_catch_up", started, {"entries": applied})
             except Exception:
                 logger.warning("vector index catch-up failed; retrying", exc_info=True)
 
@@ -176,8 +182,12 @@ class MemoryIndexer:
                             logger.info("vector index: rebuilt %d/%d", done, total)
             self.index.cursors = cursors
 
-    async def catch_up(self, namespaces: list[str] | None = None) -> None:
-        """Apply memory changes committed after the revisions the index reflects."""
+    async def catch_up(self, namespaces: list[str] | None = None) -> int:
+        """Apply memory changes committed after the revisions the index reflects.
+
+        Returns:
+            How many entries were added, replaced or removed (0 after a full rebuild).
+        """
         async with self._lock:
             cursors = self.index.cursors
             # Only the cursors asked about travel: the query does not grow with the namespace
@@ -207,7 +217,7 @@ class MemoryIndexer:
             if any(r[2] for r in rows):  # the log was compacted past a cursor
                 logger.warning("vector index: change log compacted past the index; rebuilding")
                 await self._rebuild()
-                return
+                return 0
             puts: list[Element] = []
             removes: list[tuple[str, str]] = []
             advanced: dict[str, int] = {}
@@ -223,3 +233,4 @@ class MemoryIndexer:
             if puts or removes:
                 await asyncio.to_thread(self.index.apply, puts, removes)
             self.index.cursors = {**cursors, **advanced}
+            return len(puts) + len(removes)

@@ -25,6 +25,7 @@ from datetime import timedelta
 
 import psycopg
 
+from coordd import telemetry
 from coordd.errors import ShuttingDownError
 from coordd.storage.db import Database
 
@@ -156,9 +157,10 @@ class ChangeNotifier:
         while True:
             await asyncio.sleep(_REFRESH_S)
             try:
-                for pattern, is_prefix in list(self._interests):
-                    await self._register(pattern, is_prefix)
-                await self._db.execute("DELETE FROM coordd.interest WHERE expire_time < now()")
+                with telemetry.untraced():  # housekeeping: nothing a trace reader needs
+                    for pattern, is_prefix in list(self._interests):
+                        await self._register(pattern, is_prefix)
+                    await self._db.execute("DELETE FROM coordd.interest WHERE expire_time < now()")
             except Exception:
                 logger.warning("could not refresh watch registrations", exc_info=True)
 
