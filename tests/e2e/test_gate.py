@@ -144,3 +144,27 @@ async def test_gate_needs_read_access_to_every_namespace(start_daemon, tmp_path)
             await c.gate(read={NS: 0, CATALOG: 0})
     finally:
         await c.close()
+
+
+async def test_gate_and_mcp_through_the_sidecar(start_sidecar) -> None:
+    """The sidecar forwards the gate, and `coordd mcp` works behind it as the sidecar's agent."""
+    from mcp import Client as MCPClient
+
+    from coordd.mcp_server._server import CoorddMCP
+
+    sc = await start_sidecar("agent-side")
+    async with await AsyncClient.connect(sc.address, agent_id="agent-side") as via:
+        held = await via.claims.acquire(NS, "order-5", ttl=30)
+        assert held.claim is not None and held.claim.holder_agent_id == "agent-side"
+        assert (await via.gate([held.claim.fence])).passed
+        server = CoorddMCP(via)
+        try:
+            async with MCPClient(server.server) as session:
+                got = await session.call_tool(
+                    "memory_put", {"namespace": NS, "key": "k", "value": 1}
+                )
+                assert got.structured_content is not None
+                entry = got.structured_content["entry"]
+                assert entry["provenance"]["agent_id"] == "agent-side"
+        finally:
+            await server.aclose()
