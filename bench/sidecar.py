@@ -62,6 +62,7 @@ class ModeResult:
     writes: int
     hits: int
     misses: int
+    forced: int
     cpu: CpuWindow
 
     @property
@@ -137,14 +138,16 @@ async def run_mode(mode: str, daemon: Any, args: argparse.Namespace) -> ModeResu
         await drive(clients, args.warmup, args.concurrency, args.namespaces, 1, CpuWindow())
         before = [c._core.cache.stats for c in clients] if cache else []
         base = [(s.hits, s.misses) for s in before]
+        forced0 = sum(s.session_forced for s in before)
         cpu = CpuWindow({"daemon": daemon.pid})
         reads, writes = await drive(
             clients, args.seconds, args.concurrency, args.namespaces, 2, cpu
         )
-        hits = misses = 0
+        hits = misses = forced = 0
         if cache:
             hits = sum(s.hits - h for s, (h, _) in zip(before, base, strict=True))
             misses = sum(s.misses - m for s, (_, m) in zip(before, base, strict=True))
+            forced = sum(s.session_forced for s in before) - forced0
     finally:
         for c in clients:
             await c.close()
@@ -153,7 +156,8 @@ async def run_mode(mode: str, daemon: Any, args: argparse.Namespace) -> ModeResu
     if sidecars:  # their counters cover warm-up and window together
         hits = sum(sc.stats.get("hits", 0) for sc in sidecars)
         misses = sum(sc.stats.get("misses", 0) for sc in sidecars)
-    return ModeResult(mode, reads, writes, hits, misses, cpu)
+        forced = sum(sc.stats.get("session_forced", 0) for sc in sidecars)
+    return ModeResult(mode, reads, writes, hits, misses, forced, cpu)
 
 
 async def embedded_hit_latency(address: str, namespaces: int, n: int) -> Stats:
@@ -176,19 +180,23 @@ async def embedded_hit_latency(address: str, namespaces: int, n: int) -> Stats:
         return Stats(n, time.perf_counter() - t_start, latencies)
 
 
-async def tracing_tax(dsn: str, args: argparse.Namespace) -> tuple[list[Any], float]:
-    """Claims cycles/s against an untraced and a traced daemon, interleaved in rounds."""
+async def tracing_tax(dsn: str, args: argparse.Namespace) -> tuple[list[Any], float, float]:
+    """Claims cycles/s against an untraced daemon, one tracing every call and one sampling
+    10% of traces (as Dapr's published figures do), interleaved in rounds; the taxes."""
     from bench.claims import CoorddWorker, run_clients
 
     rows = []
-    totals = {"off": [0.0, 0.0], "on": [0.0, 0.0]}  # cycles, seconds
-    cpu_us = {"off": [], "on": []}  # type: dict[str, list[float]]
+    labels = ("off", "on", "on 10%")
+    totals = {label: [0.0, 0.0] for label in labels}  # cycles, seconds
+    cpu_us: dict[str, list[float]] = {label: [] for label in labels}
+    sampled = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
     with (
         daemon_process(dsn) as plain,
         daemon_process(dsn, module="bench._traced") as traced,
+        daemon_process(dsn, module="bench._traced", env=sampled) as traced_10,
     ):
         for rnd in range(args.tax_rounds):
-            for label, d in (("off", plain), ("on", traced)):
+            for label, d in zip(labels, (plain, traced, traced_10), strict=True):
                 cpu = CpuWindow({"daemon": d.pid})
                 run = await run_clients(
                     16, args.tax_seconds, lambda i, a=d.address: CoorddWorker.create(a, i), cpu
@@ -199,9 +207,8 @@ async def tracing_tax(dsn: str, args: argparse.Namespace) -> tuple[list[Any], fl
                 rows.append(
                     [rnd, label, run.cycles.throughput, run.cycles.p50, cpu_us[label][-1], cpu.load]
                 )
-    off = totals["off"][0] / totals["off"][1]
-    on = totals["on"][0] / totals["on"][1]
-    return rows, 1 - on / off
+    rate = {label: totals[label][0] / totals[label][1] for label in labels}
+    return rows, 1 - rate["on"] / rate["off"], 1 - rate["on 10%"] / rate["off"]
 
 
 async def run(args: argparse.Namespace, dsn: str) -> int:
@@ -215,13 +222,22 @@ async def run(args: argparse.Namespace, dsn: str) -> int:
             results.append(await run_mode(mode, daemon, args))
         hit = await embedded_hit_latency(daemon.address, args.namespaces, args.hit_calls)
         log.info("tracing tax: %d rounds of %.0f s per side", args.tax_rounds, args.tax_seconds)
-        tax_rows, tax = await tracing_tax(dsn, args)
+        tax_rows, tax, tax_sampled = await tracing_tax(dsn, args)
     direct = next(r for r in results if r.mode == "direct")
     sidecar = next(r for r in results if r.mode == "sidecar")
     print_table(
         f"95% Get / 5% Put, Zipf 0.99 over {KEYS} keys in {args.namespaces} namespaces, "
         f"{AGENTS} agents x {args.concurrency} in flight, {args.seconds:.0f} s each",
-        ["mode", "reads/s", "read p50 ms", "read p99 ms", "hit ratio", "daemon us/req", "load"],
+        [
+            "mode",
+            "reads/s",
+            "read p50 ms",
+            "read p99 ms",
+            "hit ratio",
+            "forced/miss",
+            "daemon us/req",
+            "load",
+        ],
         [
             [
                 r.mode,
@@ -229,6 +245,7 @@ async def run(args: argparse.Namespace, dsn: str) -> int:
                 r.reads.p50,
                 r.reads.p99,
                 r.hit_ratio,
+                r.forced / r.misses if r.misses else 0.0,
                 r.daemon_us_per_request(),
                 r.cpu.load,
             ]
@@ -241,7 +258,8 @@ async def run(args: argparse.Namespace, dsn: str) -> int:
         [[hit.ops, hit.p50 * 1000, hit.p99 * 1000]],
     )
     print_table(
-        "tracing tax: claims (acquire+release), 16 clients; daemon tracing into a no-op exporter",
+        "tracing tax: claims (acquire+release), 16 clients; daemon tracing into a no-op exporter"
+        " (all calls, or 10% of traces sampled)",
         ["round", "tracing", "cycles/s", "p50 ms", "daemon us/cycle", "load"],
         tax_rows,
     )
@@ -254,6 +272,7 @@ async def run(args: argparse.Namespace, dsn: str) -> int:
             hit_ratio=sidecar.hit_ratio,
             embedded_hit_ratio=next(r for r in results if r.mode == "embedded").hit_ratio,
             tracing_tax=tax,
+            tracing_tax_sampled_10pct=tax_sampled,
         )
     )
     return 0

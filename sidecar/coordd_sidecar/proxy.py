@@ -11,6 +11,7 @@ have raised talking to the daemon.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -21,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry import trace
 
 from coordd import rpc_status
-from coordd.errors import CoorddError, UnauthenticatedError
+from coordd.errors import CoorddError, InvalidArgumentError, UnauthenticatedError
 from coordd.server.session import SESSION_METHOD, SessionServicer, UnaryHandler
 from coordd.v1 import session_service_pb2 as session_pb
 from coordd_client._cache import CACHED_METHODS, SessionCache
@@ -202,6 +203,10 @@ class Proxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     async def _cached(self, m: Method, raw: bytes, ctx: Ctx) -> bytes:
         assert self._cache is not None
         metadata = await self._outgoing(ctx)
+        try:
+            tolerated = _tolerated_staleness(ctx)
+        except InvalidArgumentError as err:
+            await _abort(ctx, err)
         request = m.request.FromString(raw)
         stamp_min_revision(request, self._session)
         hit = self._cache.lookup(m.path, request)
@@ -218,7 +223,6 @@ class Proxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
                 m.path, request.SerializeToString(), metadata, ctx, passthrough=False
             )
         except grpc.aio.AioRpcError as exc:
-            tolerated = _tolerated_staleness(ctx)
             if tolerated is not None and _unreachable(exc):
                 stale = self._cache.stale(m.path, request, tolerated)
                 if stale is not None:
@@ -306,13 +310,21 @@ class Proxy(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
 
 def _tolerated_staleness(ctx: Ctx) -> float | None:
+    """Seconds of staleness the request tolerates (``coordd-max-staleness``), or None.
+
+    Raises InvalidArgumentError for a value that is not a number of seconds >= 0.
+    """
     for key, value in ctx.invocation_metadata() or ():
         if key == STALENESS_KEY:
             try:
                 seconds = float(value)
             except ValueError:
-                return None
-            return seconds if seconds >= 0 else None
+                seconds = -1.0
+            if not 0 <= seconds < math.inf:
+                raise InvalidArgumentError.single(
+                    STALENESS_KEY, f"must be a number of seconds >= 0, got {str(value)[:40]!r}"
+                )
+            return seconds
     return None
 
 

@@ -131,6 +131,13 @@ async def test_upstream_down_is_unavailable_unless_staleness_is_tolerated(
         assert resp.entry.value_json == '"v"'
         age = dict(await call.initial_metadata())["coordd-cache-age"]
         assert 0 <= float(age) < 300
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await pb_grpc.MemoryServiceStub(ch).GetMemory(
+                pb.GetMemoryRequest(namespace=NS, key="k"),
+                metadata=(("coordd-max-staleness", "a while"),),
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "coordd-max-staleness" in (info.value.details() or "")
 
 
 def test_refuses_to_listen_beyond_loopback_or_without_identity(tmp_path: Any) -> None:
