@@ -260,3 +260,30 @@ def test_injection_runs_from_the_base_install() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stderr == "pod/p not opted in\n"
+
+
+def test_cert_manager_issues_the_certificates_the_pods_mount(rendered) -> None:
+    objects = rendered["overlays/cloudnative-pg"]
+    certificates = {c["spec"]["secretName"]: c for c in objects if c["kind"] == "Certificate"}
+    issuers = {i["metadata"]["name"] for i in objects if i["kind"] == "Issuer"}
+    for certificate in certificates.values():
+        assert certificate["spec"]["issuerRef"]["name"] in issuers
+    daemon = _one(objects, "Deployment", "coordd")["spec"]["template"]["spec"]
+    injector = _one(objects, "Deployment", "coordd-injector")["spec"]["template"]["spec"]
+    mounted = {
+        v["secret"]["secretName"] for v in daemon["volumes"] + injector["volumes"] if "secret" in v
+    }
+    assert {"coordd-tls", "coordd-injector-tls"} <= mounted
+    assert {"coordd-tls", "coordd-injector-tls"} <= set(certificates)
+    # The daemon's certificate names the host sidecars dial; the webhook's, its Service.
+    upstream = _env(injector["containers"][0], {})["COORDD_UPSTREAM"].rpartition(":")[0]
+    assert upstream in certificates["coordd-tls"]["spec"]["dnsNames"]
+    (hook,) = _one(objects, "MutatingWebhookConfiguration", "coordd-sidecar-injector")["webhooks"]
+    service = hook["clientConfig"]["service"]
+    webhook_name = f"{service['name']}.{service['namespace']}.svc"
+    assert certificates["coordd-injector-tls"]["spec"]["dnsNames"] == [webhook_name]
+    # cert-manager's CA injector fills the caBundle from that Certificate.
+    configuration = _one(objects, "MutatingWebhookConfiguration", "coordd-sidecar-injector")
+    source = configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    injector_certificate = certificates["coordd-injector-tls"]["metadata"]
+    assert source == f"{injector_certificate['namespace']}/{injector_certificate['name']}"
