@@ -264,6 +264,9 @@ async def test_gate_tool_tells_what_to_do(agent, db_clock) -> None:
         await one.call_tool("memory_get", {"namespace": "team/prices", "key": "eur"})
         ok = body(await one.call_tool("gate", {"fences": [held["fence"]]}))
         assert ok["passed"] is True and "perform the side effect now" in ok["next"]
+        await one.call_tool("memory_put", {"namespace": "team/prices", "key": "eur", "value": 11})
+        mine = body(await one.call_tool("gate", {"fences": [held["fence"]]}))
+        assert mine["passed"] is True, "the agent's own write does not move what it read"
         await two.call_tool("memory_put", {"namespace": "team/prices", "key": "eur", "value": 12})
         moved = body(await one.call_tool("gate", {"fences": [held["fence"]]}))
         assert (
