@@ -53,7 +53,8 @@ class CoorddMCP:
             middleware=[self._guard],
         )
         for fn in self.tools.all():
-            self.server.add_tool(fn, name=fn.__name__, description=(fn.__doc__ or "").strip())
+            description = " ".join((fn.__doc__ or "").split())
+            self.server.add_tool(fn, name=fn.__name__, description=description)
 
         @self.server.resource(
             _changes.TEMPLATE,

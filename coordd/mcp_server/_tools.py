@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from mcp.types import CallToolResult
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from coordd.errors import CoorddError
 from coordd_client import AsyncClient, Fence, Participant
@@ -31,8 +32,18 @@ NS = Annotated[
     Field(description="coordd namespace: 1-8 segments of [A-Za-z0-9._:-] joined by '/'"),
 ]
 TTL = Annotated[float, Field(description="lease length in seconds (0.1 to 86400)", gt=0)]
+
+
+class FenceArg(TypedDict):
+    """A claim's fence, as claim_acquire returns it."""
+
+    namespace: Annotated[str, Field(description="the claim's namespace")]
+    resource: Annotated[str, Field(description="the claimed resource")]
+    token: Annotated[int, Field(description="the claim's fencing token", gt=0)]
+
+
 FENCE = Annotated[
-    dict[str, Any] | None,
+    FenceArg | None,
     Field(
         description="a claim's fence {namespace, resource, token} (from claim_acquire): the"
         " write applies only while that claim is still yours"
@@ -41,7 +52,7 @@ FENCE = Annotated[
 TIER = Literal["working", "episodic", "semantic"]
 
 
-def _fence(value: dict[str, Any] | None) -> Fence | None:
+def _fence(value: FenceArg | dict[str, Any] | None) -> Fence | None:
     if not value:
         return None
     return Fence(
@@ -644,11 +655,8 @@ class Tools:
     async def gate(
         self,
         fences: Annotated[
-            list[dict[str, Any]],
-            Field(
-                description="the fences of the claims you act under ({namespace, resource,"
-                " token} from claim_acquire)"
-            ),
+            list[FenceArg],
+            Field(description="the fences of the claims you act under (from claim_acquire)"),
         ] = [],  # noqa: B006
         read: Annotated[
             dict[str, int] | None,
