@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -190,11 +191,14 @@ class AsyncContext:
                 lease=cv.duration(lease),
             )
             try:
-                async for resp in self._core.stream(self._stub.SubscribeContext, request):
-                    resumer.delivered()
-                    entry = self._received(cv.context_entry(resp.entry))
-                    after_id = entry.id
-                    yield entry
+                # aclosing: the call is cancelled as soon as this generator ends or is closed.
+                stream = self._core.stream(self._stub.SubscribeContext, request)
+                async with contextlib.aclosing(stream) as responses:
+                    async for resp in responses:
+                        resumer.delivered()
+                        entry = self._received(cv.context_entry(resp.entry))
+                        after_id = entry.id
+                        yield entry
                 return
             except UnavailableError as exc:
                 if not await resumer.retry(exc):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -137,7 +137,7 @@ class Core:
             self.session.observe(header.namespace, header.revision)
         return response
 
-    async def stream(self, method: Callable[..., Any], request: Any) -> AsyncIterator[Any]:
+    async def stream(self, method: Callable[..., Any], request: Any) -> AsyncGenerator[Any, None]:
         """Iterate a server stream, translating errors and folding headers into the session."""
         call = method(request, metadata=self.metadata)
         try:

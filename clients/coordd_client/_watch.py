@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from coordd.errors import UnavailableError
@@ -26,6 +27,7 @@ class AsyncWatch:
         *,
         prefix: bool = False,
         start_revision: int = 0,
+        until_revision: int | None = None,
         reconnect_for: float = 30.0,
     ) -> AsyncIterator[ChangeEvent]:
         """Change events in revision order per namespace, from *start_revision* (0: new only).
@@ -34,11 +36,22 @@ class AsyncWatch:
         ``start_revision=0`` it reports changes from then on. To miss nothing between a write
         and the watch, pass the revision to start from (e.g. ``response.revision + 1``).
 
+        With *until_revision* the watch ends once that revision has been delivered (at once if
+        it is below *start_revision*): ``watch(ns, start_revision=1,
+        until_revision=client.session.vector.get(ns, 0))`` replays the log up to what this
+        client has seen, and stops. Unset, it follows until closed. One namespace only (not
+        with *prefix*, whose namespaces count revisions apart).
+
         If the connection drops or the daemon stops (a restart, a rolling update), the watch
         resumes from the revision after the last one delivered, per namespace, trying for up
         to *reconnect_for* seconds: no gap, no duplicate. A compacted start raises
         RevisionCompactedError.
         """
+        if until_revision is not None:
+            if prefix:
+                raise ValueError("until_revision applies to one namespace, not with prefix=True")
+            if until_revision < max(start_revision, 1):
+                return
         seen: dict[str, int] = {}  # namespace -> last revision delivered
         resumer = Resumer(self._core, reconnect_for)
         while True:
@@ -49,12 +62,18 @@ class AsyncWatch:
                 after=common_pb2.VersionVector(revisions=seen),
             )
             try:
-                async for resp in self._core.stream(self._stub.Watch, request):
-                    resumer.delivered()
-                    for msg in resp.events:
-                        yield cv.change_event(msg)
-                    for msg in resp.events:  # a revision's events all come in one response
-                        seen[msg.namespace] = max(seen.get(msg.namespace, 0), msg.revision)
+                # aclosing: the call is cancelled as soon as this generator ends or is closed.
+                async with contextlib.aclosing(self._core.stream(self._stub.Watch, request)) as rs:
+                    async for resp in rs:
+                        resumer.delivered()
+                        for msg in resp.events:
+                            if until_revision is not None and msg.revision > until_revision:
+                                return
+                            yield cv.change_event(msg)
+                        for msg in resp.events:  # a revision's events all come in one response
+                            seen[msg.namespace] = max(seen.get(msg.namespace, 0), msg.revision)
+                        if until_revision is not None and seen.get(namespace, 0) >= until_revision:
+                            return
                 return
             except UnavailableError as exc:
                 if not await resumer.retry(exc):

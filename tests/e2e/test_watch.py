@@ -117,3 +117,16 @@ async def test_write_through_another_daemon_wakes_the_watcher(start_daemon) -> N
         assert event.key == "remote"
         with contextlib.suppress(Exception):
             await stream.aclose()
+
+
+async def test_until_revision_replays_up_to_it_and_stops(connect) -> None:
+    writer = await connect("writer")
+    for i in range(5):
+        await writer.claims.acquire(NS, f"r{i}", ttl=60)
+    seen = writer.session.vector[NS]
+    assert seen == 5
+    replay = [e async for e in writer.watch(NS, start_revision=2, until_revision=4)]
+    assert [e.revision for e in replay] == [2, 3, 4]
+    assert [e async for e in writer.watch(NS, start_revision=1, until_revision=0)] == []
+    with pytest.raises(ValueError, match="prefix"):
+        await anext(writer.watch("acme", prefix=True, until_revision=3))
