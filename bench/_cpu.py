@@ -34,6 +34,17 @@ def process_cpu_s(pid: int, reaped_children: bool = False) -> float:
     return ticks / _TICKS
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process *pid* in MiB (0 if gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def children_of(pid: int) -> list[int]:
     """The ids of *pid*'s direct children."""
     kids = []

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bench._cpu import CpuWindow, postmaster_pid
+from bench._cpu import CpuWindow, postmaster_pid, rss_mb
 from bench._echo import EchoRun, echo_server, run_echo
 from bench._harness import (
     Stats,
@@ -183,6 +183,7 @@ def main(argv: list[str]) -> int:
                     res = asyncio.run(run_clients(n, args.seconds, make, cpu))
                     results.setdefault((side, n), []).append(res)
 
+        daemon_rss, echo_rss = rss_mb(daemon.pid), rss_mb(echo.pid)
     rows = []
     floor_rows = []
     figures: dict[str, float] = {}
@@ -283,6 +284,10 @@ def main(argv: list[str]) -> int:
     print(
         f"(added latency is per operation, at {levels[0]} client(s); CPU per call is per RPC"
         " or per SQL statement, two per cycle)"
+    )
+    print(
+        f"resident memory after the runs: daemon {daemon_rss:.0f} MiB, bare echo server"
+        f" {echo_rss:.0f} MiB"
     )
     print(result_line("claims", **figures))
     return 0

@@ -20,6 +20,7 @@ from datetime import timedelta
 
 import grpc
 
+from bench._cpu import CpuWindow, rss_mb
 from bench._harness import Stats, log, machine, postgres, print_table, result_line, setup_logging
 
 METHOD = "/bench.Claims/AcquireRelease"
@@ -141,15 +142,31 @@ def main(argv: list[str]) -> int:
             try:
                 for clients in (1, 32):
                     log.info("%s server, %d client(s), %.0fs", model, clients, args.seconds)
-                    stats = asyncio.run(_load(port, clients, args.seconds))
-                    rows.append([model, clients, stats.throughput, stats.p50, stats.p99])
+                    assert proc.pid is not None
+                    cpu = CpuWindow({"server": proc.pid})
+                    with cpu:
+                        stats = asyncio.run(_load(port, clients, args.seconds))
+                    server_us = cpu.per_call_us("server", stats.ops)
+                    rows.append(
+                        [
+                            model,
+                            clients,
+                            stats.throughput,
+                            stats.p50,
+                            stats.p99,
+                            server_us,
+                            rss_mb(proc.pid),
+                            cpu.load,
+                        ]
+                    )
                     figures[f"{model}_c{clients}_rps"] = stats.throughput
+                    figures[f"{model}_c{clients}_cpu_us"] = server_us
             finally:
                 proc.terminate()
                 proc.join(10)
     print_table(
         "acquire+release handler, calls/s and latency (ms)",
-        ["server", "clients", "calls/s", "p50", "p99"],
+        ["server", "clients", "calls/s", "p50", "p99", "server us/call", "RSS MiB", "load"],
         rows,
     )
     figures["sync_over_aio_c32"] = figures["sync_c32_rps"] / figures["aio_c32_rps"]
