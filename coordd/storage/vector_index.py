@@ -9,9 +9,10 @@ tier, tags, task, expiry, staleness) become one boolean mask built before rankin
 - mask selects everything alive: a plain native hnswlib query;
 - otherwise: hnswlib with the mask as its filter (checked per candidate).
 
-hnswlib is not safe for concurrent add and query: one lock serializes them, held only around
-native calls (which release the GIL). Deleted elements are marked deleted and their labels
-reused.
+hnswlib is not safe for concurrent add and query, but queries may run together: a
+readers-writer lock lets searches share the index and gives writers (adds, removes, snapshots)
+it alone, held only around native calls (which release the GIL). Deleted elements are marked
+deleted and their labels reused.
 """
 
 from __future__ import annotations
@@ -34,6 +35,57 @@ from coordd.domain.models import SearchFilter as Filter
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer stops new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def try_read(self) -> bool:
+        """Enter as a reader if that needs no waiting."""
+        with self._cond:
+            if self._writer or self._writers_waiting:
+                return False
+            self._readers += 1
+            return True
+
+    def read(self) -> None:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def write(self) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+    def __enter__(self) -> ReadWriteLock:
+        """``with lock:`` holds it as the writer."""
+        self.write()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release_write()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +224,8 @@ class VectorIndex:
         self._graphs: dict[int, _Graph] = {}
         self._where: dict[tuple[str, str], int] = {}  # (namespace, key) -> dim
         self._per_namespace: dict[str, int] = {}  # namespace -> elements (kept, not recounted)
-        self.lock = threading.Lock()
+        self.lock = ReadWriteLock()
+        self._query_lock = threading.Lock()
         self.cursors: dict[str, int] = {}  # namespace -> revision reflected
 
     def __len__(self) -> int:
@@ -223,19 +276,22 @@ class VectorIndex:
         because handing it to a thread costs up to the interpreter's 5 ms switch interval to
         get the answer back.
         """
-        if not self.lock.acquire(blocking=False):
+        if not self.lock.try_read():
             return None
         try:
             return self._search(query, k, f, ef)
         finally:
-            self.lock.release()
+            self.lock.release_read()
 
     def search(
         self, query: FloatArray, k: int, f: Filter, ef: int = 0
     ) -> list[tuple[str, str, float]]:
         """The k nearest (namespace, key, cosine distance) among elements passing *f*."""
-        with self.lock:
+        self.lock.read()
+        try:
             return self._search(query, k, f, ef)
+        finally:
+            self.lock.release_read()
 
     def _search(
         self, query: FloatArray, k: int, f: Filter, ef: int
@@ -256,14 +312,17 @@ class VectorIndex:
             top = top[np.argsort(dist[top])]
             found = [(int(labels[i]), float(dist[i])) for i in top]
         else:
-            graph.hnsw.set_ef(max(ef or self.ef_search, k))
             everything = allowed == int(graph.alive[: graph.next_label].sum())
-            ids, dists = graph.hnsw.knn_query(
-                q,
-                k=k,
-                num_threads=1,
-                filter=None if everything else (lambda label: bool(mask[label])),
-            )
+            # ef is the graph's state, not the query's: readers set it and query under one
+            # short lock (a native call), so concurrent searches keep their own ef.
+            with self._query_lock:
+                graph.hnsw.set_ef(max(ef or self.ef_search, k))
+                ids, dists = graph.hnsw.knn_query(
+                    q,
+                    k=k,
+                    num_threads=1,
+                    filter=None if everything else (lambda label: bool(mask[label])),
+                )
             found = [(int(i), float(d)) for i, d in zip(ids[0], dists[0], strict=True)]
         out = []
         for label, distance in found:
