@@ -63,6 +63,7 @@ EXPORTS = [
     "Memory",
     "MemoryEntry",
     "MemoryPage",
+    "MemoryPut",
     "MovedNamespace",
     "NamespacePolicy",
     "NotAParticipantError",
