@@ -9,7 +9,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from coordd.commands._server import add_log_level
+
+if TYPE_CHECKING:
+    from coordd.inject.config import InjectConfig
 
 
 def register(sub: Any) -> None:
@@ -54,12 +59,7 @@ def register(sub: Any) -> None:
         default=_env_path("COORDD_WEBHOOK_TLS_KEY"),
         help="private key PEM (env COORDD_WEBHOOK_TLS_KEY); required",
     )
-    hook.add_argument(
-        "--log-level",
-        default=os.environ.get("COORDD_LOG_LEVEL", "info"),
-        choices=("debug", "info", "warning", "error"),
-        help="log level (env COORDD_LOG_LEVEL)",
-    )
+    add_log_level(hook)
     _injection_flags(hook)
     hook.set_defaults(run=run_webhook)
 
@@ -86,7 +86,7 @@ def _env_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> InjectConfig:
     from coordd.inject.config import InjectConfig
 
     return InjectConfig.from_env(
