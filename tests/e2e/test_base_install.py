@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_readme import DEFAULT_ADDRESS, blocks
+from tests.e2e.test_readme import DEFAULT_ADDRESS, python_blocks
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_ONLY = ("psycopg", "psycopg_pool", "pgserver", "hnswlib", "numpy")
@@ -46,7 +46,7 @@ def test_base_install_has_no_server_dependencies(base_python: Path) -> None:
 
 
 def test_base_install_runs_the_readme_example(base_python: Path, daemon) -> None:
-    first = blocks()[0].replace(DEFAULT_ADDRESS, daemon.address)
+    first = python_blocks()[0].replace(DEFAULT_ADDRESS, daemon.address)
     out = _run(base_python, "-c", first).stdout
     assert "still mine: True" in out, out
 
