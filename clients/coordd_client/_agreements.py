@@ -138,11 +138,7 @@ class AsyncAgreements:
             self._stub.ListAgreements,
             pb.ListAgreementsRequest(
                 namespace=namespace,
-                state=(
-                    cv.AGREEMENT_STATE_ENUM[AgreementState(state)]
-                    if state
-                    else pb.AGREEMENT_STATE_UNSPECIFIED
-                ),
+                state=AgreementState.parse(state, "state").number if state else 0,  # type: ignore[arg-type]
                 proposer_agent_id=proposer_agent_id,
                 page_size=page_size,
                 page_token=page_token,

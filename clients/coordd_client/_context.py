@@ -12,13 +12,12 @@ from coordd.errors import UnavailableError
 from coordd.v1 import common_pb2
 from coordd.v1 import context_service_pb2 as pb
 from coordd.v1 import context_service_pb2_grpc as pb_grpc
+from coordd.vocabulary import Delivery
 
 from . import _convert as cv
 from ._core import Core
 from ._models import ContextEntry, Fence
 from ._resume import Resumer
-
-_DELIVERY = {"each": pb.DELIVERY_EACH, "any": pb.DELIVERY_ANY}
 
 
 class AsyncContext:
@@ -70,7 +69,7 @@ class AsyncContext:
                 task_id=task_id,
                 correlation_id=correlation_id,
                 ttl=cv.duration(ttl),
-                delivery=_DELIVERY[delivery],
+                delivery=Delivery.parse(delivery, "delivery").number,  # type: ignore[arg-type]
                 fence=cv.fence(fence),
                 sender_vector=common_pb2.VersionVector(revisions=self._core.session.vector),
             ),

@@ -15,6 +15,7 @@ from coordd.v1 import context_service_pb2 as ctx_pb
 from coordd.v1 import idempotency_service_pb2 as idem_pb
 from coordd.v1 import memory_service_pb2 as memory_pb
 from coordd.v1 import watch_service_pb2 as watch_pb
+from coordd.vocabulary import DecisionCause, Delivery, Tier, WriteMode
 
 from ._models import (
     Acknowledgement,
@@ -71,19 +72,11 @@ def claim(msg: claim_pb.Claim) -> Claim:
     )
 
 
-STATES = {
-    idem_pb.IDEMPOTENCY_STATE_ACQUIRED: IdempotencyState.ACQUIRED,
-    idem_pb.IDEMPOTENCY_STATE_COMPLETED: IdempotencyState.COMPLETED,
-    idem_pb.IDEMPOTENCY_STATE_IN_PROGRESS: IdempotencyState.IN_PROGRESS,
-    idem_pb.IDEMPOTENCY_STATE_FAILED: IdempotencyState.FAILED,
-}
-
-
 def idempotency_record(msg: idem_pb.IdempotencyRecord) -> IdempotencyRecord:
     return IdempotencyRecord(
         namespace=msg.namespace,
         key=msg.key,
-        state=STATES[msg.state],
+        state=IdempotencyState.of_number(msg.state),
         attempt=msg.attempt,
         fingerprint=msg.fingerprint,
         result=msg.result,
@@ -107,7 +100,7 @@ def context_entry(msg: ctx_pb.ContextEntry) -> ContextEntry:
         content=json.loads(msg.content_json) if msg.content_json else None,
         task_id=msg.task_id,
         correlation_id=msg.correlation_id,
-        delivery="any" if msg.delivery == ctx_pb.DELIVERY_ANY else "each",
+        delivery=Delivery.label_of(msg.delivery, "each"),
         sender_vector=dict(msg.sender_vector.revisions),
         create_time=dt(msg.create_time),
         expire_time=dt(msg.expire_time),
@@ -131,33 +124,9 @@ def change_event(msg: watch_pb.ChangeEvent) -> ChangeEvent:
     )
 
 
-AGREEMENT_STATE_ENUM = {
-    AgreementState.PENDING: agreement_pb.AGREEMENT_STATE_PENDING,
-    AgreementState.COMMITTED: agreement_pb.AGREEMENT_STATE_COMMITTED,
-    AgreementState.ABORTED: agreement_pb.AGREEMENT_STATE_ABORTED,
-}
-_AGREEMENT_STATES = {number: state for state, number in AGREEMENT_STATE_ENUM.items()}
-_CAUSES = {
-    agreement_pb.DECISION_CAUSE_UNSPECIFIED: "",
-    agreement_pb.DECISION_CAUSE_ALL_ACCEPTED: "all_accepted",
-    agreement_pb.DECISION_CAUSE_REJECTED: "rejected",
-    agreement_pb.DECISION_CAUSE_DEADLINE_PASSED: "deadline_passed",
-    agreement_pb.DECISION_CAUSE_WITHDRAWN: "withdrawn",
-    agreement_pb.DECISION_CAUSE_TRANSITION_FAILED: "transition_failed",
-}
-MEMORY_TIERS = {
-    "working": memory_pb.MEMORY_TIER_WORKING,
-    "episodic": memory_pb.MEMORY_TIER_EPISODIC,
-    "semantic": memory_pb.MEMORY_TIER_SEMANTIC,
-}
-_TIER_NAMES = {number: name for name, number in MEMORY_TIERS.items()}
-WRITE_MODES: dict[str | None, memory_pb.WriteMode.ValueType] = {
-    None: memory_pb.WRITE_MODE_UNSPECIFIED,
-    "lww": memory_pb.WRITE_MODE_LAST_WRITE_WINS,
-    "cas": memory_pb.WRITE_MODE_COMPARE_AND_SET,
-    "merge": memory_pb.WRITE_MODE_MERGE_PATCH,
-}
-_MODE_NAMES = {number: name for name, number in WRITE_MODES.items() if name}
+def write_mode(mode: str | None, field: str = "mode") -> memory_pb.WriteMode.ValueType:
+    """The wire number of write mode *mode* (None: the namespace policy's default)."""
+    return WriteMode.parse(mode or "", field).number  # type: ignore[return-value]
 
 
 def participant(value: Participant | str) -> agreement_pb.Participant:
@@ -172,12 +141,12 @@ def transition_write(w: TransitionWrite) -> agreement_pb.TransitionWrite:
     return agreement_pb.TransitionWrite(
         namespace=w.namespace,
         key=w.key,
-        tier=MEMORY_TIERS[w.tier],
+        tier=Tier.parse(w.tier, "tier").number,  # type: ignore[arg-type]
         value_json=json.dumps(w.value, separators=(",", ":")),
         text=w.text,
         tags=list(w.tags),
         task_id=w.task_id,
-        write_mode=WRITE_MODES[w.mode],
+        write_mode=write_mode(w.mode),
         expected_revision=w.expected_revision,
         ttl=duration(w.ttl),
     )
@@ -188,8 +157,8 @@ def _transition_write(msg: agreement_pb.TransitionWrite) -> TransitionWrite:
         namespace=msg.namespace,
         key=msg.key,
         value=json.loads(msg.value_json) if msg.value_json else None,
-        tier=_TIER_NAMES.get(msg.tier, ""),
-        mode=_MODE_NAMES.get(msg.write_mode),
+        tier=Tier.label_of(msg.tier),
+        mode=WriteMode.label_of(msg.write_mode) or None,
         expected_revision=msg.expected_revision if msg.HasField("expected_revision") else None,
         text=msg.text,
         tags=tuple(msg.tags),
@@ -210,8 +179,8 @@ def agreement(msg: agreement_pb.Agreement) -> Agreement:
         ],
         transition=json.loads(msg.transition_json) if msg.transition_json else None,
         writes=[_transition_write(w) for w in msg.writes],
-        state=_AGREEMENT_STATES[msg.state],
-        cause=_CAUSES.get(msg.cause, ""),
+        state=AgreementState.of_number(msg.state),
+        cause=DecisionCause.label_of(msg.cause),
         reason=msg.reason,
         decided_by_agent_id=msg.decided_by_agent_id,
         votes=[

@@ -88,7 +88,7 @@ class AsyncIdempotency:
             ),
         )
         return BeginResult(
-            state=cv.STATES[resp.state],
+            state=IdempotencyState.of_number(resp.state),
             attempt=resp.attempt,
             result=resp.result,
             error=resp.error,

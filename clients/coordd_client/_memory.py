@@ -12,6 +12,7 @@ from coordd import wire
 from coordd.v1 import common_pb2
 from coordd.v1 import memory_service_pb2 as pb
 from coordd.v1 import memory_service_pb2_grpc as pb_grpc
+from coordd.vocabulary import TaskOutcome, Tier, WriteMode
 
 from . import _convert as cv
 from ._core import Core
@@ -26,25 +27,6 @@ from ._models import (
     SearchHit,
 )
 
-_TIERS = {
-    "working": pb.MEMORY_TIER_WORKING,
-    "episodic": pb.MEMORY_TIER_EPISODIC,
-    "semantic": pb.MEMORY_TIER_SEMANTIC,
-}
-_TIER_NAMES = {v: k for k, v in _TIERS.items()}
-_MODES = {
-    None: pb.WRITE_MODE_UNSPECIFIED,
-    "lww": pb.WRITE_MODE_LAST_WRITE_WINS,
-    "cas": pb.WRITE_MODE_COMPARE_AND_SET,
-    "merge": pb.WRITE_MODE_MERGE_PATCH,
-}
-_MODE_NAMES = {v: k for k, v in _MODES.items() if k}
-_OUTCOMES = {
-    "succeeded": pb.TASK_OUTCOME_SUCCEEDED,
-    "failed": pb.TASK_OUTCOME_FAILED,
-    "cancelled": pb.TASK_OUTCOME_CANCELLED,
-}
-
 
 def _found_entry(resp: pb.GetMemoryResponse) -> MemoryEntry | None:
     return _entry(resp.entry) if resp.found else None
@@ -55,7 +37,7 @@ def _entry(msg: pb.MemoryEntry) -> MemoryEntry:
     return MemoryEntry(
         namespace=msg.namespace,
         key=msg.key,
-        tier=_TIER_NAMES.get(msg.tier, "unspecified"),
+        tier=Tier.label_of(msg.tier, "unspecified"),
         value=json.loads(msg.value_json) if msg.value_json else None,
         text=msg.text,
         embedding=list(msg.embedding),
@@ -101,13 +83,13 @@ def _put_request(w: MemoryPut) -> pb.PutMemoryRequest:
     return pb.PutMemoryRequest(
         namespace=w.namespace,
         key=w.key,
-        tier=_TIERS[w.tier],
+        tier=Tier.parse(w.tier, "tier").number,  # type: ignore[arg-type]
         value_json=json.dumps(w.value, separators=(",", ":")),
         text=w.text,
         embedding=list(w.embedding or ()),
         tags=list(w.tags),
         task_id=w.task_id,
-        write_mode=_MODES[w.mode],
+        write_mode=cv.write_mode(w.mode),
         expected_revision=w.expected_revision,
         ttl=cv.duration(w.ttl),
         derived_from=_refs(w.derived_from),
@@ -234,7 +216,7 @@ class AsyncMemory:
             self._stub.ListMemory,
             pb.ListMemoryRequest(
                 namespace_prefix=namespace_prefix,
-                tier=_TIERS[tier] if tier else pb.MEMORY_TIER_UNSPECIFIED,
+                tier=Tier.parse(tier, "tier").number if tier else 0,  # type: ignore[arg-type]
                 tags=list(tags),
                 task_id=task_id,
                 include_stale=include_stale,
@@ -284,7 +266,7 @@ class AsyncMemory:
                 embedding=list(embedding),
                 k=k,
                 namespace_prefixes=prefixes,
-                tier=_TIERS[tier] if tier else pb.MEMORY_TIER_UNSPECIFIED,
+                tier=Tier.parse(tier, "tier").number if tier else 0,  # type: ignore[arg-type]
                 tags=list(tags),
                 task_id=task_id,
                 include_stale=include_stale,
@@ -328,7 +310,7 @@ class AsyncMemory:
             pb.EndTaskRequest(
                 namespace=namespace,
                 task_id=task_id,
-                outcome=_OUTCOMES[outcome],
+                outcome=TaskOutcome.parse(outcome, "outcome").number,  # type: ignore[arg-type]
                 archive=archive,
                 summary_json=json.dumps(summary) if summary is not None else "",
                 summary_text=summary_text,
@@ -369,7 +351,7 @@ class AsyncMemory:
             pb.SetNamespacePolicyRequest(
                 namespace=namespace,
                 policy=pb.NamespacePolicy(
-                    default_write_mode=_MODES[policy.default_mode],
+                    default_write_mode=cv.write_mode(policy.default_mode, "default_mode"),
                     forbid_unconditional_writes=policy.forbid_unconditional,
                     episodic_max_age=cv.duration(policy.episodic_max_age),
                     episodic_max_count=policy.episodic_max_count,
@@ -387,7 +369,7 @@ class AsyncMemory:
 
 def _policy(msg: pb.NamespacePolicy) -> NamespacePolicy:
     return NamespacePolicy(
-        default_mode=_MODE_NAMES.get(msg.default_write_mode, "lww"),
+        default_mode=WriteMode.label_of(msg.default_write_mode) or "lww",
         forbid_unconditional=msg.forbid_unconditional_writes,
         episodic_max_age=msg.episodic_max_age.ToTimedelta()
         if msg.HasField("episodic_max_age")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+# The enum tables are the daemon's too: one vocabulary (coordd.vocabulary).
+from coordd.vocabulary import AgreementState as AgreementState
+from coordd.vocabulary import IdempotencyState as IdempotencyState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,13 +76,6 @@ class ClaimList:
     claims: list[Claim]
     next_page_token: str
     revision: int
-
-
-class IdempotencyState(enum.StrEnum):
-    ACQUIRED = "acquired"
-    COMPLETED = "completed"
-    IN_PROGRESS = "in_progress"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,12 +260,6 @@ class NamespacePolicy:
     forbid_unconditional: bool = False
     episodic_max_age: timedelta | None = None
     episodic_max_count: int = 0
-
-
-class AgreementState(enum.StrEnum):
-    PENDING = "pending"
-    COMMITTED = "committed"
-    ABORTED = "aborted"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,6 @@ narrow cross-replica race the notifier documents. No decision depends on it.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -25,30 +24,9 @@ from typing import Protocol
 from coordd.domain.clock import Clock, SystemClock
 from coordd.domain.context import Notifier
 from coordd.domain.models import Identity
-
-
-class AgreementState(enum.StrEnum):
-    PENDING = "pending"
-    COMMITTED = "committed"
-    ABORTED = "aborted"
-
-
-class DecisionCause(enum.StrEnum):
-    NONE = ""
-    ALL_ACCEPTED = "all_accepted"
-    REJECTED = "rejected"
-    DEADLINE_PASSED = "deadline_passed"
-    WITHDRAWN = "withdrawn"
-    TRANSITION_FAILED = "transition_failed"
-
-
-class WriteMode(enum.StrEnum):
-    """How a transition write is ordered (Memory's SQL names)."""
-
-    DEFAULT = ""
-    LAST_WRITE_WINS = "lww"
-    COMPARE_AND_SET = "cas"
-    MERGE_PATCH = "merge"
+from coordd.vocabulary import AgreementState as AgreementState
+from coordd.vocabulary import DecisionCause as DecisionCause
+from coordd.vocabulary import WriteMode as WriteMode
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+# The enum tables live in coordd.vocabulary; re-exported here for the domain's users.
+from coordd.vocabulary import IdempotencyState as IdempotencyState
+from coordd.vocabulary import Tier as Tier
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,13 +77,6 @@ class ClaimPage:
     revision: int
     claims: list[Claim]
     next_after: str | None
-
-
-class IdempotencyState(enum.Enum):
-    ACQUIRED = "acquired"
-    COMPLETED = "completed"
-    IN_PROGRESS = "in_progress"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,12 +176,6 @@ class Change:
     agent_id: str
     time: datetime
     data_json: str
-
-
-class Tier(enum.IntEnum):
-    WORKING = 1
-    EPISODIC = 2
-    SEMANTIC = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

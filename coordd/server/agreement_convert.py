@@ -7,13 +7,13 @@ from datetime import timedelta
 
 from opentelemetry import trace
 
-from coordd import rpc_status
 from coordd.domain import agreements as ag
 from coordd.domain import validation as v
 from coordd.server import convert
 from coordd.v1 import agreement_service_pb2 as pb
 from coordd.v1 import common_pb2
 from coordd.v1 import memory_service_pb2 as mem_pb
+from coordd.vocabulary import Tier, WriteMode
 
 MAX_PARTICIPANTS = 64
 MAX_SEATS = 256
@@ -25,21 +25,6 @@ RETENTION_DEFAULT = timedelta(hours=24)
 RETENTION_MIN = timedelta(minutes=1)
 RETENTION_MAX = timedelta(days=30)
 WAIT_MAX = timedelta(minutes=5)
-
-_MODES = {
-    mem_pb.WRITE_MODE_UNSPECIFIED: ag.WriteMode.DEFAULT,
-    mem_pb.WRITE_MODE_LAST_WRITE_WINS: ag.WriteMode.LAST_WRITE_WINS,
-    mem_pb.WRITE_MODE_COMPARE_AND_SET: ag.WriteMode.COMPARE_AND_SET,
-    mem_pb.WRITE_MODE_MERGE_PATCH: ag.WriteMode.MERGE_PATCH,
-}
-_MODE_ENUM = {mode: number for number, mode in _MODES.items()}
-_TIERS = (mem_pb.MEMORY_TIER_WORKING, mem_pb.MEMORY_TIER_EPISODIC, mem_pb.MEMORY_TIER_SEMANTIC)
-STATES = {
-    pb.AGREEMENT_STATE_UNSPECIFIED: None,
-    pb.AGREEMENT_STATE_PENDING: ag.AgreementState.PENDING,
-    pb.AGREEMENT_STATE_COMMITTED: ag.AgreementState.COMMITTED,
-    pb.AGREEMENT_STATE_ABORTED: ag.AgreementState.ABORTED,
-}
 
 
 def check_id(c: v.Checker, namespace: str, agreement_id: str) -> None:
@@ -91,7 +76,7 @@ def check_writes(c: v.Checker, writes: list[pb.TransitionWrite]) -> None:
         if (w.namespace, w.key) in keys:
             c.fail(f"{field}.key", "is written twice by the transition")
         keys.add((w.namespace, w.key))
-        if w.tier not in _TIERS:
+        if not Tier.knows(w.tier):
             c.fail(f"{field}.tier", "must be WORKING, EPISODIC or SEMANTIC")
         c.json(f"{field}.value_json", w.value_json)
         c.text(f"{field}.text", w.text, v.MEMORY_TEXT_MAX_BYTES)
@@ -102,7 +87,7 @@ def check_writes(c: v.Checker, writes: list[pb.TransitionWrite]) -> None:
         c.text(f"{field}.task_id", w.task_id, v.TASK_ID_MAX_BYTES)
         if w.tier == mem_pb.MEMORY_TIER_WORKING and not w.task_id:
             c.fail(f"{field}.task_id", "is required for WORKING memory")
-        if w.write_mode not in _MODES:
+        if not WriteMode.knows(w.write_mode):
             c.fail(f"{field}.write_mode", "is not a known write mode")
         cas = w.write_mode in (mem_pb.WRITE_MODE_COMPARE_AND_SET, mem_pb.WRITE_MODE_UNSPECIFIED)
         if w.HasField("expected_revision"):
@@ -132,7 +117,7 @@ def transition_write(w: pb.TransitionWrite) -> ag.TransitionWrite:
         text=w.text,
         tags=tuple(w.tags),
         task_id=w.task_id,
-        mode=_MODES[w.write_mode],
+        mode=WriteMode.of_number(w.write_mode),
         expected_revision=w.expected_revision if w.HasField("expected_revision") else None,
         ttl=convert.duration(w.ttl, w.HasField("ttl"), "ttl"),
     )
@@ -167,8 +152,8 @@ def agreement_message(a: ag.Agreement) -> pb.Agreement:
         ],
         transition_json=a.transition_json,
         writes=[_write_message(w) for w in a.writes],
-        state=rpc_status.AGREEMENT_STATES[a.state.value],
-        cause=rpc_status.DECISION_CAUSES[a.cause.value],
+        state=a.state.number,  # type: ignore[arg-type]
+        cause=a.cause.number,  # type: ignore[arg-type]
         reason=a.reason,
         decided_by_agent_id=a.decided_by_agent_id,
         votes=[
@@ -204,7 +189,7 @@ def _write_message(w: ag.TransitionWrite) -> pb.TransitionWrite:
         text=w.text,
         tags=list(w.tags),
         task_id=w.task_id,
-        write_mode=_MODE_ENUM[w.mode],
+        write_mode=w.mode.number,  # type: ignore[arg-type]
         expected_revision=w.expected_revision,
         ttl=None if w.ttl is None else convert.to_duration(w.ttl),
     )

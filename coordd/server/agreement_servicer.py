@@ -15,6 +15,7 @@ from coordd.server import convert
 from coordd.server.base import ServicerBase
 from coordd.v1 import agreement_service_pb2 as pb
 from coordd.v1 import agreement_service_pb2_grpc as pb_grpc
+from coordd.vocabulary import AgreementState
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -93,14 +94,14 @@ class AgreementServicer(ServicerBase, pb_grpc.AgreementServiceServicer):
         with v.checking() as c:
             c.namespace("namespace", req.namespace)
             c.page_size("page_size", req.page_size)
-            if req.state not in ac.STATES:
+            if req.state and not AgreementState.knows(req.state):
                 c.fail("state", "is not a known agreement state")
             if req.proposer_agent_id:
                 c.identifier("proposer_agent_id", req.proposer_agent_id)
         after = convert.decode_page_token(req.page_token)
         page = await self._agreements.list(
             req.namespace,
-            ac.STATES[req.state],
+            AgreementState.of_number(req.state) if req.state else None,
             req.proposer_agent_id,
             after,
             req.page_size or v.DEFAULT_PAGE_SIZE,

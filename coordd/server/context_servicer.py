@@ -16,6 +16,7 @@ from coordd.server import convert
 from coordd.server.base import ServicerBase, check_fence
 from coordd.v1 import context_service_pb2 as pb
 from coordd.v1 import context_service_pb2_grpc as pb_grpc
+from coordd.vocabulary import Delivery
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -49,7 +50,7 @@ class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
             c.text("task_id", req.task_id, v.TASK_ID_MAX_BYTES)
             c.text("correlation_id", req.correlation_id, v.TASK_ID_MAX_BYTES)
             c.duration("ttl", ttl, v.CONTEXT_TTL_MIN, v.CONTEXT_TTL_MAX)
-            if req.delivery not in convert.DELIVERIES:
+            if req.delivery and not Delivery.knows(req.delivery):
                 c.fail("delivery", "must be DELIVERY_EACH or DELIVERY_ANY")
             c.vector("sender_vector", vector)
             check_fence(c, req.fence, req.HasField("fence"))
@@ -64,7 +65,7 @@ class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
                 task_id=req.task_id,
                 correlation_id=req.correlation_id,
                 ttl=ttl or v.CONTEXT_TTL_DEFAULT,
-                delivery=convert.DELIVERIES[req.delivery],
+                delivery=convert.delivery(req.delivery),
                 sender_vector=vector,
                 fence=convert.fence(req.fence, req.HasField("fence")),
             ),

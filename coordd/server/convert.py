@@ -18,6 +18,7 @@ from coordd.v1 import context_service_pb2 as ctx_pb
 from coordd.v1 import idempotency_service_pb2 as idem_pb
 from coordd.v1 import memory_service_pb2 as mem_pb
 from coordd.v1 import watch_service_pb2 as watch_pb
+from coordd.vocabulary import Delivery, WriteMode
 
 _MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
 
@@ -66,19 +67,11 @@ def claim_message(value: models.Claim) -> claim_pb.Claim:
     )
 
 
-IDEMPOTENCY_STATES = {
-    models.IdempotencyState.ACQUIRED: idem_pb.IDEMPOTENCY_STATE_ACQUIRED,
-    models.IdempotencyState.COMPLETED: idem_pb.IDEMPOTENCY_STATE_COMPLETED,
-    models.IdempotencyState.IN_PROGRESS: idem_pb.IDEMPOTENCY_STATE_IN_PROGRESS,
-    models.IdempotencyState.FAILED: idem_pb.IDEMPOTENCY_STATE_FAILED,
-}
-
-
 def idempotency_record(rec: models.IdempotencyRecord) -> idem_pb.IdempotencyRecord:
     return idem_pb.IdempotencyRecord(
         namespace=rec.namespace,
         key=rec.key,
-        state=IDEMPOTENCY_STATES[rec.state],
+        state=rec.state.number,  # type: ignore[arg-type]
         attempt=rec.attempt,
         fingerprint=rec.fingerprint,
         result=rec.result,
@@ -105,12 +98,9 @@ def decode_page_token(token: str, field: str = "page_token") -> str:
         raise InvalidArgumentError.single(field, "is not a token this server issued") from None
 
 
-DELIVERIES = {
-    ctx_pb.DELIVERY_UNSPECIFIED: "each",
-    ctx_pb.DELIVERY_EACH: "each",
-    ctx_pb.DELIVERY_ANY: "any",
-}
-_DELIVERY_ENUM = {"each": ctx_pb.DELIVERY_EACH, "any": ctx_pb.DELIVERY_ANY}
+def delivery(number: int) -> Delivery:
+    """The delivery of a request (unset means EACH); check ``Delivery.knows`` first."""
+    return Delivery.of_number(number, Delivery.EACH)
 
 
 def context_entry(entry: models.ContextEntry) -> ctx_pb.ContextEntry:
@@ -127,7 +117,7 @@ def context_entry(entry: models.ContextEntry) -> ctx_pb.ContextEntry:
         correlation_id=entry.correlation_id,
         create_time=timestamp(entry.create_time),
         expire_time=timestamp(entry.expire_time),
-        delivery=_DELIVERY_ENUM[entry.delivery],
+        delivery=Delivery(entry.delivery).number,  # type: ignore[arg-type]
         sender_vector=common_pb2.VersionVector(revisions=entry.sender_vector),
         acks=[
             ctx_pb.Acknowledgement(agent_id=a.agent_id, role=a.role, ack_time=timestamp(a.ack_time))
@@ -148,20 +138,6 @@ def change_event(change: models.Change) -> watch_pb.ChangeEvent:
         time=timestamp(change.time),
         data_json=change.data_json,
     )
-
-
-TIERS = {
-    mem_pb.MEMORY_TIER_WORKING: models.Tier.WORKING,
-    mem_pb.MEMORY_TIER_EPISODIC: models.Tier.EPISODIC,
-    mem_pb.MEMORY_TIER_SEMANTIC: models.Tier.SEMANTIC,
-}
-WRITE_MODES = {
-    mem_pb.WRITE_MODE_UNSPECIFIED: "",
-    mem_pb.WRITE_MODE_LAST_WRITE_WINS: "lww",
-    mem_pb.WRITE_MODE_COMPARE_AND_SET: "cas",
-    mem_pb.WRITE_MODE_MERGE_PATCH: "merge",
-}
-_MODE_ENUM = {v: k for k, v in WRITE_MODES.items() if v}
 
 
 def embedding_bytes(values: Sequence[float]) -> bytes:
@@ -206,7 +182,7 @@ def memory_entry(e: models.MemoryEntry, *, with_embedding: bool = True) -> mem_p
 
 def policy_message(p: models.NamespacePolicy) -> mem_pb.NamespacePolicy:
     return mem_pb.NamespacePolicy(
-        default_write_mode=_MODE_ENUM.get(p.default_mode, mem_pb.WRITE_MODE_UNSPECIFIED),
+        default_write_mode=WriteMode.parse(p.default_mode, "default_mode").number,  # type: ignore[arg-type]
         forbid_unconditional_writes=p.forbid_unconditional,
         episodic_max_age=wire.duration(p.episodic_max_age) if p.episodic_max_age else None,
         episodic_max_count=p.episodic_max_count,

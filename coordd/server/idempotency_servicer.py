@@ -56,7 +56,7 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
         )
         return pb.BeginIdempotencyResponse(
             header=self.header(req.namespace, out.revision),
-            state=convert.IDEMPOTENCY_STATES[out.state],
+            state=out.state.number,  # type: ignore[arg-type]
             attempt=rec.attempt,
             result=rec.result,
             error=rec.error,

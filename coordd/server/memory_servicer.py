@@ -20,6 +20,7 @@ from coordd.storage.memory import MemoryStore
 from coordd.telemetry import current_trace_id
 from coordd.v1 import memory_service_pb2 as pb
 from coordd.v1 import memory_service_pb2_grpc as pb_grpc
+from coordd.vocabulary import Tier, WriteMode
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -47,7 +48,7 @@ def _memory_write(req: pb.PutMemoryRequest) -> MemoryWrite:
     expected = req.expected_revision if req.HasField("expected_revision") else None
     with v.checking() as c:
         _key(c, req.namespace, req.key)
-        if req.tier not in convert.TIERS:
+        if not Tier.knows(req.tier):
             c.fail("tier", "is required: WORKING, EPISODIC or SEMANTIC")
         c.json("value_json", req.value_json)
         c.text("text", req.text, v.MEMORY_TEXT_MAX_BYTES)
@@ -56,7 +57,7 @@ def _memory_write(req: pb.PutMemoryRequest) -> MemoryWrite:
         c.text("task_id", req.task_id, v.TASK_ID_MAX_BYTES)
         if req.tier == pb.MEMORY_TIER_WORKING and not req.task_id:
             c.fail("task_id", "is required for WORKING memory")
-        if req.write_mode not in convert.WRITE_MODES:
+        if not WriteMode.knows(req.write_mode):
             c.fail("write_mode", "is not a known write mode")
         elif expected is not None and req.write_mode not in (
             pb.WRITE_MODE_UNSPECIFIED,
@@ -82,14 +83,14 @@ def _memory_write(req: pb.PutMemoryRequest) -> MemoryWrite:
     return MemoryWrite(
         namespace=req.namespace,
         key=req.key,
-        tier=convert.TIERS[req.tier],
+        tier=Tier(req.tier),
         value_json=req.value_json,
         text=req.text,
         embedding=convert.embedding_bytes(req.embedding),
         dim=len(req.embedding),
         tags=list(req.tags),
         task_id=req.task_id,
-        mode=convert.WRITE_MODES[req.write_mode],
+        mode=WriteMode.of_number(req.write_mode),
         expected_revision=expected,
         ttl=ttl,
         derived_from=[
@@ -253,7 +254,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
                 c.fail("namespace_prefixes", f"must list 1 to {v.MAX_PREFIXES} prefixes")
             for i, p in enumerate(req.namespace_prefixes):
                 c.namespace(f"namespace_prefixes[{i}]", p)
-            if req.tier and req.tier not in convert.TIERS:
+            if req.tier and not Tier.knows(req.tier):
                 c.fail("tier", "is not a known tier")
             _tags(c, req.tags)
             c.vector("min_revisions", dict(req.min_revisions.revisions))
@@ -266,7 +267,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
                 dim=len(req.embedding),
                 k=req.k,
                 namespace_prefixes=list(req.namespace_prefixes),
-                tier=convert.TIERS.get(req.tier),
+                tier=Tier(req.tier) if req.tier else None,
                 tags=list(req.tags),
                 task_id=req.task_id,
                 include_stale=req.include_stale,
@@ -375,13 +376,13 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         )
         with v.checking() as c:
             c.namespace("namespace", req.namespace)
-            if p.default_write_mode not in convert.WRITE_MODES:
+            if not WriteMode.knows(p.default_write_mode):
                 c.fail("policy.default_write_mode", "is not a known write mode")
             if p.episodic_max_count < 0:
                 c.fail("policy.episodic_max_count", "must be >= 0")
             c.duration("policy.episodic_max_age", max_age, v.MEMORY_TTL_MIN, v.MEMORY_TTL_MAX)
         policy = NamespacePolicy(
-            default_mode=convert.WRITE_MODES[p.default_write_mode] or "lww",
+            default_mode=WriteMode.of_number(p.default_write_mode) or "lww",
             forbid_unconditional=p.forbid_unconditional_writes,
             episodic_max_age=max_age,
             episodic_max_count=p.episodic_max_count,

@@ -14,13 +14,15 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from coordd.vocabulary import Tier
+
 from . import _render as out
 from ._flags import NotFound, UsageError, add_connection_flags, add_namespace, connect, subcommand
 
 if TYPE_CHECKING:
     from coordd_client import MemoryEntry
 
-TIERS = ("working", "episodic", "semantic")
+TIERS = tuple(t.label for t in Tier)
 
 
 def _row(e: MemoryEntry) -> tuple[str, ...]:

@@ -1,0 +1,149 @@
+"""One vocabulary: coordd's enum tables, defined once for the client, the daemon and SQL.
+
+Every term has a ``label`` (what clients pass and read, and what SQL stores: ``"semantic"``,
+``"cas"``, ``"any"``) and a ``number`` (its value in the ``coordd.v1`` protobuf enum, which
+follows the order of definition; ``tests/unit/test_vocabulary.py`` checks every table against
+the generated code). Converters on
+both sides look terms up here; a label that is not a term raises ``ValueError`` naming the
+valid choices.
+
+Import-light on purpose (the standard library only): the domain, the client and the base
+install all import it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Self
+
+__all__ = [
+    "AgreementState",
+    "DecisionCause",
+    "Delivery",
+    "IdempotencyState",
+    "TaskOutcome",
+    "Tier",
+    "WriteMode",
+]
+
+
+class _Lookup:
+    """What every vocabulary table offers (mixed into its enum)."""
+
+    label: str
+    number: int
+
+    @classmethod
+    def parse(cls, value: str | None, field: str) -> Self:
+        """The term labelled *value*; ``ValueError`` naming *field* and the choices if none."""
+        for term in cls:  # type: ignore[attr-defined]
+            if term.label == value or term is value:
+                return term  # type: ignore[no-any-return]
+        choices = ", ".join(repr(t.label) for t in cls if t.label)  # type: ignore[attr-defined]
+        raise ValueError(f"{field} must be one of {choices} (got {value!r})")
+
+    @classmethod
+    def of_number(cls, number: int, default: Any = None) -> Self:
+        """The term whose wire number is *number*, else *default* (``ValueError`` if None)."""
+        for term in cls:  # type: ignore[attr-defined]
+            if term.number == number:
+                return term  # type: ignore[no-any-return]
+        if default is None:
+            raise ValueError(f"{cls.__name__} has no term numbered {number}")
+        return default  # type: ignore[no-any-return]
+
+    @classmethod
+    def knows(cls, number: int) -> bool:
+        """Whether some term is numbered *number* (protobuf lets any int through)."""
+        return any(term.number == number for term in cls)  # type: ignore[attr-defined]
+
+    @classmethod
+    def label_of(cls, number: int, default: str = "") -> str:
+        """The label of the term numbered *number*, else *default*."""
+        for term in cls:  # type: ignore[attr-defined]
+            if term.number == number:
+                return str(term.label)
+        return default
+
+
+class _Term(_Lookup, enum.StrEnum):
+    """A term whose value is its label. Wire numbers follow the order of definition, as in
+    the proto enum: the term labelled "" is 0 (``*_UNSPECIFIED``), the others count from 1."""
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return str(self.value)
+
+    @property
+    def number(self) -> int:  # type: ignore[override]
+        terms = list(type(self))
+        return terms.index(self) + (0 if terms[0].value == "" else 1)
+
+
+class Tier(_Lookup, enum.IntEnum):
+    """A memory tier. Its value is the wire number, which SQL stores too."""
+
+    WORKING = 1
+    EPISODIC = 2
+    SEMANTIC = 3
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return self.name.lower()
+
+    @property
+    def number(self) -> int:  # type: ignore[override]
+        return int(self.value)
+
+
+class WriteMode(_Term):
+    """How a memory write orders against others; DEFAULT is the namespace policy's."""
+
+    DEFAULT = ""
+    LAST_WRITE_WINS = "lww"
+    COMPARE_AND_SET = "cas"
+    MERGE_PATCH = "merge"
+
+
+class Delivery(_Term):
+    """Context delivery: EACH agent of the role, or ANY one of them under a lease."""
+
+    EACH = "each"
+    ANY = "any"
+
+
+class IdempotencyState(_Term):
+    """Where an idempotency key stands (the outcome of a Begin)."""
+
+    ACQUIRED = "acquired"
+    COMPLETED = "completed"
+    IN_PROGRESS = "in_progress"
+    FAILED = "failed"
+
+
+class AgreementState(_Term):
+    """An agreement is PENDING until decided COMMITTED or ABORTED, once, for everyone."""
+
+    PENDING = "pending"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+class DecisionCause(_Term):
+    """Why an agreement was decided (NONE while pending)."""
+
+    NONE = ""
+    ALL_ACCEPTED = "all_accepted"
+    REJECTED = "rejected"
+    DEADLINE_PASSED = "deadline_passed"
+    WITHDRAWN = "withdrawn"
+    TRANSITION_FAILED = "transition_failed"
+
+
+class TaskOutcome(_Term):
+    """How a task ended (EXPIRED is the sweeper's, when its lease lapsed)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
