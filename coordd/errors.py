@@ -1,8 +1,11 @@
 """The coordd error hierarchy, shared by the daemon, the sidecar and the client.
 
-Each error declares its gRPC status code and its stable ``reason`` once, through
-``__init_subclass__``; the wire codec (``coordd.rpc_status``) and the client look classes up
-by reason, never by message text::
+Each error declares once, through ``__init_subclass__``, its gRPC status code, its stable
+``reason`` and the typed detail message that carries its attributes (``detail``, a message
+of ``coordd.v1.error_details`` whose fields are named like the attributes, or renamed by
+``renames``). The wire codec (``coordd.rpc_status``) encodes and decodes by these
+declarations alone, and the client looks classes up by reason, never by message text. A new
+reason is a new class here and, if it needs one, a detail message in the proto::
 
     CoorddError
      ├── InvalidArgumentError          INVALID_ARGUMENT     INVALID_ARGUMENT
@@ -31,6 +34,7 @@ by reason, never by message text::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -79,11 +83,29 @@ class CoorddError(Exception):
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
     reason: ClassVar[str] = "INTERNAL"
+    detail: ClassVar[str] = ""
+    """Full name of the typed detail message carrying the attributes ("" for none)."""
+    renames: ClassVar[Mapping[str, str]] = {}
+    """Detail field -> attribute, where the names differ."""
+    metadata: ClassVar[Mapping[str, str]] = {}
+    """Integer attribute -> ``ErrorInfo.metadata`` key, for errors without a detail message."""
 
-    def __init_subclass__(cls, *, code: grpc.StatusCode, reason: str, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        *,
+        code: grpc.StatusCode,
+        reason: str,
+        detail: str = "",
+        renames: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
         cls.code = code
         cls.reason = reason
+        cls.detail = detail
+        cls.renames = renames or {}
+        cls.metadata = metadata or {}
         _by_reason.setdefault(reason, cls)
 
     def __init__(self, message: str) -> None:
@@ -115,7 +137,10 @@ class FieldViolation:
 
 
 class InvalidArgumentError(
-    CoorddError, code=grpc.StatusCode.INVALID_ARGUMENT, reason="INVALID_ARGUMENT"
+    CoorddError,
+    code=grpc.StatusCode.INVALID_ARGUMENT,
+    reason="INVALID_ARGUMENT",
+    detail="google.rpc.BadRequest",
 ):
     """The request is malformed regardless of stored state.
 
@@ -135,7 +160,10 @@ class InvalidArgumentError(
 
 
 class ClaimNotHeldError(
-    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="CLAIM_NOT_HELD"
+    CoorddError,
+    code=grpc.StatusCode.FAILED_PRECONDITION,
+    reason="CLAIM_NOT_HELD",
+    detail="coordd.v1.ClaimNotHeldDetail",
 ):
     """Renew or release by someone who is not the current holder with the current token.
 
@@ -164,7 +192,10 @@ class ClaimNotHeldError(
 
 
 class FencingTokenStaleError(
-    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="FENCING_TOKEN_STALE"
+    CoorddError,
+    code=grpc.StatusCode.FAILED_PRECONDITION,
+    reason="FENCING_TOKEN_STALE",
+    detail="coordd.v1.FencingTokenStaleDetail",
 ):
     """A write carried a fencing token that is no longer the live claim's token.
 
@@ -187,7 +218,12 @@ class FencingTokenStaleError(
         )
 
 
-class RevisionMismatchError(CoorddError, code=grpc.StatusCode.ABORTED, reason="REVISION_MISMATCH"):
+class RevisionMismatchError(
+    CoorddError,
+    code=grpc.StatusCode.ABORTED,
+    reason="REVISION_MISMATCH",
+    detail="coordd.v1.RevisionMismatchDetail",
+):
     """Compare-and-set failed: re-read, re-apply, retry.
 
     ABORTED rather than FAILED_PRECONDITION, per AIP-154: the caller should retry the whole
@@ -213,7 +249,10 @@ class RevisionMismatchError(CoorddError, code=grpc.StatusCode.ABORTED, reason="R
 
 
 class IdempotencyKeyReusedError(
-    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="IDEMPOTENCY_KEY_REUSED"
+    CoorddError,
+    code=grpc.StatusCode.FAILED_PRECONDITION,
+    reason="IDEMPOTENCY_KEY_REUSED",
+    detail="coordd.v1.IdempotencyKeyDetail",
 ):
     """The key was first used with another request fingerprint: a client bug, never retry."""
 
@@ -224,7 +263,10 @@ class IdempotencyKeyReusedError(
 
 
 class IdempotencyInFlightError(
-    CoorddError, code=grpc.StatusCode.ABORTED, reason="IDEMPOTENCY_KEY_IN_FLIGHT"
+    CoorddError,
+    code=grpc.StatusCode.ABORTED,
+    reason="IDEMPOTENCY_KEY_IN_FLIGHT",
+    detail="coordd.v1.IdempotencyKeyDetail",
 ):
     """Another runner holds the key; retry after ``retry_after``."""
 
@@ -242,6 +284,7 @@ class IdempotencyAttemptSupersededError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
     reason="IDEMPOTENCY_ATTEMPT_SUPERSEDED",
+    detail="coordd.v1.IdempotencyKeyDetail",
 ):
     """The attempt no longer owns the key (its lease lapsed and another runner took over)."""
 
@@ -270,7 +313,11 @@ class UnconditionalWriteForbiddenError(
 
 
 class AgreementDecidedError(
-    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="AGREEMENT_DECIDED"
+    CoorddError,
+    code=grpc.StatusCode.FAILED_PRECONDITION,
+    reason="AGREEMENT_DECIDED",
+    detail="coordd.v1.AgreementDecidedDetail",
+    renames={"id": "agreement_id", "reason": "decision_reason"},
 ):
     """A vote arrived after the agreement was decided; it changed nothing.
 
@@ -307,7 +354,11 @@ class AgreementDecidedError(
 
 
 class NotAParticipantError(
-    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="NOT_A_PARTICIPANT"
+    CoorddError,
+    code=grpc.StatusCode.FAILED_PRECONDITION,
+    reason="NOT_A_PARTICIPANT",
+    detail="coordd.v1.NotAParticipantDetail",
+    renames={"id": "agreement_id"},
 ):
     """The caller holds no seat in the agreement and none is free for it.
 
@@ -328,7 +379,11 @@ class NotAParticipantError(
 
 
 class VoteAlreadyCastError(
-    CoorddError, code=grpc.StatusCode.FAILED_PRECONDITION, reason="VOTE_ALREADY_CAST"
+    CoorddError,
+    code=grpc.StatusCode.FAILED_PRECONDITION,
+    reason="VOTE_ALREADY_CAST",
+    detail="coordd.v1.VoteAlreadyCastDetail",
+    renames={"id": "agreement_id"},
 ):
     """The caller already voted the other way on this agreement; votes are final.
 
@@ -389,7 +444,10 @@ class UnauthenticatedError(
 
 
 class RevisionCompactedError(
-    CoorddError, code=grpc.StatusCode.OUT_OF_RANGE, reason="REVISION_COMPACTED"
+    CoorddError,
+    code=grpc.StatusCode.OUT_OF_RANGE,
+    reason="REVISION_COMPACTED",
+    detail="coordd.v1.RevisionCompactedDetail",
 ):
     """The requested revision was compacted away; resync, then resume from compact_revision."""
 
@@ -402,7 +460,10 @@ class RevisionCompactedError(
 
 
 class RevisionNotReachedError(
-    CoorddError, code=grpc.StatusCode.UNAVAILABLE, reason="REVISION_NOT_REACHED"
+    CoorddError,
+    code=grpc.StatusCode.UNAVAILABLE,
+    reason="REVISION_NOT_REACHED",
+    metadata={"min_revision": "minRevision", "revision": "revision"},
 ):
     """A read asked for ``min_revision`` and the replica did not reach it within its bounded wait.
 

@@ -1,13 +1,17 @@
 """Wire codec for coordd errors: ``CoorddError`` <-> ``google.rpc.Status`` with details.
 
 Every error carries ``google.rpc.ErrorInfo`` (domain ``coordd``, stable reason). Errors whose
-callers need data to act add a typed detail (``coordd.v1.*Detail``), ``google.rpc.BadRequest``
-field violations, or ``google.rpc.RetryInfo``. The daemon encodes here, the sidecar passes the
-trailer through unchanged, and the client decodes here, by reason, never by message text.
+callers need data to act add a typed detail (``coordd.v1.*Detail`` or ``google.rpc.BadRequest``)
+and, when they have a ``retry_after``, ``google.rpc.RetryInfo``. Encoding and decoding are
+lookups over what each error class declares (``coordd.errors``): its reason, its detail
+message and the renames between detail fields and attributes; nothing here names an error.
+The daemon encodes here, the sidecar passes the trailer through unchanged, and the client
+decodes here, by reason, never by message text.
 """
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,16 +20,38 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from coordd import errors, wire
-from coordd.v1 import agreement_service_pb2 as agreement_pb
+from coordd import errors, vocabulary, wire
 from coordd.v1 import error_details_pb2 as coordd_details
 
 DOMAIN = "coordd"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
+# ErrorInfo.metadata carries these attributes (when set) of every error, under these keys.
+_METADATA = {
+    "namespace": "namespace",
+    "resource": "resource",
+    "key": "key",
+    "permission": "permission",
+    "agreement_id": "agreement_id",
+    "trace_id": "traceId",
+}
 
-def _dt(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return wire.datetime_of(ts) if present else None
+# Detail messages by full name: coordd's own, and the google.rpc ones coordd uses.
+_MESSAGES: dict[str, type[Message]] = {
+    cls.DESCRIPTOR.full_name: cls
+    for cls in (
+        error_details_pb2.ErrorInfo,
+        error_details_pb2.BadRequest,
+        error_details_pb2.RetryInfo,
+        *(getattr(coordd_details, n) for n in coordd_details.DESCRIPTOR.message_types_by_name),
+    )
+}
+
+# Enum-typed detail fields carry vocabulary terms; the attributes hold their labels.
+_ENUMS: dict[str, Any] = {
+    "coordd.v1.AgreementState": vocabulary.AgreementState,
+    "coordd.v1.DecisionCause": vocabulary.DecisionCause,
+}
 
 
 def _pack(msg: Message) -> any_pb2.Any:
@@ -34,276 +60,143 @@ def _pack(msg: Message) -> any_pb2.Any:
     return packed
 
 
-# Agreement states and causes: the names the errors carry <-> the wire enums.
-AGREEMENT_STATES = {
-    "pending": agreement_pb.AGREEMENT_STATE_PENDING,
-    "committed": agreement_pb.AGREEMENT_STATE_COMMITTED,
-    "aborted": agreement_pb.AGREEMENT_STATE_ABORTED,
-}
-DECISION_CAUSES = {
-    "": agreement_pb.DECISION_CAUSE_UNSPECIFIED,
-    "all_accepted": agreement_pb.DECISION_CAUSE_ALL_ACCEPTED,
-    "rejected": agreement_pb.DECISION_CAUSE_REJECTED,
-    "deadline_passed": agreement_pb.DECISION_CAUSE_DEADLINE_PASSED,
-    "withdrawn": agreement_pb.DECISION_CAUSE_WITHDRAWN,
-    "transition_failed": agreement_pb.DECISION_CAUSE_TRANSITION_FAILED,
-}
-_STATE_NAMES = {v: k for k, v in AGREEMENT_STATES.items()}
-_CAUSE_NAMES = {v: k for k, v in DECISION_CAUSES.items()}
+def _field_value(field: Any, value: Any) -> Any:
+    """An attribute value as the detail field *field* (a FieldDescriptor) holds it."""
+    if isinstance(value, datetime):
+        return wire.timestamp(value)
+    if field.enum_type is not None:
+        table = _ENUMS[field.enum_type.full_name]
+        return next((t.number for t in table if t.label == value), 0)
+    return value
 
 
-def _agreement_details(err: errors.CoorddError) -> list[Message]:
-    if isinstance(err, errors.AgreementDecidedError):
-        return [
-            coordd_details.AgreementDecidedDetail(
-                namespace=err.namespace,
-                id=err.agreement_id,
-                state=AGREEMENT_STATES.get(err.state, agreement_pb.AGREEMENT_STATE_UNSPECIFIED),
-                cause=DECISION_CAUSES.get(err.cause, agreement_pb.DECISION_CAUSE_UNSPECIFIED),
-                reason=err.decision_reason,
-                decide_revision=err.decide_revision,
-            )
-        ]
-    if isinstance(err, errors.NotAParticipantError):
-        return [
-            coordd_details.NotAParticipantDetail(
-                namespace=err.namespace, id=err.agreement_id, agent_id=err.agent_id, role=err.role
-            )
-        ]
-    if isinstance(err, errors.VoteAlreadyCastError):
-        return [
-            coordd_details.VoteAlreadyCastDetail(
-                namespace=err.namespace, id=err.agreement_id, accept=err.accept
-            )
-        ]
-    return []
+def _attribute_value(msg: Message, field: Any) -> Any:
+    """A detail field's value as the error attribute holds it."""
+    value = getattr(msg, field.name)
+    if isinstance(value, timestamp_pb2.Timestamp):
+        return wire.datetime_of(value) if msg.HasField(field.name) else None
+    if field.enum_type is not None:
+        return _ENUMS[field.enum_type.full_name].label_of(value)
+    return value
 
 
-def _typed_details(err: errors.CoorddError) -> list[Message]:
-    """The detail messages beyond ErrorInfo that *err* carries."""
-    out: list[Message] = []
+def _detail(err: errors.CoorddError) -> Message | None:
+    """The typed detail message of *err*, from its attributes."""
+    if not err.detail:
+        return None
     if isinstance(err, errors.InvalidArgumentError):
-        out.append(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
-                    )
-                    for v in err.violations
-                ]
-            )
-        )
-    elif isinstance(err, errors.ClaimNotHeldError):
-        out.append(
-            coordd_details.ClaimNotHeldDetail(
-                namespace=err.namespace,
-                resource=err.resource,
-                holder_agent_id=err.holder_agent_id,
-                fencing_token=err.fencing_token,
-                expire_time=wire.timestamp(err.expire_time),
-            )
-        )
-    elif isinstance(err, errors.FencingTokenStaleError):
-        out.append(
-            coordd_details.FencingTokenStaleDetail(
-                namespace=err.namespace,
-                resource=err.resource,
-                presented_token=err.presented_token,
-                current_token=err.current_token,
-            )
-        )
-    elif isinstance(err, errors.RevisionMismatchError):
-        out.append(
-            coordd_details.RevisionMismatchDetail(
-                namespace=err.namespace,
-                key=err.key,
-                expected_revision=err.expected_revision,
-                current_revision=err.current_revision,
-            )
-        )
-    elif isinstance(
-        err,
-        errors.IdempotencyKeyReusedError
-        | errors.IdempotencyInFlightError
-        | errors.IdempotencyAttemptSupersededError,
-    ):
-        out.append(
-            coordd_details.IdempotencyKeyDetail(
-                namespace=err.namespace,
-                key=err.key,
-                current_attempt=getattr(err, "current_attempt", 0),
-            )
-        )
-    elif isinstance(err, errors.RevisionCompactedError):
-        out.append(
-            coordd_details.RevisionCompactedDetail(
-                namespace=err.namespace, compact_revision=err.compact_revision
-            )
-        )
-    out.extend(_agreement_details(err))
-    retry_after = getattr(err, "retry_after", None)
-    if isinstance(retry_after, timedelta):
-        out.append(error_details_pb2.RetryInfo(retry_delay=wire.duration(retry_after)))
-    return out
+        listed = [{"field": v.field, "description": v.description} for v in err.violations]
+        bad: Message = error_details_pb2.BadRequest(field_violations=listed)
+        return bad
+    cls = _MESSAGES[err.detail]
+    values: dict[str, Any] = {}
+    for field in cls.DESCRIPTOR.fields:
+        value = getattr(err, err.renames.get(field.name, field.name), None)
+        if value is not None:
+            values[field.name] = _field_value(field, value)
+    detail: Message = cls(**values)
+    return detail
 
 
 def _metadata(err: errors.CoorddError) -> dict[str, str]:
     meta: dict[str, str] = {}
-    for name in ("namespace", "resource", "key", "permission", "agreement_id"):
-        value = getattr(err, name, None)
+    for attr, key in _METADATA.items():
+        value = getattr(err, attr, None)
         if isinstance(value, str) and value:
-            meta[name] = value
-    if isinstance(err, errors.RevisionNotReachedError):
-        meta["minRevision"] = str(err.min_revision)
-        meta["revision"] = str(err.revision)
-    trace_id = getattr(err, "trace_id", "")
-    if trace_id:
-        meta["traceId"] = trace_id
+            meta[key] = value
+    for attr, key in err.metadata.items():
+        meta[key] = str(getattr(err, attr))
     return meta
 
 
 def to_status(err: errors.CoorddError) -> status_pb2.Status:
     """Encode *err* as a ``google.rpc.Status`` (ErrorInfo first, then typed details)."""
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=_metadata(err))
-    details = [_pack(info), *(_pack(d) for d in _typed_details(err))]
+    details = [_pack(info)]
+    if (detail := _detail(err)) is not None:
+        details.append(_pack(detail))
+    retry_after = getattr(err, "retry_after", None)
+    if isinstance(retry_after, timedelta):
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=wire.duration(retry_after))))
     return status_pb2.Status(code=err.code.value[0], message=err.message, details=details)
 
 
 _CODES_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
+_ZERO = {"str": "", "int": 0, "bool": False}
+
+
+_PARAMETERS: dict[type[errors.CoorddError], tuple[inspect.Parameter, ...]] = {}
+
+
+def _parameters(cls: type[errors.CoorddError]) -> tuple[inspect.Parameter, ...]:
+    """The constructor parameters of *cls* (computed once per class)."""
+    if cls not in _PARAMETERS:
+        _PARAMETERS[cls] = tuple(inspect.signature(cls.__init__).parameters.values())[1:]
+    return _PARAMETERS[cls]
 
 
 def from_status(status: status_pb2.Status) -> errors.CoorddError:
     """Decode a ``google.rpc.Status`` into the matching ``CoorddError`` subclass."""
-    info: error_details_pb2.ErrorInfo | None = None
     found: dict[str, Message] = {}
-    for detail in status.details:
-        for cls in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.RetryInfo,
-            coordd_details.ClaimNotHeldDetail,
-            coordd_details.FencingTokenStaleDetail,
-            coordd_details.RevisionMismatchDetail,
-            coordd_details.IdempotencyKeyDetail,
-            coordd_details.RevisionCompactedDetail,
-            coordd_details.AgreementDecidedDetail,
-            coordd_details.NotAParticipantDetail,
-            coordd_details.VoteAlreadyCastDetail,
-        ):
-            if detail.Is(cls.DESCRIPTOR):
-                msg = cls()
-                detail.Unpack(msg)
-                found[cls.DESCRIPTOR.full_name] = msg
-    info_msg = found.get("google.rpc.ErrorInfo")
-    if isinstance(info_msg, error_details_pb2.ErrorInfo) and info_msg.domain == DOMAIN:
-        info = info_msg
+    for packed in status.details:
+        cls = _MESSAGES.get(packed.type_url.rpartition("/")[2])
+        if cls is not None:
+            msg = cls()
+            packed.Unpack(msg)
+            found[cls.DESCRIPTOR.full_name] = msg
+    info = found.get("google.rpc.ErrorInfo")
     code = _CODES_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
-    return _build(info, found, code, status.message)
+    if not isinstance(info, error_details_pb2.ErrorInfo) or info.domain != DOMAIN:
+        return _by_code(code, status.message)
+    err_cls = errors.error_class_for_reason(info.reason)
+    if err_cls is None:
+        return _by_code(code, status.message)
+    known = _known_values(err_cls, info, found, status.message)
+    if known is None:  # the detail the reason promises is missing
+        return _by_code(code, status.message)
+    kwargs = {}
+    for p in _parameters(err_cls):
+        if p.name in known:
+            kwargs[p.name] = known[p.name]
+        elif p.default is inspect.Parameter.empty:
+            kwargs[p.name] = _ZERO.get(str(p.annotation))
+    err = err_cls(**kwargs)
+    err.message = status.message or err.message
+    return err
 
 
-def _build(
-    info: error_details_pb2.ErrorInfo | None,
+def _known_values(
+    cls: type[errors.CoorddError],
+    info: error_details_pb2.ErrorInfo,
     found: dict[str, Message],
-    code: grpc.StatusCode,
     message: str,
-) -> errors.CoorddError:
-    reason = info.reason if info is not None else ""
-    meta = dict(info.metadata) if info is not None else {}
+) -> dict[str, Any] | None:
+    """What the status says of *cls*'s attributes (None if its detail is missing)."""
+    known: dict[str, Any] = {"message": message}
+    meta = dict(info.metadata)
+    for attr, key in _METADATA.items():
+        if key in meta:
+            known[attr] = meta[key]
+    for attr, key in cls.metadata.items():
+        known[attr] = int(meta.get(key, "0"))
     retry = found.get("google.rpc.RetryInfo")
-    retry_after = (
+    known["retry_after"] = (
         retry.retry_delay.ToTimedelta()
         if isinstance(retry, error_details_pb2.RetryInfo)
         else timedelta(seconds=1)
     )
-    err: errors.CoorddError
-    d = found
-    if reason == "INVALID_ARGUMENT":
-        bad = d.get("google.rpc.BadRequest")
-        violations = (
-            [errors.FieldViolation(v.field, v.description) for v in bad.field_violations]
-            if isinstance(bad, error_details_pb2.BadRequest)
-            else []
-        )
-        err = errors.InvalidArgumentError(violations, message)
-    elif reason == "CLAIM_NOT_HELD" and isinstance(
-        c := d.get("coordd.v1.ClaimNotHeldDetail"), coordd_details.ClaimNotHeldDetail
-    ):
-        err = errors.ClaimNotHeldError(
-            c.namespace,
-            c.resource,
-            c.holder_agent_id,
-            c.fencing_token,
-            _dt(c.expire_time, c.HasField("expire_time")),
-        )
-    elif reason == "FENCING_TOKEN_STALE" and isinstance(
-        f := d.get("coordd.v1.FencingTokenStaleDetail"), coordd_details.FencingTokenStaleDetail
-    ):
-        err = errors.FencingTokenStaleError(
-            f.namespace, f.resource, f.presented_token, f.current_token
-        )
-    elif reason == "REVISION_MISMATCH" and isinstance(
-        r := d.get("coordd.v1.RevisionMismatchDetail"), coordd_details.RevisionMismatchDetail
-    ):
-        err = errors.RevisionMismatchError(
-            r.namespace, r.key, r.expected_revision, r.current_revision
-        )
-    elif reason.startswith("IDEMPOTENCY_") and isinstance(
-        k := d.get("coordd.v1.IdempotencyKeyDetail"), coordd_details.IdempotencyKeyDetail
-    ):
-        if reason == "IDEMPOTENCY_KEY_REUSED":
-            err = errors.IdempotencyKeyReusedError(k.namespace, k.key)
-        elif reason == "IDEMPOTENCY_KEY_IN_FLIGHT":
-            err = errors.IdempotencyInFlightError(
-                k.namespace, k.key, retry_after, k.current_attempt
-            )
+    if cls.detail:
+        detail = found.get(cls.detail)
+        if isinstance(detail, error_details_pb2.BadRequest) or cls is errors.InvalidArgumentError:
+            bad = detail if isinstance(detail, error_details_pb2.BadRequest) else None
+            listed = bad.field_violations if bad is not None else ()
+            known["violations"] = [errors.FieldViolation(v.field, v.description) for v in listed]
+        elif detail is not None:
+            for field in detail.DESCRIPTOR.fields:
+                known[cls.renames.get(field.name, field.name)] = _attribute_value(detail, field)
         else:
-            err = errors.IdempotencyAttemptSupersededError(k.namespace, k.key, k.current_attempt)
-    elif reason == "REVISION_COMPACTED" and isinstance(
-        rc := d.get("coordd.v1.RevisionCompactedDetail"), coordd_details.RevisionCompactedDetail
-    ):
-        err = errors.RevisionCompactedError(rc.namespace, rc.compact_revision)
-    elif reason == "AGREEMENT_DECIDED" and isinstance(
-        ad := d.get("coordd.v1.AgreementDecidedDetail"), coordd_details.AgreementDecidedDetail
-    ):
-        err = errors.AgreementDecidedError(
-            ad.namespace,
-            ad.id,
-            _STATE_NAMES.get(ad.state, "pending"),
-            _CAUSE_NAMES.get(ad.cause, ""),
-            ad.reason,
-            ad.decide_revision,
-        )
-    elif reason == "NOT_A_PARTICIPANT" and isinstance(
-        na := d.get("coordd.v1.NotAParticipantDetail"), coordd_details.NotAParticipantDetail
-    ):
-        err = errors.NotAParticipantError(na.namespace, na.id, na.agent_id, na.role)
-    elif reason == "VOTE_ALREADY_CAST" and isinstance(
-        vc := d.get("coordd.v1.VoteAlreadyCastDetail"), coordd_details.VoteAlreadyCastDetail
-    ):
-        err = errors.VoteAlreadyCastError(vc.namespace, vc.id, vc.accept)
-    elif reason == "AGREEMENT_EXISTS":
-        err = errors.AgreementExistsError(meta.get("namespace", ""), meta.get("agreement_id", ""))
-    elif reason == "SCOPE_NOT_GRANTED":
-        err = errors.PermissionDeniedError(meta.get("permission", ""), meta.get("namespace", ""))
-    elif reason == "UNCONDITIONAL_WRITE_FORBIDDEN":
-        err = errors.UnconditionalWriteForbiddenError(meta.get("namespace", ""))
-    elif reason == "REVISION_NOT_REACHED":
-        err = errors.RevisionNotReachedError(
-            meta.get("namespace", ""),
-            int(meta.get("minRevision", "0")),
-            int(meta.get("revision", "0")),
-            retry_after,
-        )
-    elif reason == "STORAGE_UNAVAILABLE":
-        err = errors.StorageUnavailableError(message, retry_after)
-    elif reason == "SHUTTING_DOWN":
-        err = errors.ShuttingDownError(message, retry_after)
-    elif reason == "INTERNAL":
-        err = errors.InternalError(message, meta.get("traceId", ""))
-    else:
-        err = _by_code(code, message)
-    err.message = message or err.message
-    return err
+            return None
+    return known
 
 
 _FALLBACK: dict[grpc.StatusCode, type[errors.CoorddError]] = {

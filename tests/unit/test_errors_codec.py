@@ -61,3 +61,18 @@ def test_reasons_are_unique_and_well_formed() -> None:
         assert cls.reason not in seen, f"{cls} reuses {cls.reason}"
         seen[cls.reason] = cls
         assert errors.error_class_for_reason(cls.reason) is cls
+
+
+def test_declared_details_exist_and_match_the_constructors() -> None:
+    """What an error declares is all the codec needs: its detail message exists and carries
+    (directly or through ``renames``) every required constructor parameter."""
+    import inspect
+
+    for cls in errors.CoorddError.__subclasses__():
+        if not cls.detail or cls is errors.InvalidArgumentError:
+            continue
+        message = rpc_status._MESSAGES[cls.detail]
+        params = inspect.signature(cls.__init__).parameters
+        fields = {cls.renames.get(f.name, f.name) for f in message.DESCRIPTOR.fields}
+        required = {n for n, p in params.items() if n != "self" and p.default is p.empty}
+        assert required <= fields | {"retry_after"}, (cls, required - fields)
