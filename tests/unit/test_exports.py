@@ -100,5 +100,5 @@ def test_every_export_exists_and_shows_its_canonical_module() -> None:
     for name in EXPORTS:
         obj = getattr(coordd_client, name)
         if inspect.isclass(obj) or inspect.isfunction(obj):
-            # Errors are shared with the daemon and live in coordd.errors; the rest is ours.
-            assert obj.__module__ in ("coordd_client", "coordd.errors"), name
+            # Errors and enum tables are shared with the daemon (coordd.errors, coordd.vocabulary).
+            assert obj.__module__ in ("coordd_client", "coordd.errors", "coordd.vocabulary"), name
