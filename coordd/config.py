@@ -16,6 +16,13 @@ class ConfigError(ValueError):
     """Settings that cannot work; the message lists every problem found."""
 
 
+class StartupError(RuntimeError):
+    """The daemon failed to start for a reason nobody anticipated; the message is one line.
+
+    The traceback goes to the log at DEBUG (``--log-level debug``).
+    """
+
+
 def default_data_dir(environ: Mapping[str, str]) -> Path:
     base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "coordd"

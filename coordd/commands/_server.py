@@ -37,7 +37,8 @@ def server_command(body: Command) -> Command:
     """Wrap a daemon-side subcommand: check the server extra, set up logging, map exits.
 
     Without the ``[server]`` extra the command prints one line naming it and exits 2. Config
-    errors exit 2 and an unreachable database exits 1, each with one line on stderr.
+    errors exit 2; an unreachable database or another failure to start exits 1; each is one
+    line on stderr.
     """
 
     def run(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def server_command(body: Command) -> Command:
         for noisy in ("pgserver", "psycopg.pool", "filelock", "fasteners"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
-        from coordd.config import ConfigError
+        from coordd.config import ConfigError, StartupError
         from coordd.errors import StorageUnavailableError
 
         try:
@@ -70,7 +71,7 @@ def server_command(body: Command) -> Command:
         except ConfigError as exc:
             print(f"coordd: {exc}", file=sys.stderr)
             return 2
-        except StorageUnavailableError as exc:
+        except (StorageUnavailableError, StartupError) as exc:
             print(f"coordd: {exc}", file=sys.stderr)
             return 1
 

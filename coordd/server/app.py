@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordd import audit, telemetry
-from coordd.config import ConfigError, Settings
+from coordd.config import ConfigError, Settings, StartupError
 from coordd.domain.access import OPEN_POLICY, Policy, load_policy
 from coordd.domain.admin import AdminService
 from coordd.domain.agreements import AgreementService
@@ -28,6 +28,7 @@ from coordd.domain.gate import GateService
 from coordd.domain.idempotency import IdempotencyService
 from coordd.domain.memory import MemorySearch
 from coordd.domain.watch import WatchService
+from coordd.errors import CoorddError
 from coordd.server.admin_servicer import AdminServicer
 from coordd.server.agreement_servicer import AgreementServicer
 from coordd.server.binding import bind, ensure_can_listen
@@ -149,7 +150,18 @@ class Daemon:
         """
         try:
             await self._start()
-        except BaseException:
+        except (ConfigError, CoorddError):
+            await self._abort_start()
+            raise
+        except Exception as exc:
+            await self._abort_start()
+            logger.debug("start failed", exc_info=True)
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            raise StartupError(
+                f"cannot start: {type(exc).__name__}: {reason} "
+                "(--log-level debug shows the traceback)"
+            ) from exc
+        except BaseException:  # Ctrl-C while starting: undo, then let it through
             await self._abort_start()
             raise
 

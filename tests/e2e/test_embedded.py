@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from coordd_client import Client
 
@@ -216,3 +218,25 @@ def test_a_port_in_use_is_one_line_before_anything_starts() -> None:
         f"coordd: cannot listen on 127.0.0.1:{port}: address already in use (another process "
         "listens there, perhaps another coordd: stop it or pass another --listen)"
     ]
+
+
+def test_an_unforeseen_start_failure_is_one_line_and_undone(scratch_dsn: str) -> None:
+    """A role that may not use coordd's schema: the migration fails inside PostgreSQL."""
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS coordd_weak")
+        conn.execute("CREATE ROLE coordd_weak LOGIN")
+    weak_dsn = make_conninfo(scratch_dsn, user="coordd_weak")
+    try:
+        proc = subprocess.run(
+            [*COORDD_SERVE, "--listen", "127.0.0.1:0", "--dsn", weak_dsn],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+            conn.execute("DROP ROLE coordd_weak")
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("coordd: cannot start: InsufficientPrivilege: permission denied")
+    assert line.endswith("(--log-level debug shows the traceback)")
