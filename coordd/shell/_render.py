@@ -7,9 +7,11 @@ import dataclasses
 import enum
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # A table cell longer than this is cut (with "..."); `get` and --json show everything.
 CELL_WIDTH = 60
@@ -77,6 +79,35 @@ def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
     for name, value in fields:
         text = value if isinstance(value, str) else compact_json(value)
         print(f"{name + ':':<{width + 1}} {text if text != '' else '-'}")
+
+
+def print_list(
+    items: Sequence[T],
+    *,
+    as_json: bool,
+    headers: Sequence[str],
+    row: Callable[[T], Sequence[Any]],
+    empty: str,
+) -> None:
+    """A list command's output: JSON, a table, or (nothing found) a remark on stderr."""
+    if as_json:
+        print_json(list(items))
+    elif items:
+        print_table(headers, [row(item) for item in items])
+    else:
+        note(empty)
+
+
+async def collect(fetch: Callable[[str], Awaitable[tuple[list[T], str]]], limit: int) -> list[T]:
+    """Every page from *fetch* (given a cursor, returns items and the next cursor, "" at the
+    end), or the first *limit* items (0: all)."""
+    items: list[T] = []
+    cursor = ""
+    while True:
+        page, cursor = await fetch(cursor)
+        items.extend(page)
+        if not cursor or (limit and len(items) >= limit):
+            return items[:limit] if limit else items
 
 
 def note(message: str) -> None:

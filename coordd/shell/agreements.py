@@ -84,35 +84,26 @@ async def get_agreement(args: argparse.Namespace) -> int:
 
 
 async def list_agreements(args: argparse.Namespace) -> int:
-    found: list[Agreement] = []
     async with await connect(args) as client:
-        token = ""
-        while True:
-            page = await client.agreements.list(args.namespace, state=args.state, page_token=token)
-            found.extend(page.agreements)
-            token = page.next_page_token
-            if not token or (args.limit and len(found) >= args.limit):
-                break
-    if args.limit:
-        found = found[: args.limit]
-    if args.json:
-        out.print_json(found)
-    elif found:
-        out.print_table(
-            ("ID", "STATE", "CAUSE", "PROPOSER", "ACCEPTED", "DEADLINE", "TRANSITION"),
-            [
-                (
-                    a.id,
-                    a.state.value,
-                    a.cause,
-                    a.proposer_agent_id,
-                    f"{a.accepted}/{a.seats}",
-                    out.when(a.deadline_time),
-                    out.compact_json(a.transition),
-                )
-                for a in found
-            ],
-        )
-    else:
-        out.note(f"no agreements in {args.namespace}")
+
+        async def page(token: str) -> tuple[list[Agreement], str]:
+            got = await client.agreements.list(args.namespace, state=args.state, page_token=token)
+            return got.agreements, got.next_page_token
+
+        found = await out.collect(page, args.limit)
+    out.print_list(
+        found,
+        as_json=args.json,
+        headers=("ID", "STATE", "CAUSE", "PROPOSER", "ACCEPTED", "DEADLINE", "TRANSITION"),
+        row=lambda a: (
+            a.id,
+            a.state.value,
+            a.cause,
+            a.proposer_agent_id,
+            f"{a.accepted}/{a.seats}",
+            out.when(a.deadline_time),
+            out.compact_json(a.transition),
+        ),
+        empty=f"no agreements in {args.namespace}",
+    )
     return 0

@@ -64,25 +64,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def list_claims(args: argparse.Namespace) -> int:
-    claims: list[Claim] = []
     async with await connect(args) as client:
-        token = ""
-        while True:
-            page = await client.claims.list(
+
+        async def page(token: str) -> tuple[list[Claim], str]:
+            got = await client.claims.list(
                 args.namespace, holder_agent_id=args.holder, page_token=token
             )
-            claims.extend(page.claims)
-            token = page.next_page_token
-            if not token or (args.limit and len(claims) >= args.limit):
-                break
-    if args.limit:
-        claims = claims[: args.limit]
-    if args.json:
-        out.print_json(claims)
-    elif claims:
-        out.print_table(HEADERS, [_row(c) for c in claims])
-    else:
-        out.note(f"no live claims in {args.namespace}")
+            return got.claims, got.next_page_token
+
+        claims = await out.collect(page, args.limit)
+    out.print_list(
+        claims,
+        as_json=args.json,
+        headers=HEADERS,
+        row=_row,
+        empty=f"no live claims in {args.namespace}",
+    )
     return 0
 
 

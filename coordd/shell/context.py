@@ -59,86 +59,73 @@ def _sender(e: ContextEntry) -> str:
     return f"{e.from_agent_id} ({e.from_role})" if e.from_role else e.from_agent_id
 
 
-async def _read_all(args: argparse.Namespace, sent_by_me: bool) -> list[ContextEntry]:
-    """Every page (or --limit entries), oldest first."""
-    entries: list[ContextEntry] = []
-    after = args.after
+async def _read_all(args: argparse.Namespace, sent_by_me: bool) -> tuple[list[ContextEntry], str]:
+    """Every page (or --limit entries), oldest first, and the agent id they were read as."""
     async with await connect(args) as client:
-        while True:
+
+        async def page(cursor: str) -> tuple[list[ContextEntry], str]:
+            after = int(cursor or args.after)
             if sent_by_me:
-                page = await client.context.sent(
+                got = await client.context.sent(
                     args.namespace, after_id=after, context_type=args.type
                 )
             else:
-                page = await client.context.inbox(
+                got = await client.context.inbox(
                     args.namespace,
                     unread=args.unread,
                     context_type=args.type,
                     after_id=after,
                     role=args.for_role,
                 )
-            entries.extend(page)
-            if not page or (args.limit and len(entries) >= args.limit):
-                break
-            after = page[-1].id
-    return entries[: args.limit] if args.limit else entries
+            return got, str(got[-1].id) if got else ""
+
+        return await out.collect(page, args.limit), client.agent_id
 
 
 async def inbox(args: argparse.Namespace) -> int:
-    entries = await _read_all(args, sent_by_me=False)
-    if args.json:
-        out.print_json(entries)
-    elif entries:
-        me = args.agent_id
-        out.print_table(
-            ("ID", "FROM", "TO", "TYPE", "TASK", "POSTED", "ACKED", "CONTENT"),
-            [
-                (
-                    str(e.id),
-                    _sender(e),
-                    _addressee(e),
-                    e.context_type,
-                    e.task_id,
-                    out.when(e.create_time),
-                    _acked(e, me),
-                    out.compact_json(e.content),
-                )
-                for e in entries
-            ],
-        )
-    else:
-        out.note(f"no {'unread ' if args.unread else ''}entries in {args.namespace}")
+    entries, me = await _read_all(args, sent_by_me=False)
+    out.print_list(
+        entries,
+        as_json=args.json,
+        headers=("ID", "FROM", "TO", "TYPE", "TASK", "POSTED", "ACKED", "CONTENT"),
+        row=lambda e: (
+            str(e.id),
+            _sender(e),
+            _addressee(e),
+            e.context_type,
+            e.task_id,
+            out.when(e.create_time),
+            _acked(e, me),
+            out.compact_json(e.content),
+        ),
+        empty=f"no {'unread ' if args.unread else ''}entries in {args.namespace}",
+    )
     return 0
 
 
-def _acked(e: ContextEntry, me: str | None) -> str:
+def _acked(e: ContextEntry, me: str) -> str:
     """'yes' if this agent acknowledged it; otherwise who did ('-' if nobody)."""
-    if me and any(a.agent_id == me for a in e.acks):
+    if any(a.agent_id == me for a in e.acks):
         return "yes"
     return ", ".join(a.agent_id for a in e.acks) or "-"
 
 
 async def sent(args: argparse.Namespace) -> int:
-    entries = await _read_all(args, sent_by_me=True)
-    if args.json:
-        out.print_json(entries)
-    elif entries:
-        out.print_table(
-            ("ID", "TO", "TYPE", "DELIVERY", "TASK", "POSTED", "ACKED_BY", "CONTENT"),
-            [
-                (
-                    str(e.id),
-                    _addressee(e),
-                    e.context_type,
-                    e.delivery,
-                    e.task_id,
-                    out.when(e.create_time),
-                    ", ".join(a.agent_id for a in e.acks),
-                    out.compact_json(e.content),
-                )
-                for e in entries
-            ],
-        )
-    else:
-        out.note(f"nothing sent by this agent in {args.namespace}")
+    entries, _ = await _read_all(args, sent_by_me=True)
+    out.print_list(
+        entries,
+        as_json=args.json,
+        headers=("ID", "TO", "TYPE", "DELIVERY", "TASK", "POSTED", "ACKED_BY", "CONTENT"),
+        row=lambda e: (
+            str(e.id),
+            _addressee(e),
+            e.context_type,
+            e.delivery,
+            e.task_id,
+            out.when(e.create_time),
+            ", ".join(a.agent_id for a in e.acks),
+            out.compact_json(e.content),
+        ),
+        empty=f"nothing sent by this agent in {args.namespace}",
+    )
     return 0

@@ -151,11 +151,10 @@ async def get_entry(args: argparse.Namespace) -> int:
 
 
 async def list_entries(args: argparse.Namespace) -> int:
-    entries: list[MemoryEntry] = []
     async with await connect(args) as client:
-        token = ""
-        while True:
-            page = await client.memory.list(
+
+        async def page(token: str) -> tuple[list[MemoryEntry], str]:
+            got = await client.memory.list(
                 args.prefix,
                 tier=args.tier,
                 tags=args.tag,
@@ -163,24 +162,23 @@ async def list_entries(args: argparse.Namespace) -> int:
                 include_stale=args.stale,
                 page_token=token,
             )
-            entries.extend(page.entries)
-            token = page.next_page_token
-            if not token or (args.limit and len(entries) >= args.limit):
-                break
-    if args.limit:
-        entries = entries[: args.limit]
-    if args.json:
-        out.print_json(entries)
-    elif entries:
-        out.print_table(HEADERS, [_row(e) for e in entries])
-    else:
-        out.note(f"no entries under {args.prefix}")
+            return got.entries, got.next_page_token
+
+        entries = await out.collect(page, args.limit)
+    out.print_list(
+        entries,
+        as_json=args.json,
+        headers=HEADERS,
+        row=_row,
+        empty=f"no entries under {args.prefix}",
+    )
     return 0
 
 
 async def entry_history(args: argparse.Namespace) -> int:
     async with await connect(args) as client:
-        versions = await client.memory.history(args.namespace, args.key)
+        # The newest 1000 versions (the largest page; the client returns one page).
+        versions = await client.memory.history(args.namespace, args.key, page_size=1000)
     if not versions:
         raise NotFound(f"no entry {args.key!r} in {args.namespace}, now or before")
     if args.json:
@@ -217,13 +215,11 @@ async def search_entries(args: argparse.Namespace) -> int:
             task_id=args.task,
             include_stale=args.stale,
         )
-    if args.json:
-        out.print_json(hits)
-    elif hits:
-        out.print_table(
-            ("DISTANCE", *HEADERS),
-            [(f"{h.distance:.4f}", *_row(h.entry)) for h in hits],
-        )
-    else:
-        out.note("no entries match")
+    out.print_list(
+        hits,
+        as_json=args.json,
+        headers=("DISTANCE", *HEADERS),
+        row=lambda h: (f"{h.distance:.4f}", *_row(h.entry)),
+        empty="no entries match",
+    )
     return 0
