@@ -78,6 +78,8 @@ async def test_no_two_holders_ever_write(connect, db_clock) -> None:
             f"write to {resource} at revision {revision} carried token {token}, "
             f"but the latest grant before it was {before[-1] if before else None}"
         )
+    # The workload exercised both outcomes. How many writes beat their lease depends on the
+    # machine's load (leases are real time), so the test asks only that some did.
     assert len(grants) > AGENTS * ROUNDS // 4
-    assert len(accepted) > len(grants)
+    assert accepted, "no fenced write was ever accepted: the test did not exercise the happy path"
     assert rejected > 0, "no lease ever lapsed mid-work: the test did not exercise fencing"
