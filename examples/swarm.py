@@ -545,6 +545,8 @@ def stories(plan: Plan) -> list[str]:
         done = published.get(doc)
         if done is not None and done["agent"] != a["agent"]:
             text += f"; {done['agent']} took it over (token {done['token']}) and published it"
+        elif done is not None and done["token"] != a["token"]:
+            text += f"; it claimed it again (token {done['token']}) and published it"
         lines.append(text)
     return lines
 
