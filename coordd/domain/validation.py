@@ -234,6 +234,7 @@ def embedding_problem(values: Sequence[float], *, required: bool = False) -> str
     vector = np.asarray(values, dtype=np.float32)
     if not np.isfinite(vector).all():
         return "must contain only finite numbers (no NaN or infinity)"
-    if not float(np.dot(vector, vector)) > 0.0:
+    wide = vector.astype(np.float64)  # squares of large float32 values overflow float32
+    if not float(np.dot(wide, wide)) > 0.0:
         return "must have a non-zero norm (cosine distance is undefined for it)"
     return None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from coordd import wire
 from coordd.domain import models
@@ -34,6 +34,28 @@ def duration(msg: duration_pb2.Duration, present: bool, field: str) -> timedelta
     ):
         raise InvalidArgumentError.single(field, "is not a valid google.protobuf.Duration")
     return timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
+
+
+# The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799
+
+
+def instant(msg: timestamp_pb2.Timestamp, present: bool, field: str) -> datetime | None:
+    """A Timestamp field as an aware datetime (None if unset); out-of-range seconds or nanos
+    are INVALID_ARGUMENT rather than an exception deep in the conversion."""
+    if not present:
+        return None
+    if not (
+        _MIN_TIMESTAMP_SECONDS <= msg.seconds <= _MAX_TIMESTAMP_SECONDS
+        and 0 <= msg.nanos <= 999_999_999
+    ):
+        raise InvalidArgumentError.single(
+            field,
+            "is not a valid google.protobuf.Timestamp (seconds within years 1-9999, "
+            "nanos 0-999999999)",
+        )
+    return wire.datetime_of(msg)
 
 
 timestamp = wire.timestamp

@@ -14,12 +14,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from coordd import audit, rpc_status, telemetry
 from coordd.domain.access import Policy
 from coordd.domain.models import Identity
 from coordd.domain.validation import agent_id_problem
-from coordd.errors import CoorddError, InternalError, UnauthenticatedError
+from coordd.errors import (
+    CoorddError,
+    InternalError,
+    InvalidArgumentError,
+    UnauthenticatedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +109,42 @@ def _internal(method: str, exc: BaseException) -> InternalError:
     return InternalError(f"internal error; trace_id={trace_id}", trace_id)
 
 
+class _Undecodable:
+    """Stands for a request body that did not decode, until the caller is authenticated."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so a body that does not decode (truncated, invalid UTF-8 in a
+    string field, wrong wire types) reaches coordd's handler instead of making gRPC answer
+    UNKNOWN before any coordd code runs."""
+    if deserializer is None:
+        return None
+
+    def decode(body: bytes) -> Any:
+        try:
+            return deserializer(body)
+        except (DecodeError, ValueError, TypeError) as exc:
+            return _Undecodable(type(exc).__name__)
+
+    return decode
+
+
+def _decoded(request: Any) -> Any:
+    """The request, or INVALID_ARGUMENT if its body did not decode."""
+    if isinstance(request, _Undecodable):
+        raise InvalidArgumentError.single(
+            "(request body)",
+            "is not a valid protobuf encoding of the request message (truncated, wrong wire "
+            "types, or invalid UTF-8 in a string field)",
+        )
+    return request
+
+
 if TYPE_CHECKING:  # the stubs make it generic; the runtime class is not subscriptable
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
@@ -126,16 +168,17 @@ class CoorddServerInterceptor(_ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
+        decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self.wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -168,7 +211,7 @@ class CoorddServerInterceptor(_ServerInterceptor):
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 self._authenticate(method, context)
-                return await behavior(request, context)
+                return await behavior(_decoded(request), context)
             except Exception as exc:
                 await self._fail(method, context, exc)
 
@@ -180,7 +223,7 @@ class CoorddServerInterceptor(_ServerInterceptor):
         ) -> AsyncIterator[Any]:
             try:
                 self._authenticate(method, context)
-                async for item in behavior(request, context):
+                async for item in behavior(_decoded(request), context):
                     yield item
             except Exception as exc:
                 await self._fail(method, context, exc)

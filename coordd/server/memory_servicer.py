@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 import grpc
@@ -45,6 +44,7 @@ def _tags(c: v.Checker, tags: Any) -> None:
 def _memory_write(req: pb.PutMemoryRequest) -> MemoryWrite:
     """A PutMemoryRequest validated (every bad field at once) and converted."""
     ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
+    review_time = convert.instant(req.review_time, req.HasField("review_time"), "review_time")
     expected = req.expected_revision if req.HasField("expected_revision") else None
     with v.checking() as c:
         _key(c, req.namespace, req.key)
@@ -97,7 +97,7 @@ def _memory_write(req: pb.PutMemoryRequest) -> MemoryWrite:
             EntryRef(namespace=r.namespace, key=r.key, revision=r.revision)
             for r in req.derived_from
         ],
-        review_time=req.review_time.ToDatetime(tzinfo=UTC) if req.HasField("review_time") else None,
+        review_time=review_time,
         confidence=req.confidence,
         fence=convert.fence(req.fence, req.HasField("fence")),
         request_id=req.request_id,
@@ -155,7 +155,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         with v.checking() as c:
             _key(c, req.namespace, req.key)
             c.min_revision("min_revision", req.min_revision)
-        as_of = req.as_of.ToDatetime(tzinfo=UTC) if req.HasField("as_of") else None
+        as_of = convert.instant(req.as_of, req.HasField("as_of"), "as_of")
         revision, entry = await at_least(
             req.namespace,
             req.min_revision,

@@ -399,7 +399,16 @@ class MemoryStore:
             " FROM coordd.memory_policy WHERE namespace = %s",
             (namespace,),
         )
-        policy = NamespacePolicy(*rows[0]) if rows else NamespacePolicy()
+        policy = (
+            NamespacePolicy(
+                default_mode=rows[0][0],
+                forbid_unconditional=rows[0][1],
+                episodic_max_age=rows[0][2],
+                episodic_max_count=rows[0][3],
+            )
+            if rows
+            else NamespacePolicy()
+        )
         return await self.revision(namespace), policy
 
     async def sweep(self, limit: int = 1000) -> int:

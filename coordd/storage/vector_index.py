@@ -103,8 +103,9 @@ class Element:
 
 
 def normalize(vector: FloatArray) -> FloatArray:
-    norm = float(np.linalg.norm(vector))
-    return (vector / norm).astype(np.float32)
+    # In float64: the squares of large float32 components (up to 3.4e38) overflow float32.
+    wide = vector.astype(np.float64)
+    return (wide / float(np.linalg.norm(wide))).astype(np.float32)
 
 
 class _Graph:
