@@ -109,7 +109,7 @@ def _internal(method: str, exc: BaseException) -> InternalError:
     return InternalError(f"internal error; trace_id={trace_id}", trace_id)
 
 
-class _Undecodable:
+class Undecodable:
     """Stands for a request body that did not decode, until the caller is authenticated."""
 
     __slots__ = ("problem",)
@@ -129,14 +129,14 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         try:
             return deserializer(body)
         except (DecodeError, ValueError, TypeError) as exc:
-            return _Undecodable(type(exc).__name__)
+            return Undecodable(type(exc).__name__)
 
     return decode
 
 
 def _decoded(request: Any) -> Any:
     """The request, or INVALID_ARGUMENT if its body did not decode."""
-    if isinstance(request, _Undecodable):
+    if isinstance(request, Undecodable):
         raise InvalidArgumentError.single(
             "(request body)",
             "is not a valid protobuf encoding of the request message (truncated, wrong wire "
@@ -178,6 +178,12 @@ class CoorddServerInterceptor(_ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=decode,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_bidi(method, handler.stream_stream),
                 request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
@@ -229,3 +235,25 @@ class CoorddServerInterceptor(_ServerInterceptor):
                 await self._fail(method, context, exc)
 
         return stream
+
+    def _wrap_bidi(self, method: str, behavior: Any) -> Any:
+        """A bidirectional stream (the session stream) with errors translated; it authenticates
+        each request it carries itself. A message that does not decode ends the stream with
+        INVALID_ARGUMENT, since its request id cannot be known."""
+
+        async def bidi(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            audit.serving(method)
+            try:
+                async for item in behavior(_each_decoded(requests), context):
+                    yield item
+            except Exception as exc:
+                await self._fail(method, context, exc)
+
+        return bidi
+
+
+async def _each_decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _decoded(request)

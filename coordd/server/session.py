@@ -25,6 +25,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
 from coordd import rpc_status
+from coordd.server.interceptors import Undecodable
 from coordd.v1 import session_service_pb2 as pb
 from coordd.v1 import session_service_pb2_grpc as pb_grpc
 
@@ -233,8 +234,8 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         ctx = RequestContext(stream, metadata, deadline)
         try:
             request = handler.deserialize(req.payload)
-        except Exception:
-            return _failure(req.id, grpc.StatusCode.INTERNAL, "cannot decode the request")
+        except Exception as exc:  # answered INVALID_ARGUMENT by the wrapped handler, after auth
+            request = Undecodable(type(exc).__name__)
         try:
             async with asyncio.timeout_at(deadline):
                 if self._traced:

@@ -21,6 +21,7 @@ import math
 import pkgutil
 import threading
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ import grpc
 import psycopg
 from google.protobuf import descriptor
 from google.protobuf.message import Message
+from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,8 +38,8 @@ import coordd.v1
 from coordd import rpc_status
 
 FD = descriptor.FieldDescriptor
-BATCH = 50
-BATCHES = 100  # 5,000 requests
+BATCH = 25
+BATCHES = 200  # 5,000 requests
 STREAM_WAIT_S = 0.3  # a stream that passed its checks is waiting for events: that is OK
 UNARY_TIMEOUT_S = 5.0
 
@@ -58,7 +60,12 @@ def _services() -> list[tuple[str, descriptor.MethodDescriptor]]:
 
 
 METHODS = _services()
-STREAMING = {path for path, m in METHODS if m.server_streaming}
+STREAMING = {path for path, m in METHODS if m.server_streaming and not m.client_streaming}
+# The session stream (tagged requests for the unary RPCs on one stream): fuzzed with session
+# requests that carry generated requests of the unary RPCs; each answer's in-band status is
+# held to the same rules as a unary call's.
+SESSION = {path for path, m in METHODS if m.client_streaming}
+UNARY = [(path, m) for path, m in METHODS if not m.server_streaming and not m.client_streaming]
 
 
 def _plausible_text(name: str) -> st.SearchStrategy[str]:
@@ -289,6 +296,30 @@ def _texts(msg: Message) -> set[str]:
 @st.composite
 def calls(draw: st.DrawFn) -> Call:
     path, method = draw(st.sampled_from(METHODS))
+    if path in SESSION:
+        inner = draw(unary_calls())
+        from coordd.v1 import session_service_pb2
+
+        body = session_service_pb2.SessionRequest(
+            id=draw(st.integers(0, 2**64 - 1)),
+            method=inner.path,
+            payload=inner.body,
+            timeout={"seconds": 5},
+        ).SerializeToString()
+        if draw(st.integers(0, 5)) == 0:
+            return Call(path, draw(damage(body, method.input_type)), True)
+        return Call(path, body, inner.damaged, inner.texts)
+    return draw(_one_call(path, method))
+
+
+@st.composite
+def unary_calls(draw: st.DrawFn) -> Call:
+    path, method = draw(st.sampled_from(UNARY))
+    return draw(_one_call(path, method))
+
+
+@st.composite
+def _one_call(draw: st.DrawFn, path: str, method: descriptor.MethodDescriptor) -> Call:
     hostile = draw(st.booleans())
     msg = draw(REQUESTS[path, hostile])
     body = msg.SerializeToString()
@@ -307,7 +338,10 @@ REQUESTS = {
     (path, hostile): message_strategy(method.input_type, hostile)
     for path, method in METHODS
     for hostile in (False, True)
+    if path not in SESSION
 }
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 ALLOWED = {
     grpc.StatusCode.OK,
@@ -346,18 +380,25 @@ class Run:
     _done: list[tuple[Call, Any]] = field(default_factory=list)
     _slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(200))
     _all_done: threading.Condition = field(default_factory=threading.Condition)
+    _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8))
 
     def send(self, call: Call) -> None:
         """Send *call* once fewer than ``window`` calls are in flight."""
         self._slots.acquire()
         self.sent[call.path] += 1
-        if call.path in STREAMING:
+        if call.path in SESSION:
+            handle: Any = self._pool.submit(self._session, call)
+        elif call.path in STREAMING:
             stream = self.channel.unary_stream(call.path, _identity, _identity)
             handle = stream(call.body, metadata=METADATA, timeout=STREAM_WAIT_S)
         else:
             unary = self.channel.unary_unary(call.path, _identity, _identity)
             handle = unary.future(call.body, metadata=METADATA, timeout=UNARY_TIMEOUT_S)
         handle.add_done_callback(lambda h, c=call: self._finished(c, h))
+
+    def _session(self, call: Call) -> list[bytes]:
+        bidi = self.channel.stream_stream(call.path, _identity, _identity)
+        return list(bidi(iter([call.body]), metadata=METADATA, timeout=UNARY_TIMEOUT_S))
 
     def _finished(self, call: Call, handle: Any) -> None:
         with self._all_done:
@@ -374,6 +415,9 @@ class Run:
             self._settle(call, handle)
 
     def _settle(self, call: Call, handle: Any) -> None:
+        if call.path in SESSION:
+            self._settle_session(call, handle)
+            return
         code = handle.code()
         if call.path in STREAMING and code == grpc.StatusCode.DEADLINE_EXCEEDED:
             code = grpc.StatusCode.OK  # the stream passed its checks and was waiting
@@ -382,6 +426,28 @@ class Run:
             return
         self.seen[grpc.StatusCode.OK] += 1
         self.touched.update(call.texts)
+
+    def _settle_session(self, call: Call, done: Future[list[bytes]]) -> None:
+        from coordd.v1 import session_service_pb2
+
+        try:
+            answers = [session_service_pb2.SessionResponse.FromString(b) for b in done.result()]
+        except grpc.RpcError as err:  # the stream itself failed (an undecodable message)
+            self._refused(call, err.code(), err)  # type: ignore[attr-defined]
+            return
+        for answer in answers:
+            code = _CODES[answer.code]
+            self.seen[code] += 1
+            if code == grpc.StatusCode.OK:
+                self.touched.update(call.texts)
+                continue
+            where = f"{call.path} (in-band) answered {code.name}: {answer.message[:200]}"
+            if code not in ALLOWED:
+                self.problems.append(where)
+            elif code != grpc.StatusCode.DEADLINE_EXCEEDED and rpc_status.from_status(
+                status_pb2.Status.FromString(answer.status_details)
+            ).reason in ("", "INTERNAL"):
+                self.problems.append("no ErrorInfo: " + where)
 
     def _refused(self, call: Call, code: grpc.StatusCode, err: grpc.RpcError) -> None:
         self.seen[code] += 1
