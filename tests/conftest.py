@@ -9,6 +9,8 @@ pytest_plugins = (
     "tests.fix_db",
     "tests.fix_daemon",
     "tests.fix_sidecar",
+    # pytester: coordd_client.testing is tested as a user's own suite would load it.
+    "pytester",
 )
 
 

@@ -18,7 +18,6 @@ from coordd.v1 import watch_service_pb2 as watch_pb
 from coordd.vocabulary import DecisionCause, Delivery, Tier, WriteMode
 
 from ._models import (
-    Acknowledgement,
     Agreement,
     AgreementState,
     Ballot,
@@ -27,7 +26,6 @@ from ._models import (
     ContextEntry,
     Fence,
     IdempotencyRecord,
-    IdempotencyState,
     Participant,
     TransitionWrite,
 )
@@ -60,67 +58,26 @@ def fence(value: Fence | None) -> common_pb2.Fence | None:
 
 
 def claim(msg: claim_pb.Claim) -> Claim:
-    return Claim(
-        namespace=msg.namespace,
-        resource=msg.resource,
-        holder_agent_id=msg.holder_agent_id,
-        holder_role=msg.holder_role,
-        fencing_token=msg.fencing_token,
-        acquire_time=dt(msg.acquire_time),
-        expire_time=dt(msg.expire_time),
-        progress=msg.progress,
-    )
+    return wire.from_message(Claim, msg)
 
 
 def idempotency_record(msg: idem_pb.IdempotencyRecord) -> IdempotencyRecord:
-    return IdempotencyRecord(
-        namespace=msg.namespace,
-        key=msg.key,
-        state=IdempotencyState.of_number(msg.state),
-        attempt=msg.attempt,
-        fingerprint=msg.fingerprint,
-        result=msg.result,
-        error=msg.error,
-        runner_agent_id=msg.runner_agent_id,
-        create_time=opt_dt(msg, "create_time"),
-        lease_expire_time=opt_dt(msg, "lease_expire_time"),
-        expire_time=opt_dt(msg, "expire_time"),
-    )
+    return wire.from_message(IdempotencyRecord, msg)
 
 
 def context_entry(msg: ctx_pb.ContextEntry) -> ContextEntry:
-    return ContextEntry(
-        namespace=msg.namespace,
-        id=msg.id,
-        from_agent_id=msg.from_agent_id,
-        from_role=msg.from_role,
-        to_role=msg.to_role,
-        to_agent_id=msg.to_agent_id,
-        context_type=msg.context_type,
+    return wire.from_message(
+        ContextEntry,
+        msg,
         content=json.loads(msg.content_json) if msg.content_json else None,
-        task_id=msg.task_id,
-        correlation_id=msg.correlation_id,
         delivery=Delivery.label_of(msg.delivery, "each"),
         sender_vector=dict(msg.sender_vector.revisions),
-        create_time=dt(msg.create_time),
-        expire_time=dt(msg.expire_time),
-        acks=[
-            Acknowledgement(agent_id=a.agent_id, role=a.role, ack_time=dt(a.ack_time))
-            for a in msg.acks
-        ],
     )
 
 
 def change_event(msg: watch_pb.ChangeEvent) -> ChangeEvent:
-    return ChangeEvent(
-        namespace=msg.namespace,
-        revision=msg.revision,
-        kind=msg.kind,
-        key=msg.key,
-        op=msg.op,
-        agent_id=msg.agent_id,
-        time=dt(msg.time),
-        data=json.loads(msg.data_json) if msg.data_json else None,
+    return wire.from_message(
+        ChangeEvent, msg, data=json.loads(msg.data_json) if msg.data_json else None
     )
 
 

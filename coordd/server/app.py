@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from datetime import timedelta
+from typing import Any
 
 import grpc
 from google.protobuf.descriptor_pool import Default as default_descriptor_pool
@@ -20,76 +20,25 @@ from grpc_reflection.v1alpha import reflection
 from coordd import audit, telemetry
 from coordd.config import ConfigError, Settings, StartupError
 from coordd.domain.access import OPEN_POLICY, Policy, load_policy
-from coordd.domain.admin import AdminService
-from coordd.domain.agreements import AgreementService
 from coordd.domain.claims import ClaimService
-from coordd.domain.context import ContextService
-from coordd.domain.gate import GateService
-from coordd.domain.idempotency import IdempotencyService
-from coordd.domain.memory import MemorySearch
-from coordd.domain.watch import WatchService
 from coordd.errors import CoorddError
-from coordd.server.admin_servicer import AdminServicer
-from coordd.server.agreement_servicer import AgreementServicer
 from coordd.server.binding import bind, ensure_can_listen
-from coordd.server.claim_servicer import ClaimServicer
-from coordd.server.context_servicer import ContextServicer
-from coordd.server.gate_servicer import GateServicer
-from coordd.server.idempotency_servicer import IdempotencyServicer
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
-from coordd.server.memory_servicer import MemoryServicer
+from coordd.server.registry import SERVICES, Parts
 from coordd.server.session import SessionServicer, UnaryHandler, servicer_handlers
-from coordd.server.watch_servicer import WatchServicer
-from coordd.storage.admin import AdminStore
-from coordd.storage.agreements import AgreementStore
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.changes import ChangeStore
-from coordd.storage.claims import ClaimStore
-from coordd.storage.context import ContextStore
 from coordd.storage.db import Database
 from coordd.storage.embedded import EmbeddedPostgres
-from coordd.storage.gate import GateStore
-from coordd.storage.idempotency import IdempotencyStore
-from coordd.storage.memory import MemoryStore
 from coordd.storage.memory_index import MemoryIndexer
 from coordd.storage.migrate import migrate
 from coordd.storage.notify import ChangeNotifier
 from coordd.storage.vector_index import VectorIndex
-from coordd.v1 import (
-    admin_service_pb2,
-    admin_service_pb2_grpc,
-    agreement_service_pb2,
-    agreement_service_pb2_grpc,
-    claim_service_pb2,
-    claim_service_pb2_grpc,
-    context_service_pb2,
-    context_service_pb2_grpc,
-    gate_service_pb2,
-    gate_service_pb2_grpc,
-    idempotency_service_pb2,
-    idempotency_service_pb2_grpc,
-    memory_service_pb2,
-    memory_service_pb2_grpc,
-    session_service_pb2,
-    session_service_pb2_grpc,
-    watch_service_pb2,
-    watch_service_pb2_grpc,
-)
+from coordd.v1 import session_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
 DESCRIPTOR_POOL = default_descriptor_pool()
 
-SERVICE_NAMES = (
-    claim_service_pb2.DESCRIPTOR.services_by_name["ClaimService"].full_name,
-    idempotency_service_pb2.DESCRIPTOR.services_by_name["IdempotencyService"].full_name,
-    context_service_pb2.DESCRIPTOR.services_by_name["ContextService"].full_name,
-    memory_service_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
-    watch_service_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
-    agreement_service_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
-    gate_service_pb2.DESCRIPTOR.services_by_name["GateService"].full_name,
-    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
-    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
-)
+SERVICE_NAMES = (*(entry.name for entry in SERVICES), "coordd.v1.SessionService")
 
 
 class Daemon:
@@ -112,13 +61,8 @@ class Daemon:
         self._sweeps: dict[str, Callable[[], Awaitable[int]]] = {}
         self.notifier: ChangeNotifier | None = None
         self.indexer: MemoryIndexer | None = None
-        self.memory_store: MemoryStore | None = None
-        self.context_store: ContextStore | None = None
-        self.change_store: ChangeStore | None = None
-        self.claim_store: ClaimStore | None = None
-        self.claim_service: ClaimService | None = None
-        self.agreement_service: AgreementService | None = None
-        self.idempotency_store: IdempotencyStore | None = None
+        # Each service's domain object, by service name (see coordd.server.registry).
+        self.domains: dict[str, Any] = {}
         self._audit_handler: logging.Handler | None = None
 
     @property
@@ -127,6 +71,12 @@ class Daemon:
         if self.settings.session_stream:
             return SERVICE_NAMES
         return tuple(n for n in SERVICE_NAMES if not n.endswith(".SessionService"))
+
+    @property
+    def claim_service(self) -> ClaimService:
+        """The claim domain service (tests drive its waiting queues directly)."""
+        service: ClaimService = self.domains["coordd.v1.ClaimService"]
+        return service
 
     @property
     def address(self) -> str:
@@ -222,9 +172,6 @@ class Daemon:
         # whichever service they come from; each write wakes the streams that follow it and
         # the vector index.
         self.writes = WriteBatcher(self._db, on_write=written)
-        self.claim_store = ClaimStore(self._db, self.writes)
-        self.idempotency_store = IdempotencyStore(self._db, self.writes)
-
         tracing = telemetry.setup_tracing("coordd", os.environ)
         options = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
@@ -236,51 +183,17 @@ class Daemon:
             interceptors=[*telemetry.server_interceptors(tracing), interceptor],
             options=options,
         )
-        # The unary servicers, also served on the session stream through the same wrapper.
-        unary: list[tuple[object, str]] = []
-        self.claim_service = ClaimService(self.claim_store)
-        claims = ClaimServicer(self.claim_service, policy, s.server_id)
-        claim_service_pb2_grpc.add_ClaimServiceServicer_to_server(claims, server)
-        unary.append((claims, "coordd.v1.ClaimService"))
-        idempotency = IdempotencyServicer(
-            IdempotencyService(self.idempotency_store), policy, s.server_id
-        )
-        idempotency_service_pb2_grpc.add_IdempotencyServiceServicer_to_server(idempotency, server)
-        unary.append((idempotency, "coordd.v1.IdempotencyService"))
-        self.context_store = ContextStore(self._db, self.writes)
-        contexts = ContextServicer(
-            ContextService(self.context_store, self.notifier), policy, s.server_id
-        )
-        context_service_pb2_grpc.add_ContextServiceServicer_to_server(contexts, server)
-        unary.append((contexts, "coordd.v1.ContextService"))
-        self.memory_store = MemoryStore(self._db, self.writes)
         await self.indexer.start()
         self._indexer_ready = True
-        memory = MemoryServicer(
-            self.memory_store,
-            MemorySearch(self.indexer, self.memory_store, policy),
-            policy,
-            s.server_id,
-        )
-        memory_service_pb2_grpc.add_MemoryServiceServicer_to_server(memory, server)
-        unary.append((memory, "coordd.v1.MemoryService"))
-        self.agreement_service = AgreementService(
-            AgreementStore(self._db, self.writes), self.notifier
-        )
-        agreements = AgreementServicer(self.agreement_service, policy, s.server_id)
-        agreement_service_pb2_grpc.add_AgreementServiceServicer_to_server(agreements, server)
-        unary.append((agreements, "coordd.v1.AgreementService"))
-        admin = AdminServicer(AdminService(AdminStore(self._db, self.writes)), policy, s.server_id)
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-        unary.append((admin, "coordd.v1.AdminService"))
-        self.change_store = ChangeStore(self._db)
-        watch_service_pb2_grpc.add_WatchServiceServicer_to_server(
-            WatchServicer(WatchService(self.change_store, self.notifier), policy, s.server_id),
-            server,
-        )
-        gate = GateServicer(GateService(GateStore(self._db)), policy, s.server_id)
-        gate_service_pb2_grpc.add_GateServiceServicer_to_server(gate, server)
-        unary.append((gate, "coordd.v1.GateService"))
+        parts = Parts(s, policy, self._db, self.writes, self.notifier, self.indexer)
+        unary: list[tuple[object, str]] = []  # also served on the session stream
+        for entry in SERVICES:
+            wired = entry.wire(parts)
+            entry.add_to_server(wired.servicer, server)
+            if entry.unary:
+                unary.append((wired.servicer, entry.name))
+            self._sweeps.update(wired.sweeps)
+            self.domains[entry.name] = wired.domain
         if s.session_stream:
             handlers: dict[str, UnaryHandler] = {}
             for servicer, name in unary:
@@ -301,13 +214,6 @@ class Daemon:
         if s.health_listen is not None:
             await self._start_health_listener(s.health_listen)
         await self.notifier.start()
-        self._sweeps["claims_expired"] = self._sweep_claims
-        self._sweeps["idempotency_purged"] = self.idempotency_store.purge
-        self._sweeps["context_purged"] = self.context_store.purge
-        self._sweeps["changes_compacted"] = self._compact_changes
-        self._sweeps["agreements_expired"] = self.agreement_service.sweep
-        self._sweeps["agreements_purged"] = self.agreement_service.purge
-        self._sweeps["memory_swept"] = self.memory_store.sweep
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="coordd-sweeper")
         logger.info("coordd serving on %s (server id %s)", self.address, s.server_id)
 
@@ -338,19 +244,6 @@ class Daemon:
             require_client_auth=s.auth == "mtls",
         )
         return bind(server.add_secure_port, s.listen, credentials)
-
-    async def _sweep_claims(self) -> int:
-        assert self.claim_store is not None and self.notifier is not None
-        expired = await self.claim_store.sweep()
-        if expired:
-            self.notifier.wake_all()  # expiries are changes Watch streams report
-        return expired
-
-    async def _compact_changes(self) -> int:
-        assert self.change_store is not None
-        return await self.change_store.compact(
-            timedelta(seconds=self.settings.changelog_retention_s)
-        )
 
     async def sweep_once(self) -> dict[str, int]:
         """Run every housekeeping sweep once (expired claims, purged keys, ...).

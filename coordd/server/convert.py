@@ -77,32 +77,11 @@ def claim(value: models.Claim | None) -> claim_pb.Claim | None:
 
 
 def claim_message(value: models.Claim) -> claim_pb.Claim:
-    return claim_pb.Claim(
-        namespace=value.namespace,
-        resource=value.resource,
-        holder_agent_id=value.holder_agent_id,
-        holder_role=value.holder_role,
-        fencing_token=value.fencing_token,
-        acquire_time=timestamp(value.acquire_time),
-        expire_time=timestamp(value.expire_time),
-        progress=value.progress,
-    )
+    return wire.to_message(claim_pb.Claim, value)
 
 
 def idempotency_record(rec: models.IdempotencyRecord) -> idem_pb.IdempotencyRecord:
-    return idem_pb.IdempotencyRecord(
-        namespace=rec.namespace,
-        key=rec.key,
-        state=rec.state.number,  # type: ignore[arg-type]
-        attempt=rec.attempt,
-        fingerprint=rec.fingerprint,
-        result=rec.result,
-        error=rec.error,
-        runner_agent_id=rec.runner_agent_id,
-        create_time=timestamp(rec.create_time),
-        lease_expire_time=timestamp(rec.lease_expire_time),
-        expire_time=timestamp(rec.expire_time),
-    )
+    return wire.to_message(idem_pb.IdempotencyRecord, rec)
 
 
 def encode_page_token(after: str | None) -> str:
@@ -126,40 +105,16 @@ def delivery(number: int) -> Delivery:
 
 
 def context_entry(entry: models.ContextEntry) -> ctx_pb.ContextEntry:
-    return ctx_pb.ContextEntry(
-        id=entry.id,
-        namespace=entry.namespace,
-        from_agent_id=entry.from_agent_id,
-        from_role=entry.from_role,
-        to_role=entry.to_role,
-        to_agent_id=entry.to_agent_id,
-        context_type=entry.context_type,
-        content_json=entry.content_json,
-        task_id=entry.task_id,
-        correlation_id=entry.correlation_id,
-        create_time=timestamp(entry.create_time),
-        expire_time=timestamp(entry.expire_time),
-        delivery=Delivery(entry.delivery).number,  # type: ignore[arg-type]
+    return wire.to_message(
+        ctx_pb.ContextEntry,
+        entry,
         sender_vector=common_pb2.VersionVector(revisions=entry.sender_vector),
-        acks=[
-            ctx_pb.Acknowledgement(agent_id=a.agent_id, role=a.role, ack_time=timestamp(a.ack_time))
-            for a in entry.acks
-        ],
         revision=entry.id,
     )
 
 
 def change_event(change: models.Change) -> watch_pb.ChangeEvent:
-    return watch_pb.ChangeEvent(
-        namespace=change.namespace,
-        revision=change.revision,
-        kind=change.kind,
-        key=change.key,
-        op=change.op,
-        agent_id=change.agent_id,
-        time=timestamp(change.time),
-        data_json=change.data_json,
-    )
+    return wire.to_message(watch_pb.ChangeEvent, change)
 
 
 def embedding_bytes(values: Sequence[float]) -> bytes:

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 
 from coordd.domain.models import Claim
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.db import Database, Row
+from coordd.storage.db import Database, Row, from_row
 
 # (label reported to the operator, table) in deletion order: children before parents.
 _PURGED_TABLES = (
@@ -48,8 +48,7 @@ class AdminStore:
         """Delete the live claim on *resource*; the revision and the claim as it was (None
         and the current revision if nothing was held)."""
         async with self._db.connection() as conn, conn.transaction():
-            rev = await (await conn.execute("SELECT coordd.lock_ns(%s)", (namespace,))).fetchone()
-            revision = int(rev[0]) if rev else 0
+            revision = await _lock(conn, namespace)
             cur = await conn.execute(
                 "DELETE FROM coordd.claims WHERE namespace = %s AND resource = %s"
                 " AND expire_time > coordd.now() RETURNING holder_agent_id, holder_role,"
@@ -59,16 +58,7 @@ class AdminStore:
             row = await cur.fetchone()
             if row is None:
                 return revision, None
-            claim = Claim(
-                namespace=namespace,
-                resource=resource,
-                holder_agent_id=row[0],
-                holder_role=row[1],
-                fencing_token=row[2],
-                acquire_time=row[3],
-                expire_time=row[4],
-                progress=row[5],
-            )
+            claim = from_row(Claim, row, namespace=namespace, resource=resource)
             data = {
                 "fencing_token": claim.fencing_token,
                 "holder_agent_id": claim.holder_agent_id,
@@ -82,8 +72,7 @@ class AdminStore:
         """Delete the data of *namespace*; the revision of the purge and rows removed by kind."""
         removed: dict[str, int] = {}
         async with self._db.connection() as conn, conn.transaction():
-            rev = await (await conn.execute("SELECT coordd.lock_ns(%s)", (namespace,))).fetchone()
-            revision = (int(rev[0]) if rev else 0) + 1
+            revision = await _lock(conn, namespace) + 1
             claims: list[str] = []
             for label, table in _PURGED_TABLES:
                 returning = " RETURNING resource" if label == "claims" else ""
@@ -92,11 +81,11 @@ class AdminStore:
                 )
                 removed[label] = cur.rowcount
                 if returning:
-                    claims = [r[0] for r in await cur.fetchall()]
+                    claims = [r.resource for r in await cur.fetchall()]
             cur = await conn.execute(
                 "DELETE FROM coordd.memory WHERE namespace = %s RETURNING key", (namespace,)
             )
-            keys = [r[0] for r in await cur.fetchall()]
+            keys = [r.key for r in await cur.fetchall()]
             removed["memory"] = len(keys)
             data: dict[str, Any] = {"removed": removed, "reason": reason}
             await self._commit(conn, namespace, revision, "namespace", "", operator, data, "purge")
@@ -134,3 +123,10 @@ class AdminStore:
             "SELECT coordd.commit_rev(%s, %s, %s, %s, %s, %s, %s::jsonb, coordd.now())",
             (namespace, revision, kind, key, op, operator, json.dumps(data)),
         )
+
+
+async def _lock(conn: AsyncConnection[Row], namespace: str) -> int:
+    """Lock *namespace*'s revision row for this transaction; its current revision."""
+    cur = await conn.execute("SELECT coordd.lock_ns(%s) AS revision", (namespace,))
+    row = await cur.fetchone()
+    return int(row.revision) if row else 0

@@ -29,13 +29,11 @@ from coordd.domain.agreements import (
 from coordd.domain.models import Identity
 from coordd.errors import (
     AgreementDecidedError,
-    AgreementExistsError,
     NotAParticipantError,
-    NotFoundError,
-    VoteAlreadyCastError,
 )
 from coordd.storage.batching import WriteBatcher
 from coordd.storage.db import Database, Row
+from coordd.storage.outcomes import Call, check
 
 # Columns of coordd.agreement_result, in order.
 _COLUMNS = "status, ns_revision, changed, db_time, agreement"
@@ -150,10 +148,10 @@ class AgreementStore:
                 p.accept,
             ),
         )
-        if row[0] == "exists":
+        if row.status == "exists":
             self._changed(p.namespace, row)
-            raise AgreementExistsError(p.namespace, p.id)
-        return self._view(p.namespace, p.id, row, created=row[0] == "ok")
+        check(row, Call(p.namespace, p.id))
+        return self._view(p.namespace, p.id, row, created=row.status == "ok")
 
     async def vote(
         self, who: Identity, namespace: str, agreement_id: str, accept: bool, reason: str
@@ -162,14 +160,12 @@ class AgreementStore:
             f"SELECT {_COLUMNS} FROM coordd.vote_agreement(%s, %s, %s, %s, %s, %s)",
             (namespace, agreement_id, who.agent_id, who.role, accept, reason),
         )
-        status = row[0]
-        if status == "ok":
+        if row.status == "ok":
             return self._view(namespace, agreement_id, row)
         self._changed(namespace, row)  # a refused vote may still have recorded an expiry
-        if status == "not_found":
-            raise _not_found(namespace, agreement_id)
-        decided = _agreement(row[4])
-        if status == "decided":
+        check(row, Call(namespace, agreement_id, accept=accept, not_found=_NOT_FOUND))
+        decided = _agreement(row.agreement)
+        if row.status == "decided":
             raise AgreementDecidedError(
                 namespace,
                 agreement_id,
@@ -178,16 +174,13 @@ class AgreementStore:
                 decided.reason,
                 decided.decide_revision,
             )
-        if status == "vote_conflict":
-            raise VoteAlreadyCastError(namespace, agreement_id, not accept)
         raise NotAParticipantError(namespace, agreement_id, who.agent_id, who.role)
 
     async def get(self, namespace: str, agreement_id: str) -> AgreementView:
         row = await self._db.fetchone(
             f"SELECT {_COLUMNS} FROM coordd.get_agreement(%s, %s)", (namespace, agreement_id)
         )
-        if row[0] == "not_found":
-            raise _not_found(namespace, agreement_id)
+        check(row, Call(namespace, agreement_id, not_found=_NOT_FOUND))
         return self._view(namespace, agreement_id, row)
 
     async def list(
@@ -203,37 +196,39 @@ class AgreementStore:
             (namespace, state.value if state else "", proposer, after, limit + 1),
         )
         if not rows:
-            rev = await self._db.fetchone("SELECT coordd.ns_revision(%s)", (namespace,))
-            return AgreementPage(revision=int(rev[0]), agreements=[], next_after=None)
+            rev = await self._db.fetchone("SELECT coordd.ns_revision(%s) AS revision", (namespace,))
+            return AgreementPage(revision=int(rev.revision), agreements=[], next_after=None)
         self._changed(namespace, rows[0])
-        page = [_agreement(r[4]) for r in rows[:limit]]
+        page = [_agreement(r.agreement) for r in rows[:limit]]
         next_after = page[-1].id if len(rows) > limit else None
-        return AgreementPage(revision=rows[0][1], agreements=page, next_after=next_after)
+        return AgreementPage(revision=rows[0].ns_revision, agreements=page, next_after=next_after)
 
     async def sweep(self, limit: int = 1000) -> int:
         """Record the expiry of pending agreements past their deadline; return how many."""
         rows = await self._db.fetchall(
             "SELECT namespace, expired FROM coordd.sweep_agreements(%s)", (limit,)
         )
-        for namespace, _ in rows:
-            self._writes.written(namespace)
-        return sum(int(n) for _, n in rows)
+        for row in rows:
+            self._writes.written(row.namespace)
+        return sum(int(row.expired) for row in rows)
 
     async def purge(self, limit: int = 1000) -> int:
         """Delete decided agreements past their retention; return how many."""
-        row = await self._db.fetchone("SELECT coordd.purge_agreements(%s)", (limit,))
-        return int(row[0])
+        row = await self._db.fetchone("SELECT coordd.purge_agreements(%s) AS purged", (limit,))
+        return int(row.purged)
 
     def _view(
         self, namespace: str, agreement_id: str, row: Row, created: bool = True
     ) -> AgreementView:
-        agreement = _agreement(row[4])
+        agreement = _agreement(row.agreement)
         self._changed(namespace, row, agreement)
-        return AgreementView(revision=row[1], agreement=agreement, db_time=row[3], created=created)
+        return AgreementView(
+            revision=row.ns_revision, agreement=agreement, db_time=row.db_time, created=created
+        )
 
     def _changed(self, namespace: str, row: Row, agreement: Agreement | None = None) -> None:
         """Wake local followers of every namespace the call wrote."""
-        if not row[2]:
+        if not row.changed:
             return
         self._writes.written(namespace)
         if agreement is not None and agreement.state is AgreementState.COMMITTED:
@@ -241,5 +236,4 @@ class AgreementStore:
                 self._writes.written(ns)
 
 
-def _not_found(namespace: str, agreement_id: str) -> NotFoundError:
-    return NotFoundError(f"agreement {agreement_id!r} not found in {namespace}")
+_NOT_FOUND = "agreement {name!r} not found in {namespace}"

@@ -29,7 +29,7 @@ class ChangeStore:
             + _SCOPE_SQL.replace("c.namespace", "c.name"),
             _scope(namespace, prefix),
         )
-        return {r[0]: (r[1], r[2]) for r in rows}
+        return {r.name: (r.revision, r.compact_revision) for r in rows}
 
     async def check_compaction(
         self, namespace: str, prefix: bool, cursors: dict[str, int], default_after: int
@@ -44,7 +44,7 @@ class ChangeStore:
             (list(cursors), list(cursors.values()), *_scope(namespace, prefix), default_after),
         )
         if row:
-            raise RevisionCompactedError(row[0][0], row[0][1])
+            raise RevisionCompactedError(row[0].name, row[0].compact_revision)
 
     async def after(
         self,
@@ -86,6 +86,6 @@ class ChangeStore:
     async def compact(self, retention: timedelta, limit: int = 1000) -> int:
         """Drop change rows older than *retention*; return how many."""
         row = await self._db.fetchone(
-            "SELECT coordd.compact_changes(coordd.now() - %s, %s)", (retention, limit)
+            "SELECT coordd.compact_changes(coordd.now() - %s, %s) AS compacted", (retention, limit)
         )
-        return int(row[0])
+        return int(row.compacted)

@@ -16,7 +16,8 @@ from coordd.domain.models import (
     Identity,
 )
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.db import Database, Row, fence_params, fence_stale
+from coordd.storage.db import Database, Row, fence_params, from_row
+from coordd.storage.outcomes import Call, check
 
 
 def _entry(namespace: str, row: Row) -> ContextEntry:
@@ -24,23 +25,14 @@ def _entry(namespace: str, row: Row) -> ContextEntry:
         Acknowledgement(
             agent_id=a["agent_id"], role=a["role"], ack_time=datetime.fromisoformat(a["ack_time"])
         )
-        for a in json.loads(row[14])
+        for a in json.loads(row.acks)
     ]
-    return ContextEntry(
+    return from_row(
+        ContextEntry,
+        row,
         namespace=namespace,
-        id=row[1],
-        from_agent_id=row[2],
-        from_role=row[3],
-        to_role=row[4],
-        to_agent_id=row[5],
-        context_type=row[6],
-        content_json=row[7],
-        task_id=row[8],
-        correlation_id=row[9],
-        delivery=row[10],
-        sender_vector={str(k): int(v) for k, v in json.loads(row[11]).items()},
-        create_time=row[12],
-        expire_time=row[13],
+        content_json=row.content,
+        sender_vector={str(k): int(v) for k, v in json.loads(row.sender_vector).items()},
         acks=acks,
     )
 
@@ -73,11 +65,10 @@ class ContextStore:
             ),
             memory=False,
         )
-        if row[0] == "fence_stale" and post.fence is not None:
-            raise fence_stale(post.fence, row[4])
+        check(row, Call(post.namespace, fence=post.fence))
         return ContextEntry(
             namespace=post.namespace,
-            id=row[1],
+            id=row.ns_revision,
             from_agent_id=who.agent_id,
             from_role=who.role,
             to_role=post.to_role,
@@ -88,8 +79,8 @@ class ContextStore:
             correlation_id=post.correlation_id,
             delivery=post.delivery,
             sender_vector=post.sender_vector,
-            create_time=row[2],
-            expire_time=row[3],
+            create_time=row.create_time,
+            expire_time=row.expire_time,
             acks=[],
         )
 
@@ -116,9 +107,11 @@ class ContextStore:
         else:
             rows = await self._db.fetchall(sql, params)
         if not rows:
-            rev = await self._db.fetchone("SELECT coordd.ns_revision(%s)", (query.namespace,))
-            return int(rev[0]), []
-        return rows[0][0], [_entry(query.namespace, r) for r in rows]
+            rev = await self._db.fetchone(
+                "SELECT coordd.ns_revision(%s) AS revision", (query.namespace,)
+            )
+            return int(rev.revision), []
+        return rows[0].ns_revision, [_entry(query.namespace, r) for r in rows]
 
     async def ack(
         self, who: Identity, namespace: str, ids: list[int], fence: Fence | None
@@ -130,10 +123,9 @@ class ContextStore:
             (namespace, who.agent_id, who.role, ids, *fence_params(fence)),
             memory=False,
         )
-        if row[0] == "fence_stale" and fence is not None:
-            raise fence_stale(fence, row[3])
-        return row[1], list(row[2] or [])
+        check(row, Call(namespace, fence=fence))
+        return row.ns_revision, list(row.acked or [])
 
     async def purge(self, limit: int = 1000) -> int:
-        row = await self._db.fetchone("SELECT coordd.purge_context(%s)", (limit,))
-        return int(row[0])
+        row = await self._db.fetchone("SELECT coordd.purge_context(%s) AS purged", (limit,))
+        return int(row.purged)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 from psycopg import AsyncConnection
+from psycopg.rows import RowMaker, no_result
 
 from coordd.domain.models import Fence
-from coordd.errors import FencingTokenStaleError, StorageUnavailableError
+from coordd.errors import StorageUnavailableError
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer("coordd.storage")
@@ -30,20 +34,46 @@ def _span_name(sql: str) -> str:
     return "sql " + sql.split(None, 1)[0].upper()
 
 
-Row = tuple[Any, ...]
+# Rows are named tuples: stores read columns by name (``row.status``), never by position.
+Row = Any
+
+
+@functools.cache
+def _row_class(names: tuple[str, ...]) -> Any:
+    # rename=True: a column without a usable name (``?column?``, a repeated one) gets ``_N``.
+    return collections.namedtuple("Row", names, rename=True)
+
+
+def named_row(cursor: Any) -> RowMaker[Any]:
+    """psycopg row factory: each row a named tuple of its columns (one class per shape)."""
+    desc = cursor.description
+    if desc is None:
+        return no_result
+    row_class = _row_class(tuple(d.name for d in desc))
+    make: RowMaker[Any] = row_class._make
+    return make
+
+
 _DB_ATTRS: dict[str, AttributeValue] = {"db.system": "postgresql"}
+
+
+def from_row(cls: type[T], row: Row, **given: Any) -> T:
+    """The value type *cls* (a dataclass) from the same-named columns of *row*, plus *given*."""
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    columns = row._fields
+    values = {n: getattr(row, n) for n in names if n in columns and n not in given}
+    return cls(**values, **given)
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+T = TypeVar("T")
 
 
 def fence_params(fence: Fence | None) -> tuple[str | None, str | None, int | None]:
     """A fence as the (namespace, resource, token) arguments of coordd's SQL write functions."""
     return (fence.namespace, fence.resource, fence.token) if fence else (None, None, None)
-
-
-def fence_stale(fence: Fence, current_token: int) -> FencingTokenStaleError:
-    """The error for a write refused by coordd.check_fence (current -1: unclaimed)."""
-    return FencingTokenStaleError(
-        fence.namespace, fence.resource, fence.token, max(int(current_token), 0)
-    )
 
 
 class Database:
@@ -77,6 +107,7 @@ class Database:
                     "prepare_threshold": 0,
                     "options": f"-c statement_timeout={statement_timeout_ms}",
                     "application_name": "coordd",
+                    "row_factory": named_row,
                 },
                 name="coordd",
             )

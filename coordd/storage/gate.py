@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 from coordd.domain.gate import GateVerdict, LostClaim, MovedNamespace
 from coordd.domain.models import Change, Claim, Fence
-from coordd.storage.db import Database, Row
+from coordd.storage.db import Database, Row, from_row
 
 # The live claim behind each fence that is no longer current, in fence order.
 _LOST_SQL = """
@@ -22,8 +22,9 @@ ORDER BY f.ord
 # Each read namespace that has a counted change after the revision read (kinds NULL: any),
 # or whose log was compacted past it, with the earliest such change still logged.
 _MOVED_SQL = """
-SELECT r.ns, r.rev, n.revision, ch.revision, ch.seq, ch.kind, ch.key, ch.op, ch.agent_id,
-       ch.create_time, coalesce(ch.data::text, '')
+SELECT r.ns AS namespace, r.rev AS read_revision, n.revision AS current_revision,
+       ch.revision, ch.seq, ch.kind, ch.key, ch.op, ch.agent_id, ch.create_time AS time,
+       coalesce(ch.data::text, '') AS data_json
 FROM unnest(%s::text[], %s::bigint[]) AS r(ns, rev)
 JOIN coordd.namespaces n ON n.name = r.ns AND n.revision > r.rev
 LEFT JOIN LATERAL (
@@ -60,15 +61,15 @@ class GateStore:
             ]
         )
         lost = [
-            LostClaim(fence=fences[row[0] - 1], holder=_holder(fences[row[0] - 1], row))
+            LostClaim(fence=fences[row.ord - 1], holder=_holder(fences[row.ord - 1], row))
             for row in lost_rows
         ]
         moved = [
             MovedNamespace(
-                namespace=row[0],
-                read_revision=row[1],
-                current_revision=row[2],
-                first_change=Change(row[0], *row[3:]) if row[3] is not None else None,
+                namespace=row.namespace,
+                read_revision=row.read_revision,
+                current_revision=row.current_revision,
+                first_change=from_row(Change, row) if row.revision is not None else None,
             )
             for row in moved_rows
         ]
@@ -76,15 +77,6 @@ class GateStore:
 
 
 def _holder(fence: Fence, row: Row) -> Claim | None:
-    if row[1] is None:
+    if row.holder_agent_id is None:
         return None
-    return Claim(
-        namespace=fence.namespace,
-        resource=fence.resource,
-        holder_agent_id=row[1],
-        holder_role=row[2],
-        fencing_token=row[3],
-        acquire_time=row[4],
-        expire_time=row[5],
-        progress=row[6],
-    )
+    return from_row(Claim, row, namespace=fence.namespace, resource=fence.resource)

@@ -5,13 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from coordd.domain.models import BeginOutcome, Fence, IdempotencyRecord, IdempotencyState
-from coordd.errors import (
-    IdempotencyAttemptSupersededError,
-    IdempotencyKeyReusedError,
-    NotFoundError,
-)
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.db import Database, Row, fence_params, fence_stale
+from coordd.storage.db import Database, Row, fence_params
+from coordd.storage.outcomes import Call, check
 
 # Columns of coordd.idem_result, in order.
 _COLUMNS = (
@@ -19,6 +15,7 @@ _COLUMNS = (
     " create_time, lease_expire_time, expire_time, retry_after, current_token"
 )
 
+_NOT_FOUND = "idempotency key {name!r} in {namespace} not found (or purged)"
 _STATES = {
     "in_progress": IdempotencyState.IN_PROGRESS,
     "completed": IdempotencyState.COMPLETED,
@@ -32,15 +29,15 @@ def _record(namespace: str, key: str, row: Row) -> IdempotencyRecord:
     return IdempotencyRecord(
         namespace=namespace,
         key=key,
-        state=_STATES[row[2]],
-        attempt=row[3],
-        fingerprint=bytes(row[4]),
-        result=bytes(row[5] or b""),
-        error=row[6],
-        runner_agent_id=row[7],
-        create_time=row[8],
-        lease_expire_time=row[9],
-        expire_time=row[10],
+        state=_STATES[row.state],
+        attempt=row.attempt,
+        fingerprint=bytes(row.fingerprint),
+        result=bytes(row.result or b""),
+        error=row.error,
+        runner_agent_id=row.runner_agent_id,
+        create_time=row.create_time,
+        lease_expire_time=row.lease_expire_time,
+        expire_time=row.expire_time,
     )
 
 
@@ -64,17 +61,12 @@ class IdempotencyStore:
             (namespace, key, fingerprint, agent_id, lease, retention),
             memory=False,
         )
-        status = row[0]
-        if status == "reused":
-            raise IdempotencyKeyReusedError(namespace, key)
-        state = {
-            "acquired": IdempotencyState.ACQUIRED,
-            "completed": IdempotencyState.COMPLETED,
-            "in_progress": IdempotencyState.IN_PROGRESS,
-            "failed": IdempotencyState.FAILED,
-        }[status]
+        check(row, Call(namespace, key))
         return BeginOutcome(
-            revision=row[1], state=state, record=_record(namespace, key, row), retry_after=row[11]
+            revision=row.ns_revision,
+            state=IdempotencyState(row.status),
+            record=_record(namespace, key, row),
+            retry_after=row.retry_after,
         )
 
     async def finish(
@@ -105,28 +97,23 @@ class IdempotencyStore:
             ),
             memory=False,
         )
-        status = row[0]
-        if status == "fence_stale" and fence is not None:
-            raise fence_stale(fence, row[12])
-        if status == "not_found":
-            raise NotFoundError(f"idempotency key {key!r} in {namespace} not found (or purged)")
-        if status == "superseded":
-            raise IdempotencyAttemptSupersededError(namespace, key, row[3])
-        return row[1], _record(namespace, key, row)
+        check(row, Call(namespace, key, fence, not_found=_NOT_FOUND))
+        return row.ns_revision, _record(namespace, key, row)
 
     async def get(self, namespace: str, key: str) -> tuple[int, IdempotencyRecord | None]:
         row = await self._db.fetchone(
-            "SELECT 'ok', coordd.ns_revision(%s), i.state, i.attempt, i.fingerprint, i.result,"
+            "SELECT coordd.ns_revision(%s) AS ns_revision, i.state, i.attempt, i.fingerprint,"
+            " i.result,"
             " i.error, i.runner_agent_id, i.create_time, i.lease_expire_time, i.expire_time"
             " FROM (SELECT 1) one LEFT JOIN coordd.idempotency i"
             " ON i.namespace = %s AND i.key = %s AND i.expire_time > coordd.now()",
             (namespace, namespace, key),
         )
-        if row[2] is None:
-            return row[1], None
-        return row[1], _record(namespace, key, row)
+        if row.state is None:
+            return row.ns_revision, None
+        return row.ns_revision, _record(namespace, key, row)
 
     async def purge(self, limit: int = 1000) -> int:
         """Delete records past retention; return how many."""
-        row = await self._db.fetchone("SELECT coordd.purge_idempotency(%s)", (limit,))
-        return int(row[0])
+        row = await self._db.fetchone("SELECT coordd.purge_idempotency(%s) AS purged", (limit,))
+        return int(row.purged)

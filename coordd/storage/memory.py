@@ -19,11 +19,10 @@ from coordd.domain.models import (
 )
 from coordd.errors import (
     NotFoundError,
-    RevisionMismatchError,
-    UnconditionalWriteForbiddenError,
 )
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.db import Database, Row, fence_params, fence_stale
+from coordd.storage.db import Database, Row, fence_params
+from coordd.storage.outcomes import Call, check
 
 ENTRY_COLUMNS = (
     "namespace, key, tier, value::text, text, coalesce(embedding, ''::bytea), tags, task_id,"
@@ -33,6 +32,7 @@ ENTRY_COLUMNS = (
 )
 CURRENT = ENTRY_COLUMNS.format(valid_to="NULL::timestamptz")
 HISTORIC = ENTRY_COLUMNS.format(valid_to="valid_to")
+_TASK_NOT_STARTED = "task {name!r} is not started in {namespace}"
 _LIVE = "(expire_time IS NULL OR expire_time > coordd.now())"
 
 
@@ -105,38 +105,32 @@ def _put_params(who: Identity, trace_id: str, w: MemoryWrite) -> tuple[Any, ...]
 
 def _put_result(who: Identity, trace_id: str, w: MemoryWrite, row: Row) -> MemoryEntry:
     """The entry memory_put wrote, or the error its status names."""
-    status = row[0]
-    if status == "revision_mismatch":
-        raise RevisionMismatchError(w.namespace, w.key, w.expected_revision or 0, row[7])
-    if status == "fence_stale" and w.fence is not None:
-        raise fence_stale(w.fence, row[8])
-    if status == "unconditional_forbidden":
-        raise UnconditionalWriteForbiddenError(w.namespace)
-    if status == "task_not_started":
+    if row.status == "task_not_started":
         raise NotFoundError(f"task {w.task_id!r} is not started in {w.namespace}: StartTask first")
+    check(row, Call(w.namespace, w.key, w.fence, w.expected_revision))
     return MemoryEntry(
         namespace=w.namespace,
         key=w.key,
         tier=w.tier,
-        value_json=row[6],
+        value_json=row.value,
         text=w.text,
         embedding=w.embedding,
         tags=w.tags,
         task_id=w.task_id,
-        revision=row[2],
-        create_revision=row[3],
+        revision=row.revision,
+        create_revision=row.create_revision,
         agent_id=who.agent_id,
         role=who.role,
-        write_time=row[4],
+        write_time=row.write_time,
         trace_id=trace_id,
         request_id=w.request_id,
         derived_from=w.derived_from,
-        expire_time=row[5],
-        valid_from=row[4],
+        expire_time=row.expire_time,
+        valid_from=row.write_time,
         valid_to=None,
         review_time=w.review_time,
         confidence=w.confidence,
-        stale=w.review_time is not None and w.review_time <= row[4],
+        stale=w.review_time is not None and w.review_time <= row.write_time,
     )
 
 
@@ -237,11 +231,8 @@ class MemoryStore:
             " FROM coordd.memory_delete(%s, %s, %s, %s, %s, %s, %s)",
             (namespace, key, expected, who.agent_id, *fence_params(fence)),
         )
-        if row[0] == "revision_mismatch":
-            raise RevisionMismatchError(namespace, key, expected or 0, row[3])
-        if row[0] == "fence_stale" and fence is not None:
-            raise fence_stale(fence, row[4])
-        return row[1], row[2] > 0
+        check(row, Call(namespace, key, fence, expected))
+        return row.ns_revision, row.deleted > 0
 
     async def list_entries(
         self,
@@ -334,12 +325,11 @@ class MemoryStore:
                 trace_id,
             ),
         )
-        if row[0] == "not_found":
-            raise NotFoundError(f"task {task_id!r} is not started in {namespace}")
+        check(row, Call(namespace, task_id, not_found=_TASK_NOT_STARTED))
         episode = None
         if archive:
             _, episode = await self.get(namespace, f"task/{task_id}", None)
-        return row[1], row[2], episode
+        return row.ns_revision, row.removed, episode
 
     async def compact(
         self,
@@ -372,8 +362,7 @@ class MemoryStore:
                 trace_id,
             ),
         )
-        if row[0] == "not_found":
-            raise NotFoundError(f"not every key is an episode in {namespace}")
+        check(row, Call(namespace, not_found="not every key is an episode in {namespace}"))
         _, entry = await self.get(namespace, summary_key, None)
         assert entry is not None
         return entry
