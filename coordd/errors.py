@@ -29,6 +29,7 @@ reason is a new class here and, if it needs one, a detail message in the proto::
      ├── UnavailableError              UNAVAILABLE          UNAVAILABLE (transport, client side)
      │    └── ShuttingDownError        UNAVAILABLE          SHUTTING_DOWN
      ├── DeadlineExceededError         DEADLINE_EXCEEDED    DEADLINE_EXCEEDED (client side)
+     ├── MessageTooLargeError          RESOURCE_EXHAUSTED   MESSAGE_TOO_LARGE
      └── InternalError                 INTERNAL             INTERNAL
 """
 
@@ -54,6 +55,7 @@ __all__ = [
     "IdempotencyKeyReusedError",
     "InternalError",
     "InvalidArgumentError",
+    "MessageTooLargeError",
     "NotAParticipantError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -521,6 +523,31 @@ class DeadlineExceededError(
     CoorddError, code=grpc.StatusCode.DEADLINE_EXCEEDED, reason="DEADLINE_EXCEEDED"
 ):
     """The call's deadline passed before an answer."""
+
+
+class MessageTooLargeError(
+    CoorddError,
+    code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+    reason="MESSAGE_TOO_LARGE",
+    metadata={"size": "size", "limit": "limit"},
+):
+    """A message is larger than the daemon's limit (``--max-message-bytes``); nothing was done.
+
+    Split the write (``put_many`` in smaller batches, a smaller value) rather than retry it.
+
+    Attributes:
+        size: The message's size in bytes (0 if the transport did not say).
+        limit: The largest message accepted, in bytes (0 if the transport did not say).
+    """
+
+    def __init__(self, size: int = 0, limit: int = 0, message: str = "") -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            message
+            or f"message of {size} bytes is larger than the limit of {limit} bytes; "
+            "nothing was done (split the request)"
+        )
 
 
 class InternalError(CoorddError, code=grpc.StatusCode.INTERNAL, reason="INTERNAL"):

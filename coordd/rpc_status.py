@@ -215,6 +215,10 @@ def _by_code(code: grpc.StatusCode, message: str) -> errors.CoorddError:
         return errors.InvalidArgumentError([], message)
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return errors.PermissionDeniedError("", "")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # Without coordd's ErrorInfo it is gRPC's own message-size refusal (past the daemon's
+        # hard ceiling, or a response over this client's receive limit).
+        return errors.MessageTooLargeError(message=message or "message too large")
     err = errors.InternalError(message or code.name)
     err.code_name = code.name  # type: ignore[attr-defined]
     return err

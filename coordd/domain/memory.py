@@ -11,10 +11,13 @@ import numpy as np
 
 from coordd.domain.access import Operation, Policy
 from coordd.domain.models import Identity, MemoryEntry, SearchFilter, Tier
+from coordd.errors import InvalidArgumentError
 
 
 class SearchIndex(Protocol):
     def namespaces(self) -> set[str]: ...
+
+    def holds_dimension(self, dim: int) -> bool: ...
 
     def search(
         self, query: Any, k: int, f: SearchFilter, ef: int = 0
@@ -112,6 +115,13 @@ class MemorySearch:
                 now=now,
             )
             found = await self._nearest(vector, q.k, f, q.ef) if readable else []
+            if not found and not self._indexer.index.holds_dimension(q.dim):
+                # An empty answer would hide a caller bug (the wrong embedding model).
+                raise InvalidArgumentError.single(
+                    "embedding",
+                    f"has {q.dim} dimensions, and no stored entry has embeddings of that "
+                    "dimension: was it made by another model than the stored ones?",
+                )
             db_now, revision, entries = await self._entries.hits(
                 [(ns, key) for ns, key, _ in found], q.namespace_prefixes[0]
             )

@@ -174,11 +174,13 @@ class Daemon:
         self.writes = WriteBatcher(self._db, on_write=written)
         tracing = telemetry.setup_tracing("coordd", os.environ)
         options = [
-            ("grpc.max_receive_message_length", s.max_message_bytes),
+            # gRPC itself refuses only past a hard ceiling (bare RESOURCE_EXHAUSTED); up to it
+            # the interceptor answers MESSAGE_TOO_LARGE with the limit, after authentication.
+            ("grpc.max_receive_message_length", 4 * s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        interceptor = CoorddServerInterceptor(Authenticator(s.auth, policy))
+        interceptor = CoorddServerInterceptor(Authenticator(s.auth, policy), s.max_message_bytes)
         server = grpc.aio.server(
             interceptors=[*telemetry.server_interceptors(tracing), interceptor],
             options=options,

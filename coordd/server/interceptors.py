@@ -24,6 +24,7 @@ from coordd.errors import (
     CoorddError,
     InternalError,
     InvalidArgumentError,
+    MessageTooLargeError,
     UnauthenticatedError,
 )
 
@@ -118,14 +119,28 @@ class Undecodable:
         self.problem = problem
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+class Oversized:
+    """Stands for a request body over the message limit, until the caller is authenticated."""
+
+    __slots__ = ("limit", "size")
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+
+
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None, limit: int
+) -> Callable[[bytes], Any] | None:
     """Wrap a request deserializer so a body that does not decode (truncated, invalid UTF-8 in a
-    string field, wrong wire types) reaches coordd's handler instead of making gRPC answer
-    UNKNOWN before any coordd code runs."""
+    string field, wrong wire types) or is over *limit* bytes reaches coordd's handler instead
+    of making gRPC answer UNKNOWN or a bare RESOURCE_EXHAUSTED before any coordd code runs."""
     if deserializer is None:
         return None
 
     def decode(body: bytes) -> Any:
+        if len(body) > limit:
+            return Oversized(len(body), limit)
         try:
             return deserializer(body)
         except (DecodeError, ValueError, TypeError) as exc:
@@ -136,6 +151,8 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 def _decoded(request: Any) -> Any:
     """The request, or INVALID_ARGUMENT if its body did not decode."""
+    if isinstance(request, Oversized):
+        raise MessageTooLargeError(request.size, request.limit)
     if isinstance(request, Undecodable):
         raise InvalidArgumentError.single(
             "(request body)",
@@ -154,8 +171,9 @@ else:
 class CoorddServerInterceptor(_ServerInterceptor):
     """Authenticate, then run the handler with errors translated."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, max_message_bytes: int = 4 << 20) -> None:
         self._auth = authenticator
+        self._max_message_bytes = max_message_bytes
 
     async def intercept_service(
         self,
@@ -168,7 +186,7 @@ class CoorddServerInterceptor(_ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
-        decode = _tolerant(handler.request_deserializer)
+        decode = _tolerant(handler.request_deserializer, self._max_message_bytes)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self.wrap_unary(method, handler.unary_unary),

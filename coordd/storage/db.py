@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import RowMaker, no_result
 
 from coordd.domain.models import Fence
-from coordd.errors import StorageUnavailableError
+from coordd.errors import CoorddError, InvalidArgumentError, StorageUnavailableError
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer("coordd.storage")
@@ -76,6 +76,22 @@ def fence_params(fence: Fence | None) -> tuple[str | None, str | None, int | Non
     return (fence.namespace, fence.resource, fence.token) if fence else (None, None, None)
 
 
+def _refusal(exc: Exception) -> CoorddError | None:
+    """The coordd error a SQL function raised on purpose (SQLSTATE class CD), or None."""
+    state = getattr(exc, "sqlstate", None) or ""
+    diag = getattr(exc, "diag", None)
+    text = (diag.message_primary if diag is not None else "") or ""
+    if state == "CD001":  # embedding_dim <given> <namespace's>
+        _, given, existing = [*text.split(), "", "", ""][:3]
+        return InvalidArgumentError.single(
+            "embedding",
+            f"has {given} dimensions but the entries of this namespace have {existing}: "
+            "one namespace holds embeddings of one dimension (use another namespace, or "
+            "delete its entries first)",
+        )
+    return None
+
+
 class Database:
     """An async psycopg pool in autocommit mode: every coordd operation is one statement.
 
@@ -126,7 +142,11 @@ class Database:
         try:
             async with self.pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        except (psycopg.DatabaseError, psycopg_pool.PoolTimeout) as exc:
+            if (refused := _refusal(exc)) is not None:
+                raise refused from None
+            if not isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+                raise
             if isinstance(exc, psycopg.errors.QueryCanceled):
                 raise
             logger.warning("storage unavailable: %s", exc)

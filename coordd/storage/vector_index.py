@@ -238,6 +238,10 @@ class VectorIndex:
     def namespaces(self) -> set[str]:
         return set(self._per_namespace)
 
+    def holds_dimension(self, dim: int) -> bool:
+        """Whether any indexed vector has *dim* dimensions (a scan: for empty results only)."""
+        return dim in self._graphs and any(d == dim for d in list(self._where.values()))
+
     def _count(self, namespace: str, delta: int) -> None:
         n = self._per_namespace.get(namespace, 0) + delta
         if n > 0:

@@ -64,6 +64,7 @@ EXPORTS = [
     "MemoryEntry",
     "MemoryPage",
     "MemoryPut",
+    "MessageTooLargeError",
     "MovedNamespace",
     "NamespacePolicy",
     "NotAParticipantError",

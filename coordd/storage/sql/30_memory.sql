@@ -53,6 +53,7 @@ DECLARE
     mode text := p_mode;
     cur coordd.memory;
     new_value jsonb := p_value;
+    other_dim integer;
 BEGIN
     SELECT * INTO pol FROM coordd.memory_policy WHERE namespace = p_ns;
     IF mode = '' THEN
@@ -66,6 +67,17 @@ BEGIN
         SELECT 1 FROM coordd.tasks WHERE namespace = p_ns AND task_id = p_task
     ) THEN
         RETURN ROW('task_not_started', 0, 0, 0, NULL, NULL, NULL, 0, 0)::coordd.memory_result;
+    END IF;
+    IF p_dim > 0 THEN
+        -- One embedding dimension per namespace: vectors of another dimension cannot be
+        -- compared with its entries. Raised (SQLSTATE CD001, coordd's own) so that every
+        -- caller's transaction, and whatever it already wrote, is undone.
+        SELECT m.dim INTO other_dim FROM coordd.memory m
+        WHERE m.namespace = p_ns AND m.dim > 0 AND m.dim <> p_dim AND m.key <> p_key LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'CD001',
+                MESSAGE = format('embedding_dim %s %s', p_dim, other_dim);
+        END IF;
     END IF;
     SELECT * INTO cur FROM coordd.memory WHERE namespace = p_ns AND key = p_key;
     IF cur.key IS NOT NULL AND cur.expire_time IS NOT NULL AND cur.expire_time <= p_t THEN
