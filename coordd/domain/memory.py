@@ -120,7 +120,7 @@ class MemorySearch:
                 raise InvalidArgumentError.single(
                     "embedding",
                     f"has {q.dim} dimensions, and no stored entry has embeddings of that "
-                    "dimension: was it made by another model than the stored ones?",
+                    "dimension (they have others): was it made by another model?",
                 )
             db_now, revision, entries = await self._entries.hits(
                 [(ns, key) for ns, key, _ in found], q.namespace_prefixes[0]

@@ -239,8 +239,10 @@ class VectorIndex:
         return set(self._per_namespace)
 
     def holds_dimension(self, dim: int) -> bool:
-        """Whether any indexed vector has *dim* dimensions (a scan: for empty results only)."""
-        return dim in self._graphs and any(d == dim for d in list(self._where.values()))
+        """Whether any indexed vector has *dim* dimensions, or none has any (an empty index
+        says nothing about dimensions). A scan: for empty results only."""
+        dims = set(self._where.values())
+        return not dims or dim in dims
 
     def _count(self, namespace: str, delta: int) -> None:
         n = self._per_namespace.get(namespace, 0) + delta

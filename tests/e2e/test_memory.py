@@ -211,4 +211,5 @@ async def test_bad_vectors_and_values_are_invalid_argument(connect) -> None:
     with pytest.raises(InvalidArgumentError) as exc:
         await a.memory.search([0.0, 0.0], 5, NS)
     assert [v.field for v in exc.value.violations] == ["embedding"]
-    assert await a.memory.search([1.0, 2.0, 3.0], 5, NS) == [], "another dimension: no index"
+    with pytest.raises(InvalidArgumentError, match="3 dimensions"):  # another dimension: said
+        await a.memory.search([1.0, 2.0, 3.0], 5, NS)
