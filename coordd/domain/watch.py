@@ -24,7 +24,7 @@ class ChangeStore(Protocol):
         cursors: dict[str, int],
         default_after: int,
         limit: int = 500,
-    ) -> list[Change]: ...
+    ) -> tuple[list[Change], bool]: ...
 
 
 class WatchService:
@@ -55,7 +55,7 @@ class WatchService:
             await self._store.check_compaction(namespace, prefix, cursors, default_after)
             while True:
                 changed.clear()  # before reading: a change after the read sets it again
-                batch = await self._store.after(namespace, prefix, cursors, default_after)
+                batch, more = await self._store.after(namespace, prefix, cursors, default_after)
                 if batch:
                     for change in batch:
                         expected = cursors.get(change.namespace, default_after) + 1
@@ -65,5 +65,8 @@ class WatchService:
                             raise RevisionCompactedError(change.namespace, change.revision)
                         cursors[change.namespace] = change.revision
                     yield batch
-                    continue
+                    if more:
+                        continue
+                # Caught up: a change committed after the read set `changed` (cleared before
+                # it), so waiting loses nothing and saves a read per wake-up on every stream.
                 await self._notifier.wait(changed, self._notifier.recheck_s)

@@ -53,8 +53,9 @@ class ChangeStore:
         cursors: dict[str, int],
         default_after: int,
         limit: int = 500,
-    ) -> list[Change]:
-        """Changes after each namespace's cursor (default_after where it has none), in order.
+    ) -> tuple[list[Change], bool]:
+        """Changes after each namespace's cursor (default_after where it has none), in order,
+        and whether more may follow at once (the read reached *limit*).
 
         Whole revisions only: a revision whose events would be cut by *limit* comes next time
         (or, if it alone exceeds *limit*, entirely now).
@@ -70,18 +71,18 @@ class ChangeStore:
         rows = await self._db.fetchall(sql, (*params, limit))
         changes = [Change(*r) for r in rows]
         if len(changes) < limit:
-            return changes
+            return changes, False
         last = (changes[-1].namespace, changes[-1].revision)
         whole = [c for c in changes if (c.namespace, c.revision) != last]
         if whole:
-            return whole
+            return whole, True
         rows = await self._db.fetchall(  # one revision larger than the limit: take it all
             "SELECT c.namespace, c.revision, c.seq, c.kind, c.key, c.op, c.agent_id,"
             " c.create_time, coalesce(c.data::text, '') FROM coordd.changes c"
             " WHERE c.namespace = %s AND c.revision = %s ORDER BY c.seq",
             last,
         )
-        return [Change(*r) for r in rows]
+        return [Change(*r) for r in rows], True
 
     async def compact(self, retention: timedelta, limit: int = 1000) -> int:
         """Drop change rows older than *retention*; return how many."""
