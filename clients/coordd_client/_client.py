@@ -77,7 +77,8 @@ class AsyncClient:
 
         Args:
             target: Daemon or sidecar address.
-            agent_id: This agent's id (sent as ``coordd-agent-id`` in dev mode).
+            agent_id: This agent's id (``coordd-agent-id``). With a token or a certificate the
+                credential names the agent: pass its id, or "" (a token refuses another id).
             role: This agent's role (``coordd-agent-role``).
             token: Bearer token for daemons in token mode.
             token_file: File holding the bearer token (read once here, surrounding whitespace

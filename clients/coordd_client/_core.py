@@ -48,7 +48,8 @@ class Core:
         self.role = role
         self.timeout = timeout
         self.session = Session()
-        md: list[tuple[str, str]] = [("coordd-agent-id", agent_id)]
+        # No agent id with a token or a certificate: the daemon takes it from the credential.
+        md: list[tuple[str, str]] = [("coordd-agent-id", agent_id)] if agent_id else []
         if role:
             md.append(("coordd-agent-role", role))
         if token:

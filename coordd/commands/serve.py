@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "serve",
         help="run the daemon",
         description="Run the coordd daemon. Without --dsn (or COORDD_DSN) it starts a private "
-        "PostgreSQL in --data-dir. Flags override COORDD_* variables.",
+        "PostgreSQL in --data-dir. Flags override COORDD_* variables. SIGHUP reloads the "
+        "--policy file (open connections are kept); SIGTERM stops gracefully.",
     )
     serve.add_argument("--listen", help="host:port (env COORDD_LISTEN, default 127.0.0.1:7420)")
     serve.add_argument("--dsn", help="PostgreSQL connection string (env COORDD_DSN)")

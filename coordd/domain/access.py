@@ -6,12 +6,16 @@ import enum
 import fnmatch
 import hashlib
 import hmac
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordd.domain.models import Identity
 from coordd.errors import PermissionDeniedError
+
+# One namespace segment (validation.py's rule): what a {agent} or {role} placeholder may become.
+_SEGMENT = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class Operation(enum.StrEnum):
@@ -43,8 +47,28 @@ class Grant:
         return (
             self.applies_to(who)
             and op in self.operations
-            and any(pattern_matches(p, namespace) for p in self.patterns)
+            and any(pattern_matches(p, namespace) for p in self.patterns_for(who))
         )
+
+    def patterns_for(self, who: Identity) -> list[str]:
+        """The patterns with ``{agent}`` and ``{role}`` filled in for *who*.
+
+        A placeholder stands for exactly one namespace segment: an agent id or role that is not
+        a valid segment (empty, or holding ``/``) makes its patterns match nothing, so
+        ``agents/{agent}/**`` can never reach into another agent's space.
+        """
+        out = []
+        for p in self.patterns:
+            if "{" not in p:
+                out.append(p)
+                continue
+            values = {"{agent}": who.agent_id, "{role}": who.role}
+            if any(k in p and not _SEGMENT.fullmatch(v) for k, v in values.items()):
+                continue
+            for k, v in values.items():
+                p = p.replace(k, v)
+            out.append(p)
+        return out
 
 
 def pattern_matches(pattern: str, namespace: str) -> bool:
@@ -93,13 +117,22 @@ class Policy:
             return
         for g in self.grants:
             if g.applies_to(who) and op in g.operations:
-                for p in g.patterns:
+                for p in g.patterns_for(who):
                     if p.endswith("**") and all(
                         pattern_matches(p, ns)
                         for ns in (namespace, f"{namespace}/x", f"{namespace}/x/y/z")
                     ):
                         return
         raise PermissionDeniedError(op.value, namespace + "/**")
+
+    def adopt(self, other: Policy) -> None:
+        """Take *other*'s grants and tokens in place (SIGHUP reload): every holder of this
+        object sees the new policy from its next check, without restarting anything."""
+        self._by_hash.clear()
+        self._by_hash.update(other._by_hash)
+        object.__setattr__(self, "grants", other.grants)
+        object.__setattr__(self, "tokens", other.tokens)
+        object.__setattr__(self, "open_access", other.open_access)
 
     def role_of(self, agent_id: str) -> str:
         """The role the policy's [[agents]] entry gives *agent_id* ("" if none)."""
@@ -127,7 +160,7 @@ def load_policy(path: Path) -> Policy:
 
     [[grants]]
     role = "planner"           # or agent = "planner-1"
-    namespaces = ["acme/**"]
+    namespaces = ["acme/**", "agents/{agent}/**"]   # {agent}, {role}: the caller's, one segment
     operations = ["read", "write", "claim"]
     """
     data = tomllib.loads(path.read_text())

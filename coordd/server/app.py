@@ -64,6 +64,7 @@ class Daemon:
         # Each service's domain object, by service name (see coordd.server.registry).
         self.domains: dict[str, Any] = {}
         self._audit_handler: logging.Handler | None = None
+        self._policy_in_force: Policy | None = None
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -141,6 +142,7 @@ class Daemon:
         if s.health_listen is not None:
             ensure_can_listen(s.health_listen)
         policy = self._policy()
+        self._policy_in_force = policy if s.policy_file is not None else None
         # Audit events are kept whatever the log level: they are a record, not diagnostics.
         audit.logger.setLevel(logging.INFO)
         if s.audit_log is not None:
@@ -309,6 +311,29 @@ class Daemon:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
 
+    def reload_policy(self) -> bool:
+        """Read the policy file again (SIGHUP) and apply it to every call from now on; open
+        connections and streams are kept. A file that does not load keeps the old policy and
+        logs one line saying why. Returns whether the new policy took effect."""
+        path = self.settings.policy_file
+        if path is None or self._policy_in_force is None:
+            logger.warning("SIGHUP: no --policy file to reload")
+            return False
+        try:
+            fresh = load_policy(path)
+        except (OSError, ValueError) as exc:
+            problem = " ".join(str(exc).split())
+            logger.error("policy reload failed, keeping the policy in force: %s", problem)
+            return False
+        self._policy_in_force.adopt(fresh)
+        logger.info(
+            "policy reloaded from %s: %d grants, %d agents",
+            path,
+            len(fresh.grants),
+            len(fresh.tokens),
+        )
+        return True
+
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down gracefully."""
         await self.start()
@@ -322,6 +347,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_policy)
         await stopping.wait()
         logger.info("signal received: shutting down (grace %.1fs)", self.settings.grace_s)
         await self.stop()

@@ -68,6 +68,14 @@ class Authenticator:
             who = self.policy.identity_for_token(token.strip())
             if who is None:
                 raise UnauthenticatedError("unknown bearer token")
+            named = values.get(AGENT_ID_KEY, "")
+            if named and named != who.agent_id:
+                # Silently acting as the token's agent would hide a misconfigured client (or
+                # one trying to be someone else): say which identity the token carries.
+                raise UnauthenticatedError(
+                    f"the bearer token belongs to agent {who.agent_id!r}, but the request names "
+                    f"agent {named!r} in '{AGENT_ID_KEY}': connect with the token's agent id"
+                )
             return who
         agent_id = values.get(AGENT_ID_KEY, "")
         role = values.get(AGENT_ROLE_KEY, "")
@@ -79,14 +87,22 @@ class Authenticator:
         return Identity(agent_id=agent_id, role=role)
 
     def _from_certificate(self, auth_context: Mapping[str, Iterable[bytes]]) -> Identity:
-        """mtls: the agent id is the client certificate's common name; its role comes from
-        the policy's [[agents]] entry of that id (no entry: no role)."""
-        names = list(auth_context.get("x509_common_name") or ())
-        if not names:
-            raise UnauthenticatedError("no client certificate common name")
-        agent_id = names[0].decode()
+        """mtls: the agent id is the client certificate's SPIFFE ID (its URI SAN
+        ``spiffe://trust-domain/ns/NS/sa/NAME``) when it has one, else its common name; the
+        role comes from the policy's [[agents]] entry of that id (no entry: no role)."""
+        sans = [v.decode() for v in auth_context.get("x509_subject_alternative_name") or ()]
+        spiffe = [v for v in sans if v.startswith("spiffe://")]
+        if len(spiffe) > 1:  # the SPIFFE spec allows one; two would make identity ambiguous
+            raise UnauthenticatedError("client certificate carries more than one SPIFFE ID")
+        if spiffe:
+            agent_id, source = spiffe[0], "certificate SPIFFE ID"
+        else:
+            names = list(auth_context.get("x509_common_name") or ())
+            if not names:
+                raise UnauthenticatedError("client certificate has neither SPIFFE ID nor CN")
+            agent_id, source = names[0].decode(), "certificate common name"
         if problem := agent_id_problem(agent_id):
-            raise UnauthenticatedError(f"certificate common name {problem}")
+            raise UnauthenticatedError(f"{source} {problem}")
         return Identity(agent_id=agent_id, role=self.policy.role_of(agent_id))
 
 

@@ -55,7 +55,10 @@ async def connect(args: argparse.Namespace) -> AsyncClient:
     try:
         return await AsyncClient.connect(
             args.addr,  # None: the client's own discovery ($COORDD_ADDR, then the default)
-            agent_id=args.agent_id or os.environ.get("COORDD_AGENT_ID") or DEFAULT_AGENT_ID,
+            # With a token the token names the agent (a different name would be refused).
+            agent_id=args.agent_id
+            or os.environ.get("COORDD_AGENT_ID")
+            or ("" if token_file else DEFAULT_AGENT_ID),
             role=args.role if args.role is not None else os.environ.get("COORDD_ROLE", ""),
             token_file=token_file,
             tls=_tls(args),

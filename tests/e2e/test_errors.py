@@ -146,7 +146,10 @@ operations = ["read", "write", "claim"]
         with pytest.raises(UnauthenticatedError) as exc:
             await bad.claims.get(NS, "r")
         assert _wire(exc.value) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
-    async with await AsyncClient.connect(d.address, agent_id="spoof", token="s3cret") as good:
+    async with await AsyncClient.connect(d.address, agent_id="spoof", token="s3cret") as spoof:
+        with pytest.raises(UnauthenticatedError, match="belongs to agent 'planner-1'"):
+            await spoof.claims.get(NS, "r")  # naming another agent than the token's is refused
+    async with await AsyncClient.connect(d.address, agent_id="", token="s3cret") as good:
         got = await good.claims.acquire(NS, "r", ttl=5)
         assert got.claim and got.claim.holder_agent_id == "planner-1", "identity is the token's"
 

@@ -100,7 +100,7 @@ async def test_provenance_is_stamped_by_the_server(start_daemon, tmp_path) -> No
     )
     d = start_daemon(auth="token", policy_file=policy)
     async with await AsyncClient.connect(
-        d.address, agent_id="someone-else", role="admin", token="t"
+        d.address, agent_id="writer-1", role="admin", token="t"
     ) as c:
         entry = await c.memory.put(
             NS, "fact", {"x": 1}, request_id="req-1", derived_from=[("acme/src", "a")]

@@ -16,6 +16,8 @@ from coordd.config import ConfigError, Settings
 from coordd_client import AsyncClient, TLSConfig, UnauthenticatedError, UnavailableError
 from tests.fix_daemon import write_policy
 
+SPIFFE_ID = "spiffe://acme.test/ns/prod/sa/planner"
+
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -29,6 +31,7 @@ def _issue(
     *,
     ca: bool = False,
     server: bool = False,
+    uris: tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -47,6 +50,11 @@ def _issue(
             x509.SubjectAlternativeName(
                 [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
             ),
+            critical=False,
+        )
+    if uris:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]),
             critical=False,
         )
     cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
@@ -68,6 +76,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _issue(folder, "server", "coordd", ca, server=True)
     _issue(folder, "reviewer-1", "reviewer-1", ca)
     _issue(folder, "rogue", "reviewer-1", None)  # right name, wrong signer
+    _issue(folder, "spiffe", "ignored-cn", ca, uris=(SPIFFE_ID,))
+    _issue(folder, "two-ids", "x", ca, uris=(SPIFFE_ID, "spiffe://acme.test/ns/prod/sa/other"))
     return folder
 
 
@@ -96,7 +106,9 @@ async def test_token_mode_over_tls(start_daemon, pki: Path, tmp_path: Path) -> N
         tls_cert_file=pki / "server.pem",
         tls_key_file=pki / "server.key",
     )
-    async with await AsyncClient.connect(d.address, agent_id="x", token="t0k", tls=_tls(pki)) as c:
+    async with await AsyncClient.connect(
+        d.address, agent_id="planner-1", token="t0k", tls=_tls(pki)
+    ) as c:
         got = await c.claims.acquire("acme", "r", ttl=5)
         assert got.claim is not None and got.claim.holder_agent_id == "planner-1"
     with pytest.raises(UnavailableError):  # a plaintext client cannot even connect
@@ -128,6 +140,29 @@ async def test_mtls_identity_is_the_certificate(start_daemon, pki: Path, tmp_pat
                 await client.claims.get("review/x", "r")
             finally:
                 await client.close()
+
+
+async def test_mtls_identity_is_the_spiffe_id_when_present(
+    start_daemon, pki: Path, tmp_path: Path
+) -> None:
+    policy = write_policy(
+        tmp_path,
+        f'[[agents]]\nid = "{SPIFFE_ID}"\nrole = "planner"\n'
+        '[[grants]]\nrole = "planner"\nnamespaces = ["plans/**"]\noperations = ["write", "read"]\n',
+    )
+    d = start_daemon(
+        auth="mtls",
+        policy_file=policy,
+        tls_cert_file=pki / "server.pem",
+        tls_key_file=pki / "server.key",
+        tls_client_ca_file=pki / "ca.pem",
+    )
+    async with await AsyncClient.connect(d.address, agent_id="x", tls=_tls(pki, "spiffe")) as c:
+        entry = await c.memory.put("plans/q1", "k", {"v": 1})
+        assert (entry.provenance.agent_id, entry.provenance.role) == (SPIFFE_ID, "planner")
+    async with await AsyncClient.connect(d.address, agent_id="x", tls=_tls(pki, "two-ids")) as c:
+        with pytest.raises(UnauthenticatedError, match="more than one SPIFFE ID"):
+            await c.memory.get("plans/q1", "k")
 
 
 def test_credentials_off_loopback_need_tls(tmp_path: Path) -> None:
