@@ -184,6 +184,11 @@ def current_trace_id() -> str:
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
+# Ids for the unsampled parents below. A private generator: background work must not move the
+# global ``random`` state under an application (or a Hypothesis test) that seeds or watches it.
+_ids = random.Random()
+
+
 @contextlib.contextmanager
 def untraced() -> Iterator[None]:
     """Run background work (sweeps, housekeeping) without exporting the spans it makes.
@@ -196,8 +201,8 @@ def untraced() -> Iterator[None]:
 
     unsampled = trace.NonRecordingSpan(
         trace.SpanContext(
-            trace_id=random.getrandbits(128) or 1,
-            span_id=random.getrandbits(64) or 1,
+            trace_id=_ids.getrandbits(128) or 1,
+            span_id=_ids.getrandbits(64) or 1,
             is_remote=False,
             trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
         )

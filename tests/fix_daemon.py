@@ -17,6 +17,7 @@ import pytest
 from coordd.config import Settings
 from coordd.server.app import Daemon
 from coordd_client import AsyncClient, Client
+from tests.fix_db import is_unit_test
 
 T = TypeVar("T")
 
@@ -75,8 +76,10 @@ def daemon(pg_dsn: str) -> Iterator[DaemonThread]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_derived_state(clean_db: None) -> None:
+def _fresh_derived_state(clean_db: None, request: pytest.FixtureRequest) -> None:
     """Tests truncate the tables under the session daemon: drop what it derived from them."""
+    if is_unit_test(request):
+        return
     for d in _session_daemon:
         assert d.daemon.indexer is not None
         d.run(d.daemon.indexer.reset())

@@ -141,11 +141,12 @@ class MemoryIndexer:
             namespaces = sorted(self._dirty_namespaces) or None
             self._dirty_namespaces.clear()
             try:
-                # Background work: traced only when it changed the index.
+                # Background work, traced only when the timer found writes made elsewhere
+                # (this daemon's own writes are in their requests' traces already).
                 started = time.time_ns()
                 with telemetry.untraced():
                     applied = await self.catch_up(namespaces)
-                if applied:
+                if applied and namespaces is None:
                     telemetry.record_work("index_catch_up", started, {"entries": applied})
             except Exception:
                 logger.warning("vector index catch-up failed; retrying", exc_info=True)

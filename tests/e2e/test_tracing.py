@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -10,9 +11,21 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
 
 from coordd_client import AsyncClient
+
+
+class PrivateIds(IdGenerator):
+    def __init__(self) -> None:
+        self._random = random.Random()
+
+    def generate_span_id(self) -> int:
+        return self._random.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._random.getrandbits(128) or 1
 
 
 @pytest.fixture
@@ -20,7 +33,10 @@ def spans() -> Iterator[InMemorySpanExporter]:
     """Install an SDK tracer provider for this process (once) and capture spans."""
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
+        # Span ids from a private generator: the default one draws from the global random,
+        # which the session daemon's background spans would then move under Hypothesis
+        # (it fails a test whose strategies see the global random state change).
+        provider = TracerProvider(id_generator=PrivateIds())
         trace.set_tracer_provider(provider)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -58,3 +58,23 @@ def test_the_guard_is_installed_where_the_bug_exists() -> None:
 
 def test_concurrent_parses_do_not_corrupt_the_ast_constructor(busy_collections: None) -> None:
     assert parse_in_threads(ast.parse) == []
+
+
+def test_a_parse_from_a_collection_inside_a_parse_is_deferred() -> None:
+    """A gc callback (or finalizer) that parses, run by a collection mid-construction."""
+
+    def parse_too(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            ast.parse("x = [1, (2, 3)]")
+
+    gc.callbacks.append(parse_too)
+    errors = []
+    try:
+        for _ in range(60):
+            try:
+                ast.parse(SOURCE)
+            except SystemError as exc:
+                errors.append(str(exc))
+    finally:
+        gc.callbacks.remove(parse_too)
+    assert errors == []
