@@ -9,11 +9,11 @@ from opentelemetry import trace
 
 from coordd.domain import agreements as ag
 from coordd.domain import validation as v
+from coordd.domain.memory_writes import check_write
 from coordd.server import convert
 from coordd.v1 import agreement_service_pb2 as pb
 from coordd.v1 import common_pb2
-from coordd.v1 import memory_service_pb2 as mem_pb
-from coordd.vocabulary import Tier, WriteMode
+from coordd.vocabulary import WriteMode
 
 MAX_PARTICIPANTS = 64
 MAX_SEATS = 256
@@ -71,34 +71,23 @@ def check_writes(c: v.Checker, writes: list[pb.TransitionWrite]) -> None:
     keys: set[tuple[str, str]] = set()
     for i, w in enumerate(writes):
         field = f"writes[{i}]"
-        c.namespace(f"{field}.namespace", w.namespace)
-        c.name(f"{field}.key", w.key, v.MEMORY_KEY_MAX_BYTES)
         if (w.namespace, w.key) in keys:
             c.fail(f"{field}.key", "is written twice by the transition")
         keys.add((w.namespace, w.key))
-        if not Tier.knows(w.tier):
-            c.fail(f"{field}.tier", "must be WORKING, EPISODIC or SEMANTIC")
-        c.json(f"{field}.value_json", w.value_json)
-        c.text(f"{field}.text", w.text, v.MEMORY_TEXT_MAX_BYTES)
-        if len(w.tags) > v.MAX_TAGS:
-            c.fail(f"{field}.tags", f"must have at most {v.MAX_TAGS} tags")
-        for j, tag in enumerate(w.tags):
-            c.name(f"{field}.tags[{j}]", tag, v.TAG_MAX_BYTES)
-        c.text(f"{field}.task_id", w.task_id, v.TASK_ID_MAX_BYTES)
-        if w.tier == mem_pb.MEMORY_TIER_WORKING and not w.task_id:
-            c.fail(f"{field}.task_id", "is required for WORKING memory")
-        if not WriteMode.knows(w.write_mode):
-            c.fail(f"{field}.write_mode", "is not a known write mode")
-        cas = w.write_mode in (mem_pb.WRITE_MODE_COMPARE_AND_SET, mem_pb.WRITE_MODE_UNSPECIFIED)
-        if w.HasField("expected_revision"):
-            if not cas:
-                c.fail(f"{field}.expected_revision", "is only for COMPARE_AND_SET")
-            elif w.expected_revision < 0:
-                c.fail(f"{field}.expected_revision", "must be >= 0 (0 = must not exist)")
-        elif w.write_mode == mem_pb.WRITE_MODE_COMPARE_AND_SET:
-            c.fail(f"{field}.expected_revision", "is required for COMPARE_AND_SET")
-        ttl = convert.duration(w.ttl, w.HasField("ttl"), f"{field}.ttl")
-        c.duration(f"{field}.ttl", ttl, v.MEMORY_TTL_MIN, v.MEMORY_TTL_MAX)
+        check_write(
+            c,
+            f"{field}.",
+            namespace=w.namespace,
+            key=w.key,
+            tier=w.tier,
+            value_json=w.value_json,
+            text=w.text,
+            tags=w.tags,
+            task_id=w.task_id,
+            write_mode=w.write_mode,
+            expected_revision=w.expected_revision if w.HasField("expected_revision") else None,
+            ttl=convert.duration(w.ttl, w.HasField("ttl"), f"{field}.ttl"),
+        )
 
 
 def participants(msgs: list[pb.Participant]) -> list[ag.Participant]:

@@ -10,6 +10,7 @@ from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.consistency import at_least, wait_budget
 from coordd.domain.memory import MemorySearch, SearchQuery
+from coordd.domain.memory_writes import check_tags, check_write
 from coordd.domain.models import EntryRef, MemoryWrite, NamespacePolicy
 from coordd.errors import FieldViolation, InvalidArgumentError
 from coordd.server import convert
@@ -34,41 +35,27 @@ def _embedding(c: v.Checker, field: str, values: Any, *, required: bool = False)
         c.fail(field, problem)
 
 
-def _tags(c: v.Checker, tags: Any) -> None:
-    if len(tags) > v.MAX_TAGS:
-        c.fail("tags", f"must have at most {v.MAX_TAGS} tags")
-    for i, tag in enumerate(tags):
-        c.name(f"tags[{i}]", tag, v.TAG_MAX_BYTES)
-
-
 def _memory_write(req: pb.PutMemoryRequest) -> MemoryWrite:
     """A PutMemoryRequest validated (every bad field at once) and converted."""
     ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
     review_time = convert.instant(req.review_time, req.HasField("review_time"), "review_time")
     expected = req.expected_revision if req.HasField("expected_revision") else None
     with v.checking() as c:
-        _key(c, req.namespace, req.key)
-        if not Tier.knows(req.tier):
-            c.fail("tier", "is required: WORKING, EPISODIC or SEMANTIC")
-        c.json("value_json", req.value_json)
-        c.text("text", req.text, v.MEMORY_TEXT_MAX_BYTES)
+        check_write(
+            c,
+            "",
+            namespace=req.namespace,
+            key=req.key,
+            tier=req.tier,
+            value_json=req.value_json,
+            text=req.text,
+            tags=req.tags,
+            task_id=req.task_id,
+            write_mode=req.write_mode,
+            expected_revision=expected,
+            ttl=ttl,
+        )
         _embedding(c, "embedding", req.embedding)
-        _tags(c, req.tags)
-        c.text("task_id", req.task_id, v.TASK_ID_MAX_BYTES)
-        if req.tier == pb.MEMORY_TIER_WORKING and not req.task_id:
-            c.fail("task_id", "is required for WORKING memory")
-        if not WriteMode.knows(req.write_mode):
-            c.fail("write_mode", "is not a known write mode")
-        elif expected is not None and req.write_mode not in (
-            pb.WRITE_MODE_UNSPECIFIED,
-            pb.WRITE_MODE_COMPARE_AND_SET,
-        ):
-            c.fail("expected_revision", "goes with COMPARE_AND_SET only")
-        elif req.write_mode == pb.WRITE_MODE_COMPARE_AND_SET and expected is None:
-            c.fail("expected_revision", "is required for COMPARE_AND_SET (0 = must not exist)")
-        if expected is not None and expected < 0:
-            c.fail("expected_revision", "must be >= 0")
-        c.duration("ttl", ttl, v.MEMORY_TTL_MIN, v.MEMORY_TTL_MAX)
         if len(req.derived_from) > v.MAX_DERIVED:
             c.fail("derived_from", f"must list at most {v.MAX_DERIVED} entries")
         for i, ref in enumerate(req.derived_from):
@@ -188,7 +175,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         with v.checking() as c:
             c.namespace("namespace_prefix", req.namespace_prefix)
             c.page_size("page_size", req.page_size)
-            _tags(c, req.tags)
+            check_tags(c, "tags", req.tags)
             c.min_revision("min_revision", req.min_revision)
         after = convert.decode_page_token(req.page_token)
         ns, _, key = after.partition("\x00")
@@ -256,7 +243,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
                 c.namespace(f"namespace_prefixes[{i}]", p)
             if req.tier and not Tier.knows(req.tier):
                 c.fail("tier", "is not a known tier")
-            _tags(c, req.tags)
+            check_tags(c, "tags", req.tags)
             c.vector("min_revisions", dict(req.min_revisions.revisions))
             if not 0 <= req.ef <= 4096:
                 c.fail("ef", "must be between 0 (default) and 4096")
@@ -348,7 +335,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
             c.json("summary_json", req.summary_json)
             c.text("summary_text", req.summary_text, v.MEMORY_TEXT_MAX_BYTES)
             _embedding(c, "summary_embedding", req.summary_embedding)
-            _tags(c, req.tags)
+            check_tags(c, "tags", req.tags)
         entry = await self._store.compact(
             who,
             current_trace_id(),
