@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     telemetry.setup_tracing("coordd-sidecar", os.environ)
     try:
         asyncio.run(_serve(Sidecar(config)))
-    except OSError as exc:
-        print(f"coordd-sidecar: cannot listen on {config.listen}: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # the listen address is taken or unavailable
+        print(f"coordd-sidecar: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordd import telemetry
+from coordd.server.binding import bind, ensure_can_listen
 from coordd.v1 import watch_service_pb2_grpc
 from coordd_client import Session
 from coordd_client._cache import SessionCache
@@ -117,11 +118,11 @@ class Sidecar:
         if sock is not None:
             sock.parent.mkdir(parents=True, exist_ok=True)
             sock.unlink(missing_ok=True)  # a socket left by a previous run
-            server.add_insecure_port(f"unix:{sock}")
+            bind(server.add_insecure_port, f"unix:{sock}")
         else:
-            port = server.add_insecure_port(listen)
-            host = listen.rpartition(":")[0]
-            listen = f"{host}:{port}"
+            ensure_can_listen(listen)  # one line naming the reason, not gRPC's bind error
+            port = bind(server.add_insecure_port, listen)
+            listen = f"{listen.rpartition(':')[0]}:{port}"
         await server.start()
         if sock is not None:
             # The agent may run as another user in the pod (the socket's directory is private).
