@@ -8,8 +8,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
-import numpy as np
-
 from coordd.errors import FieldViolation, InvalidArgumentError
 
 NAMESPACE_MAX_BYTES = 256
@@ -231,6 +229,8 @@ def embedding_problem(values: Sequence[float], *, required: bool = False) -> str
         return "is required" if required else None
     if len(values) > EMBEDDING_MAX_DIM:
         return f"must have 1 to {EMBEDDING_MAX_DIM} dimensions"
+    import numpy as np  # here: the sidecar imports this module in the base install (no numpy)
+
     vector = np.asarray(values, dtype=np.float32)
     if not np.isfinite(vector).all():
         return "must contain only finite numbers (no NaN or infinity)"

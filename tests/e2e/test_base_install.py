@@ -42,7 +42,8 @@ def test_base_install_has_no_server_dependencies(base_python: Path) -> None:
     probe = "import importlib.util as u, sys; print(*[m for m in sys.argv[1:] if u.find_spec(m)])"
     found = _run(base_python, "-c", probe, *SERVER_ONLY).stdout.split()
     assert found == []
-    assert _run(base_python, "-c", "import coordd_client, coordd.v1, coordd.errors").returncode == 0
+    imports = "import coordd_client, coordd.v1, coordd.errors, coordd_sidecar.cli"
+    assert _run(base_python, "-c", imports).returncode == 0
 
 
 def test_base_install_runs_the_readme_example(base_python: Path, daemon) -> None:
