@@ -6,6 +6,11 @@ AckContext. Raw side, what an agent would write with psycopg on the same Postgre
 UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING (take with a lease);
 UPDATE ... SET acked (ack). Unbatched on both sides; interleaved reps; daemon in its own process.
 
+Batched: a queue of --batched-items entries for one role, drained by the last level's clients
+each taking --batch entries and acknowledging them in one call (coordd: context.take(ns, n) +
+one AckContext; raw: UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED LIMIT n) + one UPDATE ...
+WHERE id = ANY(...)): RESULT ratio_batched.
+
 Latency: 10 subscribers (SubscribeContext streams), one poster at a steady rate; time from
 just before PostContext to each subscriber receiving the entry.
 

@@ -7,7 +7,8 @@ builds its index at start (m=16, ef_construction=200, its defaults) — the cold
 from the snapshot it saved at shutdown. Search is compared at equal recall@10 against exact
 brute force: each side at the smallest ef reaching ~0.95 and ~0.99, 1 and 8 clients, through
 coordd's gRPC API vs psycopg with binary vectors (pgvector.psycopg). Ingest: new vectors through
-PutMemory vs INSERT into the indexed pgvector table, 8 clients each.
+PutMemory vs INSERT into the indexed pgvector table, 8 clients each, one per call
+(ingest_ratio_unbatched) and in batches of 100: PutMemories vs a 100-row INSERT (ingest_ratio).
 
     python -m bench memory [--n 100000] [--quick]
 """
