@@ -30,6 +30,8 @@ reason is a new class here and, if it needs one, a detail message in the proto::
      │    └── ShuttingDownError        UNAVAILABLE          SHUTTING_DOWN
      ├── DeadlineExceededError         DEADLINE_EXCEEDED    DEADLINE_EXCEEDED (client side)
      ├── MessageTooLargeError          RESOURCE_EXHAUSTED   MESSAGE_TOO_LARGE
+     ├── RateLimitedError              RESOURCE_EXHAUSTED   RATE_LIMITED (+ RetryInfo)
+     ├── TooManyStreamsError           RESOURCE_EXHAUSTED   TOO_MANY_STREAMS
      └── InternalError                 INTERNAL             INTERNAL
 """
 
@@ -59,11 +61,13 @@ __all__ = [
     "NotAParticipantError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RateLimitedError",
     "RevisionCompactedError",
     "RevisionMismatchError",
     "RevisionNotReachedError",
     "ShuttingDownError",
     "StorageUnavailableError",
+    "TooManyStreamsError",
     "UnauthenticatedError",
     "UnavailableError",
     "UnconditionalWriteForbiddenError",
@@ -547,6 +551,55 @@ class MessageTooLargeError(
             message
             or f"message of {size} bytes is larger than the limit of {limit} bytes; "
             "nothing was done (split the request)"
+        )
+
+
+class RateLimitedError(
+    CoorddError,
+    code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+    reason="RATE_LIMITED",
+    metadata={"rate": "rate"},
+):
+    """The caller spent its call budget (the policy's ``[[limits]]`` for its role); nothing
+    was done. Retry after ``retry_after``, not at once: retrying sooner spends nothing but
+    keeps being refused.
+
+    Attributes:
+        agent_id: The caller.
+        rate: Its sustained rate, calls per second (as an integer).
+        retry_after: When a call will be admitted again.
+    """
+
+    def __init__(
+        self, agent_id: str = "", rate: float = 0, retry_after: timedelta | None = None
+    ) -> None:
+        self.agent_id = agent_id
+        self.rate = int(rate)
+        self.retry_after = retry_after or timedelta(seconds=1)
+        super().__init__(
+            f"agent {agent_id!r} is over its rate limit of {int(rate)} calls/s; "
+            f"retry after {self.retry_after.total_seconds():.3f}s"
+        )
+
+
+class TooManyStreamsError(
+    CoorddError,
+    code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+    reason="TOO_MANY_STREAMS",
+    metadata={"limit": "limit"},
+):
+    """The caller has as many Watch / SubscribeContext streams open as its role allows.
+
+    Attributes:
+        agent_id: The caller.
+        limit: The streams it may hold open at once.
+    """
+
+    def __init__(self, agent_id: str = "", limit: int = 0) -> None:
+        self.agent_id = agent_id
+        self.limit = limit
+        super().__init__(
+            f"agent {agent_id!r} already has {limit} streams open, its limit: close one first"
         )
 
 

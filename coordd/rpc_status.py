@@ -33,6 +33,7 @@ _METADATA = {
     "key": "key",
     "permission": "permission",
     "agreement_id": "agreement_id",
+    "agent_id": "agent_id",
     "trace_id": "traceId",
 }
 

@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordd.domain.limits import RoleLimits
 from coordd.domain.models import Identity
 from coordd.errors import PermissionDeniedError
 
@@ -99,6 +100,7 @@ class Policy:
     grants: tuple[Grant, ...] = ()
     tokens: tuple[TokenEntry, ...] = ()
     open_access: bool = False
+    limits: tuple[RoleLimits, ...] = ()
     _by_hash: dict[str, TokenEntry] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +135,7 @@ class Policy:
         object.__setattr__(self, "grants", other.grants)
         object.__setattr__(self, "tokens", other.tokens)
         object.__setattr__(self, "open_access", other.open_access)
+        object.__setattr__(self, "limits", other.limits)
 
     def role_of(self, agent_id: str) -> str:
         """The role the policy's [[agents]] entry gives *agent_id* ("" if none)."""
@@ -162,6 +165,11 @@ def load_policy(path: Path) -> Policy:
     role = "planner"           # or agent = "planner-1"
     namespaces = ["acme/**", "agents/{agent}/**"]   # {agent}, {role}: the caller's, one segment
     operations = ["read", "write", "claim"]
+
+    [[limits]]                 # per agent, by role ("*": any other role); see domain.limits
+    role = "planner"
+    rate = 50                  # calls/s (0: unlimited); burst defaults to rate
+    streams = 8                # open Watch/SubscribeContext streams (0: unlimited)
     """
     data = tomllib.loads(path.read_text())
     problems: list[str] = []
@@ -188,6 +196,23 @@ def load_policy(path: Path) -> Policy:
             problems.append(f"grants[{i}].namespaces: at least one pattern needed")
             continue
         grants.append(Grant(patterns, ops, str(g.get("role", "")), str(g.get("agent", ""))))
+    limits = []
+    for i, lim in enumerate(data.get("limits", [])):
+        try:
+            rate = float(lim.get("rate", 0))
+            entry = RoleLimits(
+                role=str(lim["role"]),
+                rate=rate,
+                burst=float(lim.get("burst", rate)),
+                streams=int(lim.get("streams", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"limits[{i}]: {exc!r} (needs role, and numbers rate/burst/streams)")
+            continue
+        if entry.rate < 0 or entry.burst < 0 or entry.streams < 0:
+            problems.append(f"limits[{i}]: rate, burst and streams must be >= 0")
+            continue
+        limits.append(entry)
     if problems:
         raise ValueError(f"policy {path}: " + "; ".join(problems))
-    return Policy(grants=tuple(grants), tokens=tuple(tokens))
+    return Policy(grants=tuple(grants), tokens=tuple(tokens), limits=tuple(limits))

@@ -183,6 +183,7 @@ class Daemon:
             ("grpc.so_reuseport", 0),
         ]
         interceptor = CoorddServerInterceptor(Authenticator(s.auth, policy), s.max_message_bytes)
+        self.interceptor = interceptor
         server = grpc.aio.server(
             interceptors=[*telemetry.server_interceptors(tracing), interceptor],
             options=options,

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from coordd import audit, rpc_status, telemetry
 from coordd.domain.access import Policy
+from coordd.domain.limits import Limiter
 from coordd.domain.models import Identity
 from coordd.domain.validation import agent_id_problem
 from coordd.errors import (
@@ -190,6 +191,9 @@ class CoorddServerInterceptor(_ServerInterceptor):
     def __init__(self, authenticator: Authenticator, max_message_bytes: int = 4 << 20) -> None:
         self._auth = authenticator
         self._max_message_bytes = max_message_bytes
+        policy = authenticator.policy
+        self.limiter = Limiter(lambda: policy.limits)
+        """Per-agent call rate and open-stream cap (the policy's [[limits]])."""
 
     async def intercept_service(
         self,
@@ -223,7 +227,7 @@ class CoorddServerInterceptor(_ServerInterceptor):
             )
         return handler
 
-    def _authenticate(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def _authenticate(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         audit.serving(method)
         try:
             who = self._auth.identify(
@@ -233,6 +237,8 @@ class CoorddServerInterceptor(_ServerInterceptor):
             audit.record(audit.UNAUTHENTICATED, None, problem=err.message)
             raise
         _identity.set(who)
+        self.limiter.admit(who)
+        return who
 
     async def _fail(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any], exc: Exception
@@ -262,9 +268,13 @@ class CoorddServerInterceptor(_ServerInterceptor):
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             try:
-                self._authenticate(method, context)
-                async for item in behavior(_decoded(request), context):
-                    yield item
+                who = self._authenticate(method, context)
+                self.limiter.open_stream(who)
+                try:
+                    async for item in behavior(_decoded(request), context):
+                        yield item
+                finally:  # also when the client hangs up: the stream no longer counts
+                    self.limiter.close_stream(who)
             except Exception as exc:
                 await self._fail(method, context, exc)
 
