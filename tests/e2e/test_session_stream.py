@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from grpc_health.v1 import health, health_pb2_grpc
 
 from coordd import rpc_status
 from coordd.v1 import claim_service_pb2 as claim_pb
@@ -109,14 +112,53 @@ async def test_a_request_past_its_deadline_is_answered_deadline_exceeded(daemon)
     assert (answer.id, answer.code) == (7, grpc.StatusCode.DEADLINE_EXCEEDED.value[0])
 
 
-async def test_client_falls_back_to_unary_when_the_server_lacks_the_stream(start_daemon) -> None:
-    d = start_daemon(session_stream=False)
-    client = await AsyncClient.connect(d.address, agent_id="agent-a")
+@contextlib.asynccontextmanager
+async def _server_without_the_stream(upstream: str) -> AsyncIterator[str]:
+    """A server as older daemons were: coordd's unary RPCs (relayed as bytes to *upstream*,
+    metadata included), health, and no SessionService."""
+    channel = grpc.aio.insecure_channel(upstream)
+
+    def relay(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method: str = details.method
+        if not method.startswith("/coordd.v1.") or method.startswith("/coordd.v1.Session"):
+            return None
+        call = channel.unary_unary(method)
+
+        async def forward(raw: bytes, ctx: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            answer: bytes = await call(raw, metadata=ctx.invocation_metadata())
+            return answer
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([_Relay(relay)])
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
     try:
-        got = await client.claims.acquire(NS, "fallback", ttl=30)
-        assert got.acquired
-        assert client._core.channel.offered is False
-        # Later calls go straight to unary and keep working.
-        assert (await client.claims.acquire(NS, "fallback-2", ttl=30)).acquired
+        yield f"127.0.0.1:{port}"
     finally:
-        await client.close()
+        await server.stop(None)
+        await channel.close(None)
+
+
+class _Relay(grpc.GenericRpcHandler):
+    def __init__(self, find: Any) -> None:
+        self._find = find
+
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        return self._find(details)
+
+
+async def test_client_falls_back_to_unary_when_the_server_lacks_the_stream(daemon) -> None:
+    async with _server_without_the_stream(daemon.address) as old:
+        client = await AsyncClient.connect(old, agent_id="agent-a")
+        try:
+            got = await client.claims.acquire(NS, "fallback", ttl=30)
+            assert got.acquired and got.claim is not None
+            assert got.claim.holder_agent_id == "agent-a"
+            assert client._core.channel.offered is False
+            # Later calls go straight to unary and keep working.
+            assert (await client.claims.acquire(NS, "fallback-2", ttl=30)).acquired
+        finally:
+            await client.close()
