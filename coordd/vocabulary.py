@@ -1,4 +1,5 @@
-"""One vocabulary: coordd's enum tables, defined once for the client, the daemon and SQL.
+"""One vocabulary: coordd's enum tables and shared value types, defined once for the client,
+the daemon and SQL.
 
 Every term has a ``label`` (what clients pass and read, and what SQL stores: ``"semantic"``,
 ``"cas"``, ``"any"``) and a ``number`` (its value in the ``coordd.v1`` protobuf enum, which
@@ -14,12 +15,17 @@ install all import it.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 __all__ = [
     "AgreementState",
+    "Claim",
     "DecisionCause",
     "Delivery",
+    "Fence",
+    "IdempotencyRecord",
     "IdempotencyState",
     "TaskOutcome",
     "Tier",
@@ -147,3 +153,51 @@ class TaskOutcome(_Term):
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+
+
+# Value types the client returns and the daemon passes between its layers: one definition each.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fence:
+    """A claim token to attach to a write: the write applies only while the claim is yours."""
+
+    namespace: str
+    resource: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A live claim."""
+
+    namespace: str
+    resource: str
+    holder_agent_id: str
+    holder_role: str
+    fencing_token: int
+    acquire_time: datetime
+    expire_time: datetime
+    progress: str = ""
+
+    @property
+    def fence(self) -> Fence:
+        """The fence for writes made under this claim."""
+        return Fence(namespace=self.namespace, resource=self.resource, token=self.fencing_token)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyRecord:
+    """An idempotency key's record (times are None where the record has none)."""
+
+    namespace: str
+    key: str
+    state: IdempotencyState
+    attempt: int
+    fingerprint: bytes
+    result: bytes
+    error: str
+    runner_agent_id: str
+    create_time: datetime | None
+    lease_expire_time: datetime | None
+    expire_time: datetime | None

@@ -9,35 +9,10 @@ from typing import Any
 
 # The enum tables are the daemon's too: one vocabulary (coordd.vocabulary).
 from coordd.vocabulary import AgreementState as AgreementState
+from coordd.vocabulary import Claim as Claim
+from coordd.vocabulary import Fence as Fence
+from coordd.vocabulary import IdempotencyRecord as IdempotencyRecord
 from coordd.vocabulary import IdempotencyState as IdempotencyState
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fence:
-    """A claim token to attach to a write: the write applies only while the claim is yours."""
-
-    namespace: str
-    resource: str
-    token: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Claim:
-    """A live claim."""
-
-    namespace: str
-    resource: str
-    holder_agent_id: str
-    holder_role: str
-    fencing_token: int
-    acquire_time: datetime
-    expire_time: datetime
-    progress: str
-
-    @property
-    def fence(self) -> Fence:
-        """The fence for writes made under this claim."""
-        return Fence(namespace=self.namespace, resource=self.resource, token=self.fencing_token)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,21 +70,6 @@ class BeginResult:
     retry_after: timedelta
     lease_expire_time: datetime | None
     revision: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdempotencyRecord:
-    namespace: str
-    key: str
-    state: IdempotencyState
-    attempt: int
-    fingerprint: bytes
-    result: bytes
-    error: str
-    runner_agent_id: str
-    create_time: datetime | None
-    lease_expire_time: datetime | None
-    expire_time: datetime | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

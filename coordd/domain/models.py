@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 # The enum tables live in coordd.vocabulary; re-exported here for the domain's users.
+from coordd.vocabulary import Claim as Claim
+from coordd.vocabulary import Fence as Fence
+from coordd.vocabulary import IdempotencyRecord as IdempotencyRecord
 from coordd.vocabulary import IdempotencyState as IdempotencyState
 from coordd.vocabulary import Tier as Tier
 
@@ -16,29 +19,6 @@ class Identity:
 
     agent_id: str
     role: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fence:
-    """A claim token a write must still hold for the write to apply."""
-
-    namespace: str
-    resource: str
-    token: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Claim:
-    """A live claim as stored."""
-
-    namespace: str
-    resource: str
-    holder_agent_id: str
-    holder_role: str
-    fencing_token: int
-    acquire_time: datetime
-    expire_time: datetime
-    progress: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,21 +57,6 @@ class ClaimPage:
     revision: int
     claims: list[Claim]
     next_after: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdempotencyRecord:
-    namespace: str
-    key: str
-    state: IdempotencyState
-    attempt: int
-    fingerprint: bytes
-    result: bytes
-    error: str
-    runner_agent_id: str
-    create_time: datetime
-    lease_expire_time: datetime
-    expire_time: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
