@@ -209,3 +209,21 @@ def blocking_face(
 ) -> _Derived[A, P, F]:
     """A blocking method that awaits *method* and wraps the result in its blocking *face*."""
     return _Derived(method, lambda f, made: face(f._loop.run(_awaited(made)), f._loop))
+
+
+def connected(
+    connect: Callable[P, Coroutine[Any, Any, A]], face: Callable[[A, LoopThread], F]
+) -> Callable[P, F]:
+    """A blocking constructor: run the async *connect* on a new loop thread, then wrap it."""
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> F:
+        loop = LoopThread()
+        try:
+            inner = loop.run(connect(*args, **kwargs))
+        except BaseException:
+            loop.stop()
+            raise
+        return face(inner, loop)
+
+    call.__doc__ = connect.__doc__
+    return call

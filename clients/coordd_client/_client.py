@@ -14,7 +14,7 @@ from typing import Self
 
 from ._admin import AsyncAdmin
 from ._agreements import Agreements, AsyncAgreements
-from ._blocking import Face, LoopThread, blocking, blocking_context, blocking_iter
+from ._blocking import Face, LoopThread, blocking, blocking_context, blocking_iter, connected
 from ._cache import CacheConfig
 from ._claims import AsyncClaims, HeldClaim
 from ._context import AsyncContext
@@ -236,40 +236,8 @@ class Client(Face[AsyncClient]):
         self.watch = Watch(inner.watch, loop)
         self.admin = Admin(inner.admin, loop)
 
-    @classmethod
-    def connect(
-        cls,
-        target: str | None = None,
-        *,
-        agent_id: str,
-        role: str = "",
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        tls: TLSConfig | None = None,
-        timeout: timedelta | float = DEFAULT_TIMEOUT,
-        connect_timeout: timedelta | float = timedelta(seconds=10),
-        cache: CacheConfig | None = None,
-    ) -> Client:
-        """Connect; arguments as for ``AsyncClient.connect``."""
-        loop = LoopThread()
-        try:
-            inner = loop.run(
-                AsyncClient.connect(
-                    target,
-                    agent_id=agent_id,
-                    role=role,
-                    token=token,
-                    token_file=token_file,
-                    tls=tls,
-                    timeout=timeout,
-                    connect_timeout=connect_timeout,
-                    cache=cache,
-                )
-            )
-        except BaseException:
-            loop.stop()
-            raise
-        return cls(inner, loop)
+    connect = staticmethod(connected(AsyncClient.connect, lambda a, loop: Client(a, loop)))
+    """Connect; arguments as for ``AsyncClient.connect``, without ``await``."""
 
     @property
     def session(self) -> Session:

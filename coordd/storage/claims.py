@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
+from typing import Any
 
 from coordd.domain.models import Claim, ClaimOutcome, ClaimPage, ClaimsOutcome
 from coordd.storage.batching import WriteBatcher
@@ -27,12 +29,26 @@ def _outcome(namespace: str, row: Row) -> ClaimOutcome:
     )
 
 
+@functools.cache
+def _calling(function: str, arity: int) -> str:
+    """The statement calling ``coordd.<function>`` with *arity* arguments (one text each,
+    so each is prepared once)."""
+    return f"SELECT {_COLUMNS} FROM coordd.{function}({', '.join(['%s'] * arity)})"
+
+
 class ClaimStore:
     """SQL for claims. Time is the database's (``coordd.now()``)."""
 
     def __init__(self, db: Database, writes: WriteBatcher | None = None) -> None:
         self._db = db
         self._writes = writes or WriteBatcher(db)
+
+    async def _call(self, function: str, namespace: str, *args: Any) -> Row:
+        """One call of ``coordd.<function>(namespace, *args)``, group-committed by namespace."""
+        params = (namespace, *args)
+        return await self._writes.fetchone(
+            namespace, _calling(function, len(params)), params, memory=False
+        )
 
     async def acquire(
         self,
@@ -43,12 +59,7 @@ class ClaimStore:
         ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome:
-        row = await self._writes.fetchone(
-            namespace,
-            f"SELECT {_COLUMNS} FROM coordd.acquire_claim(%s, %s, %s, %s, %s, %s)",
-            (namespace, resource, agent_id, role, ttl, progress),
-            memory=False,
-        )
+        row = await self._call("acquire_claim", namespace, resource, agent_id, role, ttl, progress)
         return _outcome(namespace, row)
 
     async def acquire_any(
@@ -60,12 +71,8 @@ class ClaimStore:
         ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome:
-        row = await self._writes.fetchone(
-            namespace,
-            f"SELECT {_COLUMNS} FROM coordd.acquire_any_claim(%s, %s, %s, %s, %s, %s)",
-            (namespace, resources, agent_id, role, ttl, progress),
-            memory=False,
-        )
+        args = (resources, agent_id, role, ttl, progress)
+        row = await self._call("acquire_any_claim", namespace, *args)
         return _outcome(namespace, row)
 
     async def acquire_all(
@@ -78,11 +85,9 @@ class ClaimStore:
         progress: str,
     ) -> ClaimsOutcome:
         """Claim every resource or none, in one transaction (``coordd.acquire_claims``)."""
+        args = (namespace, resources, agent_id, role, ttl, progress)
         rows = await self._writes.fetchall(
-            namespace,
-            f"SELECT {_COLUMNS} FROM coordd.acquire_claims(%s, %s, %s, %s, %s, %s)",
-            (namespace, resources, agent_id, role, ttl, progress),
-            memory=False,
+            namespace, _calling("acquire_claims", len(args)), args, memory=False
         )
         claims = [c for row in rows if (c := _claim(namespace, row)) is not None]
         acquired = bool(rows) and rows[0].status == "ok"
@@ -98,23 +103,13 @@ class ClaimStore:
         ttl: timedelta,
         progress: str | None,
     ) -> ClaimOutcome:
-        row = await self._writes.fetchone(
-            namespace,
-            f"SELECT {_COLUMNS} FROM coordd.renew_claim(%s, %s, %s, %s, %s, %s)",
-            (namespace, resource, agent_id, token, ttl, progress),
-            memory=False,
-        )
+        row = await self._call("renew_claim", namespace, resource, agent_id, token, ttl, progress)
         return _outcome(namespace, check(row, Call(namespace, resource)))
 
     async def release(
         self, namespace: str, resource: str, agent_id: str, token: int
     ) -> ClaimOutcome:
-        row = await self._writes.fetchone(
-            namespace,
-            f"SELECT {_COLUMNS} FROM coordd.release_claim(%s, %s, %s, %s)",
-            (namespace, resource, agent_id, token),
-            memory=False,
-        )
+        row = await self._call("release_claim", namespace, resource, agent_id, token)
         return _outcome(namespace, check(row, Call(namespace, resource)))
 
     async def get(self, namespace: str, resource: str) -> ClaimOutcome:
