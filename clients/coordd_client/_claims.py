@@ -22,6 +22,14 @@ from ._models import AcquireAllResult, AcquireResult, Claim, ClaimList, Fence
 logger = logging.getLogger("coordd_client")
 
 
+def _acquire_result(resp: pb.AcquireClaimResponse | pb.AcquireAnyClaimResponse) -> AcquireResult:
+    return AcquireResult(
+        acquired=resp.acquired,
+        claim=cv.claim(resp.claim) if resp.HasField("claim") else None,
+        revision=resp.header.revision,
+    )
+
+
 class AsyncClaims:
     """``client.claims``: leases on resources with fencing tokens."""
 
@@ -56,11 +64,7 @@ class AsyncClaims:
             ),
             timeout,
         )
-        return AcquireResult(
-            acquired=resp.acquired,
-            claim=cv.claim(resp.claim) if resp.HasField("claim") else None,
-            revision=resp.header.revision,
-        )
+        return _acquire_result(resp)
 
     async def acquire_any(
         self, namespace: str, resources: list[str], ttl: timedelta | float, *, progress: str = ""
@@ -72,11 +76,7 @@ class AsyncClaims:
                 namespace=namespace, resources=resources, ttl=cv.duration(ttl), progress=progress
             ),
         )
-        return AcquireResult(
-            acquired=resp.acquired,
-            claim=cv.claim(resp.claim) if resp.HasField("claim") else None,
-            revision=resp.header.revision,
-        )
+        return _acquire_result(resp)
 
     async def acquire_all(
         self, namespace: str, resources: list[str], ttl: timedelta | float, *, progress: str = ""

@@ -34,6 +34,17 @@ def _check_resources(c: v.Checker, namespace: str, resources: list[str]) -> None
         c.fail("resources", "must not contain duplicates")
 
 
+def _checked_many(req: pb.AcquireAnyClaimRequest | pb.AcquireClaimsRequest) -> timedelta:
+    """The ttl of a request naming several resources, once every field is checked."""
+    ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
+    with v.checking() as c:
+        _check_resources(c, req.namespace, list(req.resources))
+        c.duration("ttl", ttl, v.CLAIM_TTL_MIN, v.CLAIM_TTL_MAX, required=True)
+        c.text("progress", req.progress, v.PROGRESS_MAX_BYTES)
+    assert ttl is not None
+    return ttl
+
+
 class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
     def __init__(self, claims: ClaimService, policy: Policy, server_id: str) -> None:
         super().__init__(policy, server_id)
@@ -69,12 +80,7 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
         self, req: pb.AcquireAnyClaimRequest, ctx: Ctx
     ) -> pb.AcquireAnyClaimResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
-        with v.checking() as c:
-            _check_resources(c, req.namespace, list(req.resources))
-            c.duration("ttl", ttl, v.CLAIM_TTL_MIN, v.CLAIM_TTL_MAX, required=True)
-            c.text("progress", req.progress, v.PROGRESS_MAX_BYTES)
-        assert ttl is not None
+        ttl = _checked_many(req)
         out = await self._claims.acquire_any(
             who, req.namespace, list(req.resources), ttl, req.progress
         )
@@ -88,12 +94,7 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
         self, req: pb.AcquireClaimsRequest, ctx: Ctx
     ) -> pb.AcquireClaimsResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
-        with v.checking() as c:
-            _check_resources(c, req.namespace, list(req.resources))
-            c.duration("ttl", ttl, v.CLAIM_TTL_MIN, v.CLAIM_TTL_MAX, required=True)
-            c.text("progress", req.progress, v.PROGRESS_MAX_BYTES)
-        assert ttl is not None
+        ttl = _checked_many(req)
         out = await self._claims.acquire_all(
             who, req.namespace, list(req.resources), ttl, req.progress
         )
