@@ -30,6 +30,7 @@ reason is a new class here and, if it needs one, a detail message in the proto::
      │    └── ShuttingDownError        UNAVAILABLE          SHUTTING_DOWN
      ├── DeadlineExceededError         DEADLINE_EXCEEDED    DEADLINE_EXCEEDED (client side)
      ├── MessageTooLargeError          RESOURCE_EXHAUSTED   MESSAGE_TOO_LARGE
+     ├── QuotaExceededError            RESOURCE_EXHAUSTED   QUOTA_EXCEEDED
      ├── RateLimitedError              RESOURCE_EXHAUSTED   RATE_LIMITED (+ RetryInfo)
      ├── TooManyStreamsError           RESOURCE_EXHAUSTED   TOO_MANY_STREAMS
      └── InternalError                 INTERNAL             INTERNAL
@@ -61,6 +62,7 @@ __all__ = [
     "NotAParticipantError",
     "NotFoundError",
     "PermissionDeniedError",
+    "QuotaExceededError",
     "RateLimitedError",
     "RevisionCompactedError",
     "RevisionMismatchError",
@@ -551,6 +553,34 @@ class MessageTooLargeError(
             message
             or f"message of {size} bytes is larger than the limit of {limit} bytes; "
             "nothing was done (split the request)"
+        )
+
+
+class QuotaExceededError(
+    CoorddError,
+    code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+    reason="QUOTA_EXCEEDED",
+    metadata={"quota": "quota", "usage": "usage"},
+):
+    """The write would take its namespace past a quota (policy ``[[quotas]]``); nothing of
+    it was written. Delete or compact first, or ask for a larger quota.
+
+    Attributes:
+        namespace: The namespace.
+        limit_name: Which quota: ``memory_entries``, ``memory_bytes``, ``context_entries``,
+            ``context_bytes``, ``idempotency_entries`` or ``idempotency_bytes``.
+        quota: The quota.
+        usage: The namespace's usage before the write.
+    """
+
+    def __init__(self, namespace: str = "", limit_name: str = "", quota: int = 0, usage: int = 0):
+        self.namespace = namespace
+        self.limit_name = limit_name
+        self.quota = quota
+        self.usage = usage
+        super().__init__(
+            f"namespace {namespace!r} is at {usage} of its {limit_name} quota of {quota}; "
+            "the write was not applied"
         )
 
 

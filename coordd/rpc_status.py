@@ -34,6 +34,7 @@ _METADATA = {
     "permission": "permission",
     "agreement_id": "agreement_id",
     "agent_id": "agent_id",
+    "limit_name": "limitName",
     "trace_id": "traceId",
 }
 

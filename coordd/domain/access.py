@@ -86,6 +86,19 @@ def _match(pat: list[str], segs: list[str]) -> bool:
     return bool(segs) and fnmatch.fnmatchcase(segs[0], head) and _match(pat[1:], segs[1:])
 
 
+QUOTA_KINDS = ("memory", "context", "idempotency")
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Limits of one kind of data in one namespace (0: none)."""
+
+    namespace: str
+    kind: str
+    max_entries: int = 0
+    max_bytes: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class TokenEntry:
     agent_id: str
@@ -101,6 +114,7 @@ class Policy:
     tokens: tuple[TokenEntry, ...] = ()
     open_access: bool = False
     limits: tuple[RoleLimits, ...] = ()
+    quotas: tuple[Quota, ...] = ()
     _by_hash: dict[str, TokenEntry] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -136,6 +150,7 @@ class Policy:
         object.__setattr__(self, "tokens", other.tokens)
         object.__setattr__(self, "open_access", other.open_access)
         object.__setattr__(self, "limits", other.limits)
+        object.__setattr__(self, "quotas", other.quotas)
 
     def role_of(self, agent_id: str) -> str:
         """The role the policy's [[agents]] entry gives *agent_id* ("" if none)."""
@@ -170,6 +185,11 @@ def load_policy(path: Path) -> Policy:
     role = "planner"
     rate = 50                  # calls/s (0: unlimited); burst defaults to rate
     streams = 8                # open Watch/SubscribeContext streams (0: unlimited)
+
+    [[quotas]]                 # per namespace, checked in each write's transaction (0: none)
+    namespace = "acme/docs"
+    memory_entries = 10000     # also memory_bytes, context_entries, context_bytes,
+    memory_bytes = 100000000   # idempotency_entries, idempotency_bytes
     """
     data = tomllib.loads(path.read_text())
     problems: list[str] = []
@@ -213,6 +233,22 @@ def load_policy(path: Path) -> Policy:
             problems.append(f"limits[{i}]: rate, burst and streams must be >= 0")
             continue
         limits.append(entry)
+    quotas = []
+    for i, q in enumerate(data.get("quotas", [])):
+        namespace = str(q.get("namespace", ""))
+        if not namespace:
+            problems.append(f"quotas[{i}]: needs namespace")
+            continue
+        for kind in QUOTA_KINDS:
+            entries, size = q.get(f"{kind}_entries", 0), q.get(f"{kind}_bytes", 0)
+            if not isinstance(entries, int) or not isinstance(size, int) or entries < 0 or size < 0:
+                problems.append(
+                    f"quotas[{i}]: {kind}_entries and {kind}_bytes must be integers >= 0"
+                )
+            elif entries or size:
+                quotas.append(Quota(namespace, kind, entries, size))
     if problems:
         raise ValueError(f"policy {path}: " + "; ".join(problems))
-    return Policy(grants=tuple(grants), tokens=tuple(tokens), limits=tuple(limits))
+    return Policy(
+        grants=tuple(grants), tokens=tuple(tokens), limits=tuple(limits), quotas=tuple(quotas)
+    )

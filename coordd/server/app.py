@@ -32,6 +32,7 @@ from coordd.storage.embedded import EmbeddedPostgres
 from coordd.storage.memory_index import MemoryIndexer
 from coordd.storage.migrate import migrate
 from coordd.storage.notify import ChangeNotifier
+from coordd.storage.quotas import QuotaStore
 from coordd.storage.vector_index import VectorIndex
 from coordd.v1 import session_service_pb2_grpc
 
@@ -65,6 +66,8 @@ class Daemon:
         self.domains: dict[str, Any] = {}
         self._audit_handler: logging.Handler | None = None
         self._policy_in_force: Policy | None = None
+        self.quota_store: QuotaStore | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -160,6 +163,9 @@ class Daemon:
             self.dsn, min_size=s.pool_min, max_size=s.pool_max, connect_timeout_s=s.pool_timeout_s
         )
         await self._db.open()
+        self.quota_store = QuotaStore(self._db)
+        if self._policy_in_force is not None:
+            await self.quota_store.replace(self._policy_in_force.quotas)
         self.notifier = ChangeNotifier(self._db, s.server_id)
         index_dir = s.index_dir or (s.data_dir / "index" if self._embedded else None)
         self.indexer = MemoryIndexer(self._db, VectorIndex(), index_dir)
@@ -327,6 +333,10 @@ class Daemon:
             logger.error("policy reload failed, keeping the policy in force: %s", problem)
             return False
         self._policy_in_force.adopt(fresh)
+        if self.quota_store is not None:
+            task = asyncio.get_running_loop().create_task(self._apply_quotas(fresh))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         logger.info(
             "policy reloaded from %s: %d grants, %d agents",
             path,
@@ -334,6 +344,13 @@ class Daemon:
             len(fresh.tokens),
         )
         return True
+
+    async def _apply_quotas(self, policy: Policy) -> None:
+        assert self.quota_store is not None
+        try:
+            await self.quota_store.replace(policy.quotas)
+        except Exception:  # the grants are in force; quotas follow on the next reload
+            logger.error("policy reload: could not store the quotas", exc_info=True)
 
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down gracefully."""

@@ -18,7 +18,12 @@ from psycopg import AsyncConnection
 from psycopg.rows import RowMaker, no_result
 
 from coordd.domain.models import Fence
-from coordd.errors import CoorddError, InvalidArgumentError, StorageUnavailableError
+from coordd.errors import (
+    CoorddError,
+    InvalidArgumentError,
+    QuotaExceededError,
+    StorageUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer("coordd.storage")
@@ -89,6 +94,9 @@ def _refusal(exc: Exception) -> CoorddError | None:
             "one namespace holds embeddings of one dimension (use another namespace, or "
             "delete its entries first)",
         )
+    if state == "CD002":  # <namespace> <kind>_<measure> <quota> <usage>
+        ns, name, quota, usage = [*text.split(), "", "", "", ""][:4]
+        return QuotaExceededError(ns, name, int(quota or 0), int(usage or 0))
     return None
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordd_client import AsyncClient, InvalidArgumentError, MessageTooLargeError
+from coordd_client import (
+    AsyncClient,
+    InvalidArgumentError,
+    MessageTooLargeError,
+    QuotaExceededError,
+)
 
 
 @pytest.fixture
@@ -46,3 +51,63 @@ async def test_a_search_in_a_dimension_nothing_has_says_so(aclient) -> None:
     assert len(await aclient.memory.search([1.0, 0.0, 0.0], 5, "acme")) == 1
     with pytest.raises(InvalidArgumentError, match="no stored entry has embeddings"):
         await aclient.memory.search([1.0, 0.0, 0.0, 0.0], 5, "acme")
+
+
+QUOTAS = """
+[[grants]]
+role = "worker"
+namespaces = ["**"]
+operations = ["read", "write", "claim"]
+
+[[quotas]]
+namespace = "q/a"
+memory_entries = 2
+context_entries = 1
+idempotency_entries = 1
+
+[[quotas]]
+namespace = "q/b"
+memory_bytes = 200
+"""
+
+
+async def test_quotas_refuse_the_write_that_would_pass_them(start_daemon, tmp_path, pg_conn):
+    from tests.fix_daemon import write_policy
+
+    d = start_daemon(policy_file=write_policy(tmp_path, QUOTAS))
+    c = await AsyncClient.connect(d.address, agent_id="w", role="worker")
+    try:
+        await c.memory.put("q/a", "k1", {"v": 1})
+        await c.memory.put("q/a", "k2", {"v": 2})
+        await c.memory.put("q/a", "k1", {"v": 3})  # a new version of k1: no new entry
+        with pytest.raises(QuotaExceededError) as err:
+            await c.memory.put("q/a", "k3", {"v": 4})
+        assert (err.value.reason, err.value.limit_name) == ("QUOTA_EXCEEDED", "memory_entries")
+        assert (err.value.namespace, err.value.quota, err.value.usage) == ("q/a", 2, 2)
+        await c.memory.delete("q/a", "k2")
+        await c.memory.put("q/a", "k3", {"v": 4})  # room again
+        await c.context.post("q/a", {"x": 1}, to_role="worker", context_type="note")
+        with pytest.raises(QuotaExceededError, match="context_entries"):
+            await c.context.post("q/a", {"x": 2}, to_role="worker", context_type="note")
+        await c.idempotency.begin("q/a", "job-1", b"f")
+        with pytest.raises(QuotaExceededError, match="idempotency_entries"):
+            await c.idempotency.begin("q/a", "job-2", b"f")
+        await c.memory.put("q/b", "small", {"v": "x" * 50})
+        with pytest.raises(QuotaExceededError) as err:
+            await c.memory.put("q/b", "big", {"v": "x" * 200})
+        assert err.value.limit_name == "memory_bytes" and err.value.quota == 200
+        await c.memory.put("q/c", "free", {"v": "x" * 500})  # no quota there
+    finally:
+        await c.close()
+    cur = await pg_conn.execute(
+        "SELECT namespace, count(*) FROM coordd.memory GROUP BY 1 ORDER BY 1"
+    )
+    assert await cur.fetchall() == [("q/a", 2), ("q/b", 1), ("q/c", 1)]
+    cur = await pg_conn.execute("SELECT count(*) FROM coordd.context_entries")
+    assert await cur.fetchone() == (1,)
+    cur = await pg_conn.execute(
+        "SELECT n.revision, count(DISTINCT c.revision) FROM coordd.namespaces n"
+        " JOIN coordd.changes c ON c.namespace = n.name WHERE n.name = 'q/a' GROUP BY 1"
+    )
+    revision, logged = await cur.fetchone()  # type: ignore[misc]
+    assert revision == logged, "refused writes took no revision"

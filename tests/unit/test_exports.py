@@ -75,6 +75,7 @@ EXPORTS = [
     "Proposing",
     "Provenance",
     "PurgeResult",
+    "QuotaExceededError",
     "RateLimitedError",
     "RevisionCompactedError",
     "RevisionMismatchError",
