@@ -20,10 +20,12 @@ from datetime import datetime
 from typing import Any, Self
 
 __all__ = [
+    "Acknowledgement",
     "AgreementState",
     "Claim",
     "DecisionCause",
     "Delivery",
+    "EntryRef",
     "Fence",
     "IdempotencyRecord",
     "IdempotencyState",
@@ -201,3 +203,21 @@ class IdempotencyRecord:
     create_time: datetime | None
     lease_expire_time: datetime | None
     expire_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Acknowledgement:
+    """A receipt of a context entry: who acknowledged it, and when."""
+
+    agent_id: str
+    role: str
+    ack_time: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryRef:
+    """A reference to (a version of) a memory entry; revision 0 = the current one."""
+
+    namespace: str
+    key: str
+    revision: int = 0

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from coordd.vocabulary import Acknowledgement as Acknowledgement
+
 # The enum tables are the daemon's too: one vocabulary (coordd.vocabulary).
 from coordd.vocabulary import AgreementState as AgreementState
 from coordd.vocabulary import Claim as Claim
+from coordd.vocabulary import EntryRef as EntryRef
 from coordd.vocabulary import Fence as Fence
 from coordd.vocabulary import IdempotencyRecord as IdempotencyRecord
 from coordd.vocabulary import IdempotencyState as IdempotencyState
@@ -91,13 +94,6 @@ class TLSConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Acknowledgement:
-    agent_id: str
-    role: str
-    ack_time: datetime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class ContextEntry:
     """A directional entry. ``id`` is the namespace revision of the post (and the cursor)."""
 
@@ -133,15 +129,6 @@ class ChangeEvent:
     time: datetime
     data: Any
     """Extra data, decoded from JSON (None if none)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EntryRef:
-    """A reference to (a version of) a memory entry; revision 0 = the current one."""
-
-    namespace: str
-    key: str
-    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

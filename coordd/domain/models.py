@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 # The enum tables live in coordd.vocabulary; re-exported here for the domain's users.
+from coordd.vocabulary import Acknowledgement as Acknowledgement
 from coordd.vocabulary import Claim as Claim
+from coordd.vocabulary import EntryRef as EntryRef
 from coordd.vocabulary import Fence as Fence
 from coordd.vocabulary import IdempotencyRecord as IdempotencyRecord
 from coordd.vocabulary import IdempotencyState as IdempotencyState
@@ -67,13 +69,6 @@ class BeginOutcome:
     state: IdempotencyState
     record: IdempotencyRecord
     retry_after: timedelta = field(default=timedelta(0))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Acknowledgement:
-    agent_id: str
-    role: str
-    ack_time: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,13 +136,6 @@ class Change:
     agent_id: str
     time: datetime
     data_json: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EntryRef:
-    namespace: str
-    key: str
-    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
