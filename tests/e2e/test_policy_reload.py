@@ -156,3 +156,46 @@ async def test_placeholders_and_tokens_name_exactly_one_agent(served: Served, pg
         await posing.close()
     cur = await pg_conn.execute("SELECT namespace, agent_id FROM coordd.memory ORDER BY 1")
     assert await cur.fetchall() == [("agents/alice/notes", "alice")]
+
+
+async def test_an_agent_cannot_act_as_another_through_its_sidecar(
+    start_daemon, tmp_path: Path, pg_conn
+) -> None:
+    from coordd_sidecar import Sidecar, SidecarConfig
+
+    policy = write_policy(tmp_path, _agents(BOTH) + GRANTS)
+    d = start_daemon(auth="token", policy_file=policy)
+    (tmp_path / "alice-token").write_text("tok-alice\n")
+    sidecars = []
+    for agent_id in ("alice", ""):  # named as the token's agent, or (as injected) not at all
+        sc = Sidecar(
+            SidecarConfig(
+                upstream=d.address,
+                listen="127.0.0.1:0",
+                agent_id=agent_id,
+                token_file=tmp_path / "alice-token",
+            )
+        )
+        await sc.start()
+        sidecars.append(sc)
+    try:
+        for n, sc in enumerate(sidecars):
+            # The agent names bob and even brings bob's token: the sidecar's credential wins
+            # or the call is refused; nothing is ever written as bob.
+            posing = await AsyncClient.connect(sc.address, agent_id="bob", token="tok-bob")
+            try:
+                try:
+                    entry = await posing.memory.put("shared/s", f"k{n}", {"v": n})
+                except UnauthenticatedError:
+                    pass
+                else:
+                    assert entry.provenance.agent_id == "alice"
+                with pytest.raises((PermissionDeniedError, UnauthenticatedError)):
+                    await posing.memory.put("agents/bob/notes", "k", {"v": 1})  # bob's space
+            finally:
+                await posing.close()
+    finally:
+        for sc in sidecars:
+            await sc.stop()
+    cur = await pg_conn.execute("SELECT key, agent_id FROM coordd.memory ORDER BY 1")
+    assert await cur.fetchall() == [("k1", "alice")]  # the id-less sidecar wrote, as alice
