@@ -98,10 +98,14 @@ async def test_streams_are_capped_per_agent(limited) -> None:
         await other.close()
 
 
-async def test_hanging_up_mid_stream_and_mid_wait_leaves_nothing_held(daemon, aclient) -> None:
+async def test_hanging_up_mid_stream_and_mid_wait_leaves_nothing_held(start_daemon) -> None:
+    daemon = start_daemon()  # its own: the pool's other borrowers are only this test's
+    aclient = await AsyncClient.connect(daemon.address, agent_id="holder")
     held = await aclient.claims.acquire("hang/ns", "r", ttl=60)
     assert held.acquired
     d = daemon.daemon
+    pool = d._db.pool  # type: ignore[union-attr]
+    available = pool.get_stats()["pool_available"]
     channel = grpc.aio.insecure_channel(daemon.address)
     md = (("coordd-agent-id", "leaver"),)
     watch = channel.unary_stream("/coordd.v1.WatchService/Watch")(
@@ -123,12 +127,11 @@ async def test_hanging_up_mid_stream_and_mid_wait_leaves_nothing_held(daemon, ac
     await channel.close(None)  # the client hangs up mid-wait and mid-stream
     for call in (watch, wait):
         call.cancel()
-    pool = d._db.pool  # type: ignore[union-attr]
     while (
         d.claim_service.waiting("hang/ns", "r") > 0
         or d.interceptor.limiter.open_streams("leaver") > 0
         or pool.get_stats().get("requests_waiting", 0) > 0
-        or pool.get_stats()["pool_available"] < pool.get_stats()["pool_size"]
+        or pool.get_stats()["pool_available"] < available
     ):
         assert time.monotonic() < deadline, (
             d.claim_service.waiting("hang/ns", "r"),
@@ -140,3 +143,4 @@ async def test_hanging_up_mid_stream_and_mid_wait_leaves_nothing_held(daemon, ac
     assert held.claim is not None
     await aclient.claims.release("hang/ns", "r", held.claim.fencing_token)
     assert (await aclient.claims.acquire("hang/ns", "r", ttl=5)).acquired
+    await aclient.close()
