@@ -28,11 +28,12 @@ from typing import Any
 
 import grpc
 import psycopg
+import pytest
 from google.protobuf import descriptor
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisDeprecationWarning
 
@@ -41,7 +42,7 @@ from coordd import rpc_status
 
 FD = descriptor.FieldDescriptor
 BATCH = 25
-BATCHES = 200  # 5,000 requests
+BATCHES = 100  # per part: 2 parts of 2,500 requests, 5,000 in all
 STREAM_WAIT_S = 0.3  # a stream that passed its checks is waiting for events: that is OK
 UNARY_TIMEOUT_S = 5.0
 
@@ -469,7 +470,7 @@ class Run:
             self.problems.append("no ErrorInfo: " + where)
 
 
-def _generate() -> list[list[Call]]:
+def _generate(part: int) -> list[list[Call]]:
     """Hypothesis draws every batch first: nothing else runs in the process while it draws."""
     batches: list[list[Call]] = []
 
@@ -477,9 +478,10 @@ def _generate() -> list[list[Call]]:
         max_examples=BATCHES,
         deadline=None,
         suppress_health_check=list(HealthCheck),
-        derandomize=True,
+        derandomize=False,  # reproducible through @seed: each part draws its own requests
         database=None,
     )
+    @seed(part)
     @given(batch=st.lists(calls(), min_size=BATCH, max_size=BATCH))
     def collect(batch: list[Call]) -> None:
         batches.append(batch)
@@ -492,9 +494,9 @@ def _generate() -> list[list[Call]]:
     return batches
 
 
-def _fuzz(run: Run) -> None:
+def _fuzz(run: Run, part: int) -> None:
     health = health_pb2_grpc.HealthStub(run.channel)
-    for batch in _generate():
+    for batch in _generate(part):
         for call in batch:
             run.send(call)
         status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
@@ -514,19 +516,20 @@ _NAMESPACE_TABLES = (
 )
 
 
-def test_random_requests_get_deliberate_answers(daemon, pg_dsn: str) -> None:
+@pytest.mark.parametrize("part", [1, 2])
+def test_random_requests_get_deliberate_answers(daemon, pg_dsn: str, part: int) -> None:
     with grpc.insecure_channel(
         daemon.address, options=[("grpc.max_send_message_length", 64 << 20)]
     ) as channel:
         run = Run(channel)
-        _fuzz(run)
+        _fuzz(run, part)
     assert run.problems == [], "\n".join(sorted(run.problems))
     seen = run.seen
     assert sum(seen.values()) >= BATCH * BATCHES, seen
     assert set(run.sent) == {path for path, _ in METHODS}, "every RPC of every service was sent"
     # The run reached past validation into storage and its refusals.
     past = sum(n for code, n in seen.items() if code != grpc.StatusCode.INVALID_ARGUMENT)
-    assert seen[grpc.StatusCode.OK] >= 500 and past >= 1000, seen
+    assert seen[grpc.StatusCode.OK] >= 250 and past >= 500, seen
     print(f"fuzz: {sum(seen.values())} requests over {len(run.sent)} RPCs:", dict(seen))
     # No partial writes: a namespace that no successful request named holds nothing at all.
     untouched = [ns for ns in SPARE if ns not in run.touched]
