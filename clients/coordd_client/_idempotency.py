@@ -1,4 +1,4 @@
-"""Idempotency keys: begin/complete/fail, and ``once()`` that runs work at most once per key."""
+"""Idempotency keys: begin/complete/fail, and ``once()`` that runs work once per key."""
 
 from __future__ import annotations
 
@@ -155,15 +155,18 @@ class AsyncIdempotency:
         fence: Fence | None = None,
         max_wait: timedelta | float = timedelta(minutes=5),
     ) -> Any:
-        """Run *work* at most once for *key* and return its (JSON) result; retries get the
-        stored result without running it again.
+        """Run *work* once for *key* and return its (JSON) result; retries get the stored
+        result without running it again.
 
         *payload* identifies the request: reusing *key* with another payload raises
         IdempotencyKeyReusedError. If another runner holds the key, waits for it (up to
         *max_wait*) and returns its result. If *work* raises, the key is released so a retry can
         run it, and the exception propagates. *lease* must cover the work: past it, another
-        runner may take over and this attempt's completion is refused. The blocking client
-        runs *work* in the calling thread.
+        runner may take over and this attempt's completion is refused. With *fence*, the
+        completion is refused (FenceStaleError) if the claim was lost while *work* ran; then the
+        next runner runs *work* again, so guard an external effect that must not repeat with
+        ``client.gate()`` right before it. The blocking client runs *work* in the calling
+        thread.
         """
         fp = fingerprint(payload)
         deadline = time.monotonic() + cv.seconds(max_wait)
