@@ -6,16 +6,15 @@ from coordd.v1 import admin_service_pb2 as pb
 from coordd.v1 import admin_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
-from ._core import Core
+from ._core import Service
 from ._models import ForceReleaseResult, PurgeResult
 
 
-class AsyncAdmin:
+class AsyncAdmin(Service):
     """``client.admin``: operator actions, each recorded in the change log and the audit log."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._stub = pb_grpc.AdminServiceStub(core.channel)
+    stub_class = pb_grpc.AdminServiceStub
+    _stub: pb_grpc.AdminServiceAsyncStub
 
     async def force_release(
         self, namespace: str, resource: str, *, reason: str = ""

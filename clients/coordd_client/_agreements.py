@@ -15,14 +15,14 @@ from coordd.v1 import agreement_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
 from ._blocking import Face, blocking, blocking_face
-from ._core import Core
+from ._core import Service
 from ._models import Agreement, AgreementList, AgreementState, Participant, TransitionWrite
 
 # One AwaitAgreement call waits at most this long; wait() chains calls up to its own timeout.
 _AWAIT_CHUNK_S = 60.0
 
 
-class AsyncAgreements:
+class AsyncAgreements(Service):
     """``client.agreements``: decisions that several agents must all accept before any acts.
 
     The outcome is decided once, in one transaction, and is the same for every participant:
@@ -30,9 +30,8 @@ class AsyncAgreements:
     rejects, the proposer withdraws or the deadline passes.
     """
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._stub = pb_grpc.AgreementServiceStub(core.channel)
+    stub_class = pb_grpc.AgreementServiceStub
+    _stub: pb_grpc.AgreementServiceAsyncStub
 
     def _seen(self, msg: pb.Agreement) -> Agreement:
         agreement = cv.agreement(msg)

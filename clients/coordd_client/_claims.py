@@ -15,7 +15,7 @@ from coordd.v1 import claim_service_pb2 as pb
 from coordd.v1 import claim_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
-from ._core import Core
+from ._core import Service
 from ._errors import ClaimHeldError, ClaimLostError
 from ._models import AcquireAllResult, AcquireResult, Claim, ClaimList, Fence
 
@@ -30,12 +30,11 @@ def _acquire_result(resp: pb.AcquireClaimResponse | pb.AcquireAnyClaimResponse) 
     )
 
 
-class AsyncClaims:
+class AsyncClaims(Service):
     """``client.claims``: leases on resources with fencing tokens."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._stub = pb_grpc.ClaimServiceStub(core.channel)
+    stub_class = pb_grpc.ClaimServiceStub
+    _stub: pb_grpc.ClaimServiceAsyncStub
 
     async def acquire(
         self,

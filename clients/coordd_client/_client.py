@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from types import TracebackType
 from typing import Self
 
 from ._admin import AsyncAdmin
@@ -17,6 +16,7 @@ from ._agreements import Agreements, AsyncAgreements
 from ._blocking import Face, LoopThread, blocking, blocking_context, blocking_iter, connected
 from ._cache import CacheConfig
 from ._claims import AsyncClaims, HeldClaim
+from ._closing import Closing
 from ._context import AsyncContext
 from ._convert import seconds
 from ._core import DEFAULT_TIMEOUT, Core, open_channel, read_token
@@ -218,7 +218,7 @@ class Watch(Face[AsyncWatch]):
     __call__ = blocking_iter(AsyncWatch.__call__)
 
 
-class Client(Face[AsyncClient]):
+class Client(Closing, Face[AsyncClient]):
     """An agent's blocking connection to coordd. ``Client.connect(...)``, then ``close()``.
 
     The same API as ``AsyncClient`` without ``await``; see it for each attribute.
@@ -250,11 +250,3 @@ class Client(Face[AsyncClient]):
     def close(self) -> None:
         self._loop.run(self._a.close())
         self._loop.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

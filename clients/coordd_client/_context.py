@@ -15,21 +15,20 @@ from coordd.v1 import context_service_pb2_grpc as pb_grpc
 from coordd.vocabulary import Delivery
 
 from . import _convert as cv
-from ._core import Core
+from ._core import Service
 from ._models import ContextEntry, Fence
 from ._resume import Resumer
 
 
-class AsyncContext:
+class AsyncContext(Service):
     """``client.context``: post to a role or an agent, read the inbox, acknowledge, subscribe.
 
     Reading an entry merges the sender's version vector into this client's session, so reads
     that follow see everything the sender had written before posting (causal consistency).
     """
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._stub = pb_grpc.ContextServiceStub(core.channel)
+    stub_class = pb_grpc.ContextServiceStub
+    _stub: pb_grpc.ContextServiceAsyncStub
 
     def _received(self, entry: ContextEntry) -> ContextEntry:
         self._core.session.merge(entry.sender_vector)

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import grpc
 
@@ -151,6 +151,19 @@ class Core:
             raise rpc_status.from_rpc_error(exc) from exc
         finally:
             call.cancel()
+
+
+class Service:
+    """What every ``client.<service>`` wrapper shares: the core, and its gRPC service's stub."""
+
+    stub_class: ClassVar[type[Any]]
+    """The generated stub of the service (``ClaimServiceStub``, ...); a subclass annotates
+    ``_stub`` with its typed face (``ClaimServiceAsyncStub``)."""
+    _stub: Any
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._stub = self.stub_class(core.channel)
 
 
 def read_token(token: str | None, token_file: str | os.PathLike[str] | None) -> str | None:

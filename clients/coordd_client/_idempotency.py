@@ -17,7 +17,7 @@ from coordd.v1 import idempotency_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
 from ._blocking import call_in_caller
-from ._core import Core
+from ._core import Service
 from ._errors import IdempotentTaskFailedError
 from ._models import BeginResult, Fence, IdempotencyRecord, IdempotencyState
 
@@ -60,12 +60,11 @@ def next_step(namespace: str, key: str, begun: BeginResult, deadline: float) -> 
     return _Step("run", begun.attempt)
 
 
-class AsyncIdempotency:
+class AsyncIdempotency(Service):
     """``client.idempotency``: Stripe-style keys over gRPC."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._stub = pb_grpc.IdempotencyServiceStub(core.channel)
+    stub_class = pb_grpc.IdempotencyServiceStub
+    _stub: pb_grpc.IdempotencyServiceAsyncStub
 
     async def begin(
         self,

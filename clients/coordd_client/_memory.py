@@ -15,7 +15,7 @@ from coordd.v1 import memory_service_pb2_grpc as pb_grpc
 from coordd.vocabulary import TaskOutcome, Tier, WriteMode
 
 from . import _convert as cv
-from ._core import Core
+from ._core import Service
 from ._models import (
     EntryRef,
     Fence,
@@ -100,12 +100,11 @@ def _put_request(w: MemoryPut) -> pb.PutMemoryRequest:
     )
 
 
-class AsyncMemory:
+class AsyncMemory(Service):
     """``client.memory``. Reads pass this session's revisions, so you always see your writes."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._stub = pb_grpc.MemoryServiceStub(core.channel)
+    stub_class = pb_grpc.MemoryServiceStub
+    _stub: pb_grpc.MemoryServiceAsyncStub
 
     async def put(
         self,

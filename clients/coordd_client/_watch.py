@@ -11,15 +11,14 @@ from coordd.v1 import watch_service_pb2 as pb
 from coordd.v1 import watch_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
-from ._core import Core
+from ._core import Service
 from ._models import ChangeEvent
 from ._resume import Resumer
 
 
-class AsyncWatch:
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._stub = pb_grpc.WatchServiceStub(core.channel)
+class AsyncWatch(Service):
+    stub_class = pb_grpc.WatchServiceStub
+    _stub: pb_grpc.WatchServiceAsyncStub
 
     async def __call__(
         self,

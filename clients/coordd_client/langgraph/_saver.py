@@ -34,7 +34,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Any, Self
 
 import grpc
@@ -63,6 +62,7 @@ from coordd_client import (
     MemoryEntry,
     MemoryPut,
 )
+from coordd_client._closing import Closing
 
 from . import _names
 from ._bridge import Bridge, connect
@@ -107,7 +107,7 @@ class _Held:
         self.held = held
 
 
-class CoorddSaver(BaseCheckpointSaver[int]):
+class CoorddSaver(Closing, BaseCheckpointSaver[int]):
     """LangGraph checkpointer on coordd whose writes per thread are fenced by a claim.
 
     Args:
@@ -171,14 +171,6 @@ class CoorddSaver(BaseCheckpointSaver[int]):
     async def aclose(self) -> None:
         await self._bridge.arun(self._release_all())
         self._bridge.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from langgraph.store.base import (
     BaseStore,
@@ -30,6 +29,7 @@ from langgraph.store.base import (
 
 from coordd.errors import RevisionMismatchError
 from coordd_client import AsyncClient, Client, Fence, MemoryEntry, MemoryPut, Provenance
+from coordd_client._closing import Closing
 
 from . import _names
 from ._bridge import Bridge, connect
@@ -103,7 +103,7 @@ class CoorddSearchItem(_EntryView, SearchItem):
         self.entry = entry
 
 
-class CoorddStore(BaseStore):
+class CoorddStore(Closing, BaseStore):
     """A LangGraph store whose items are coordd memory entries.
 
     Every item is an entry in the coordd namespace its tuple maps to (see
@@ -171,14 +171,6 @@ class CoorddStore(BaseStore):
     def close(self) -> None:
         """Close the client if ``from_addr`` opened it."""
         self._bridge.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- BaseStore ---------------------------------------------------------------------------
 
