@@ -7,7 +7,9 @@ importing the client (``coordd.cli``); ``connect`` imports it when a command run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +54,32 @@ def subcommand(
         description=description or summary[0].upper() + summary[1:] + ".",
         epilog=EXIT_CODES,
     )
+
+
+@contextlib.contextmanager
+def leaf(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    run: Callable[[argparse.Namespace], Awaitable[int]],
+    *,
+    description: str | None = None,
+    namespace: bool = True,
+    limit: bool = False,
+) -> Iterator[argparse.ArgumentParser]:
+    """A leaf command that calls coordd, built in one order: ``NS`` (with *namespace*), the
+    arguments the ``with`` block adds, ``--limit`` (with *limit*), the connection flags; the
+    command then runs *run*."""
+    parser = subcommand(sub, name, summary, description)
+    if namespace:
+        add_namespace(parser)
+    yield parser
+    if limit:
+        parser.add_argument(
+            "--limit", type=int, default=0, metavar="N", help="at most N (default: all)"
+        )
+    add_connection_flags(parser)
+    parser.set_defaults(shell_run=run)
 
 
 def add_namespace(parser: argparse.ArgumentParser) -> None:

@@ -9,9 +9,18 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._flags import connect
+
+if TYPE_CHECKING:
+    import argparse
+
+    from coordd_client import AsyncClient
 
 T = TypeVar("T")
+Page = Callable[["AsyncClient", str], Awaitable[tuple[list[T], str]]]
+"""Given the client and a cursor ("" first), one page of items and the next cursor."""
 
 # A table cell longer than this is cut (with "..."); `get` and --json show everything.
 CELL_WIDTH = 60
@@ -108,6 +117,27 @@ async def collect(fetch: Callable[[str], Awaitable[tuple[list[T], str]]], limit:
         items.extend(page)
         if not cursor or (limit and len(items) >= limit):
             return items[:limit] if limit else items
+
+
+async def read_pages(args: argparse.Namespace, page: Page[T]) -> tuple[list[T], str]:
+    """Connect as the flags say and read every page (or ``--limit`` items); also the agent id
+    they were read as."""
+    async with await connect(args) as client:
+        return await collect(lambda cursor: page(client, cursor), args.limit), client.agent_id
+
+
+async def print_pages(
+    args: argparse.Namespace,
+    page: Page[T],
+    *,
+    headers: Sequence[str],
+    row: Callable[[T], Sequence[Any]],
+    empty: str,
+) -> int:
+    """A list command: every page (or ``--limit`` items) as a table, or JSON with ``--json``."""
+    items, _ = await read_pages(args, page)
+    print_list(items, as_json=args.json, headers=headers, row=row, empty=empty)
+    return 0
 
 
 def note(message: str) -> None:

@@ -10,29 +10,22 @@ import argparse
 from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._flags import add_connection_flags, add_namespace, connect, subcommand
+from ._flags import connect, leaf
 
 if TYPE_CHECKING:
-    from coordd_client import Agreement, Participant
+    from coordd_client import Agreement, AsyncClient, Participant
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="agreements_command", metavar="SUBCOMMAND", required=True)
 
-    p = subcommand(sub, "get", "one agreement and its votes (exit 3 if unknown)")
-    add_namespace(p)
-    p.add_argument("id", metavar="ID", help="the agreement's id")
-    add_connection_flags(p)
-    p.set_defaults(shell_run=get_agreement)
+    with leaf(sub, "get", "one agreement and its votes (exit 3 if unknown)", get_agreement) as p:
+        p.add_argument("id", metavar="ID", help="the agreement's id")
 
-    p = subcommand(sub, "list", "agreements of a namespace")
-    add_namespace(p)
-    p.add_argument(
-        "--state", choices=("pending", "committed", "aborted"), help="only in this state"
-    )
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (default: all)")
-    add_connection_flags(p)
-    p.set_defaults(shell_run=list_agreements)
+    with leaf(sub, "list", "agreements of a namespace", list_agreements, limit=True) as p:
+        p.add_argument(
+            "--state", choices=("pending", "committed", "aborted"), help="only in this state"
+        )
 
 
 def _seat(p: Participant) -> str:
@@ -84,16 +77,13 @@ async def get_agreement(args: argparse.Namespace) -> int:
 
 
 async def list_agreements(args: argparse.Namespace) -> int:
-    async with await connect(args) as client:
+    async def page(client: AsyncClient, token: str) -> tuple[list[Agreement], str]:
+        got = await client.agreements.list(args.namespace, state=args.state, page_token=token)
+        return got.agreements, got.next_page_token
 
-        async def page(token: str) -> tuple[list[Agreement], str]:
-            got = await client.agreements.list(args.namespace, state=args.state, page_token=token)
-            return got.agreements, got.next_page_token
-
-        found = await out.collect(page, args.limit)
-    out.print_list(
-        found,
-        as_json=args.json,
+    return await out.print_pages(
+        args,
+        page,
         headers=("ID", "STATE", "CAUSE", "PROPOSER", "ACCEPTED", "DEADLINE", "TRANSITION"),
         row=lambda a: (
             a.id,
@@ -106,4 +96,3 @@ async def list_agreements(args: argparse.Namespace) -> int:
         ),
         empty=f"no agreements in {args.namespace}",
     )
-    return 0

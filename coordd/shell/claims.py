@@ -11,10 +11,10 @@ import argparse
 from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._flags import NotFound, add_connection_flags, add_namespace, connect, subcommand
+from ._flags import NotFound, connect, leaf
 
 if TYPE_CHECKING:
-    from coordd_client import Claim
+    from coordd_client import AsyncClient, Claim
 
 HEADERS = ("RESOURCE", "HOLDER", "ROLE", "TOKEN", "ACQUIRED", "EXPIRES", "PROGRESS")
 
@@ -34,53 +34,36 @@ def _row(c: Claim) -> tuple[str, ...]:
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="claims_command", metavar="SUBCOMMAND", required=True)
 
-    p = subcommand(sub, "list", "live claims of a namespace, by resource")
-    add_namespace(p)
-    p.add_argument("--holder", default="", metavar="AGENT", help="only claims held by AGENT")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (default: all)")
-    add_connection_flags(p)
-    p.set_defaults(shell_run=list_claims)
+    with leaf(sub, "list", "live claims of a namespace, by resource", list_claims, limit=True) as p:
+        p.add_argument("--holder", default="", metavar="AGENT", help="only claims held by AGENT")
 
-    p = subcommand(sub, "get", "the live claim on one resource (exit 3 if it is free)")
-    add_namespace(p)
-    p.add_argument("resource", metavar="RESOURCE", help="the claimed resource")
-    add_connection_flags(p)
-    p.set_defaults(shell_run=get_claim)
+    with leaf(sub, "get", "the live claim on one resource (exit 3 if it is free)", get_claim) as p:
+        p.add_argument("resource", metavar="RESOURCE", help="the claimed resource")
 
-    p = subcommand(
+    with leaf(
         sub,
         "release",
         "force-release a claim, whoever holds it (needs the admin grant)",
+        release_claim,
         description="Take a claim away from its holder (a stuck or crashed agent) now instead "
         "of waiting for its lease to lapse. The holder's fencing token goes stale, so coordd "
         "refuses its fenced writes from now on. Recorded in the change log and the audit log. "
         "Needs the admin grant on the namespace. Exit 3 if nothing was held.",
-    )
-    add_namespace(p)
-    p.add_argument("resource", metavar="RESOURCE", help="the claimed resource")
-    p.add_argument("--reason", default="", help="why, for the change log and the audit log")
-    add_connection_flags(p)
-    p.set_defaults(shell_run=release_claim)
+    ) as p:
+        p.add_argument("resource", metavar="RESOURCE", help="the claimed resource")
+        p.add_argument("--reason", default="", help="why, for the change log and the audit log")
 
 
 async def list_claims(args: argparse.Namespace) -> int:
-    async with await connect(args) as client:
+    async def page(client: AsyncClient, token: str) -> tuple[list[Claim], str]:
+        got = await client.claims.list(
+            args.namespace, holder_agent_id=args.holder, page_token=token
+        )
+        return got.claims, got.next_page_token
 
-        async def page(token: str) -> tuple[list[Claim], str]:
-            got = await client.claims.list(
-                args.namespace, holder_agent_id=args.holder, page_token=token
-            )
-            return got.claims, got.next_page_token
-
-        claims = await out.collect(page, args.limit)
-    out.print_list(
-        claims,
-        as_json=args.json,
-        headers=HEADERS,
-        row=_row,
-        empty=f"no live claims in {args.namespace}",
+    return await out.print_pages(
+        args, page, headers=HEADERS, row=_row, empty=f"no live claims in {args.namespace}"
     )
-    return 0
 
 
 async def get_claim(args: argparse.Namespace) -> int:

@@ -13,42 +13,38 @@ import argparse
 from typing import TYPE_CHECKING
 
 from . import _render as out
-from ._flags import add_connection_flags, add_namespace, connect, subcommand
+from ._flags import leaf
 
 if TYPE_CHECKING:
-    from coordd_client import ContextEntry
+    from coordd_client import AsyncClient, ContextEntry
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="context_command", metavar="SUBCOMMAND", required=True)
 
-    p = subcommand(sub, "inbox", "entries addressed to this agent or its role")
-    add_namespace(p)
-    p.add_argument(
-        "--unread",
-        action="store_true",
-        help="only entries not acknowledged yet (takes 'any'-delivery entries, as an agent does)",
-    )
-    p.add_argument(
-        "--for-role",
-        default="",
-        metavar="ROLE",
-        help="read ROLE's inbox instead of your own (needs the admin grant)",
-    )
-    _common(p)
-    p.set_defaults(shell_run=inbox)
+    with leaf(sub, "inbox", "entries addressed to this agent or its role", inbox, limit=True) as p:
+        p.add_argument(
+            "--unread",
+            action="store_true",
+            help="only entries not acknowledged yet (takes 'any'-delivery entries, as an agent "
+            "does)",
+        )
+        p.add_argument(
+            "--for-role",
+            default="",
+            metavar="ROLE",
+            help="read ROLE's inbox instead of your own (needs the admin grant)",
+        )
+        _filters(p)
 
-    p = subcommand(sub, "sent", "entries this agent posted, with who acknowledged them")
-    add_namespace(p)
-    _common(p)
-    p.set_defaults(shell_run=sent)
+    summary = "entries this agent posted, with who acknowledged them"
+    with leaf(sub, "sent", summary, sent, limit=True) as p:
+        _filters(p)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", default="", metavar="TYPE", help="only entries of this type")
     p.add_argument("--after", type=int, default=0, metavar="ID", help="only entries after ID")
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (default: all)")
-    add_connection_flags(p)
 
 
 def _addressee(e: ContextEntry) -> str:
@@ -61,25 +57,22 @@ def _sender(e: ContextEntry) -> str:
 
 async def _read_all(args: argparse.Namespace, sent_by_me: bool) -> tuple[list[ContextEntry], str]:
     """Every page (or --limit entries), oldest first, and the agent id they were read as."""
-    async with await connect(args) as client:
 
-        async def page(cursor: str) -> tuple[list[ContextEntry], str]:
-            after = int(cursor or args.after)
-            if sent_by_me:
-                got = await client.context.sent(
-                    args.namespace, after_id=after, context_type=args.type
-                )
-            else:
-                got = await client.context.inbox(
-                    args.namespace,
-                    unread=args.unread,
-                    context_type=args.type,
-                    after_id=after,
-                    role=args.for_role,
-                )
-            return got, str(got[-1].id) if got else ""
+    async def page(client: AsyncClient, cursor: str) -> tuple[list[ContextEntry], str]:
+        after = int(cursor or args.after)
+        if sent_by_me:
+            got = await client.context.sent(args.namespace, after_id=after, context_type=args.type)
+        else:
+            got = await client.context.inbox(
+                args.namespace,
+                unread=args.unread,
+                context_type=args.type,
+                after_id=after,
+                role=args.for_role,
+            )
+        return got, str(got[-1].id) if got else ""
 
-        return await out.collect(page, args.limit), client.agent_id
+    return await out.read_pages(args, page)
 
 
 async def inbox(args: argparse.Namespace) -> int:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from coordd.vocabulary import Tier
 
 from . import _render as out
-from ._flags import NotFound, UsageError, add_connection_flags, add_namespace, connect, subcommand
+from ._flags import NotFound, UsageError, connect, leaf
 
 if TYPE_CHECKING:
-    from coordd_client import MemoryEntry
+    from coordd_client import AsyncClient, MemoryEntry
 
 TIERS = tuple(t.label for t in Tier)
 
@@ -50,43 +50,34 @@ def _filters(p: argparse.ArgumentParser) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="memory_command", metavar="SUBCOMMAND", required=True)
 
-    p = subcommand(sub, "get", "one entry with its provenance (exit 3 if absent)")
-    add_namespace(p)
-    p.add_argument("key", metavar="KEY", help="the entry's key")
-    p.add_argument(
-        "--as-of",
-        type=_time,
-        metavar="TIME",
-        help="the version current at TIME (ISO 8601, e.g. 2026-01-31T12:00:00Z)",
-    )
-    add_connection_flags(p)
-    p.set_defaults(shell_run=get_entry)
+    with leaf(sub, "get", "one entry with its provenance (exit 3 if absent)", get_entry) as p:
+        p.add_argument("key", metavar="KEY", help="the entry's key")
+        p.add_argument(
+            "--as-of",
+            type=_time,
+            metavar="TIME",
+            help="the version current at TIME (ISO 8601, e.g. 2026-01-31T12:00:00Z)",
+        )
 
-    p = subcommand(sub, "list", "live entries under a namespace prefix")
-    p.add_argument("prefix", metavar="PREFIX", help="a namespace; entries below it are listed")
-    _filters(p)
-    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N (default: all)")
-    add_connection_flags(p)
-    p.set_defaults(shell_run=list_entries)
+    summary = "live entries under a namespace prefix"
+    with leaf(sub, "list", summary, list_entries, namespace=False, limit=True) as p:
+        p.add_argument("prefix", metavar="PREFIX", help="a namespace; entries below it are listed")
+        _filters(p)
 
-    p = subcommand(sub, "history", "every version of a key, newest first")
-    add_namespace(p)
-    p.add_argument("key", metavar="KEY", help="the entry's key")
-    add_connection_flags(p)
-    p.set_defaults(shell_run=entry_history)
+    with leaf(sub, "history", "every version of a key, newest first", entry_history) as p:
+        p.add_argument("key", metavar="KEY", help="the entry's key")
 
-    p = subcommand(sub, "search", "nearest entries to an embedding, filtered first")
-    p.add_argument("prefix", metavar="PREFIX", nargs="+", help="namespace prefixes to search")
-    p.add_argument(
-        "--embedding",
-        required=True,
-        metavar="VECTOR",
-        help="the query vector: a JSON array or comma-separated numbers; - reads stdin",
-    )
-    p.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
-    _filters(p)
-    add_connection_flags(p)
-    p.set_defaults(shell_run=search_entries)
+    summary = "nearest entries to an embedding, filtered first"
+    with leaf(sub, "search", summary, search_entries, namespace=False) as p:
+        p.add_argument("prefix", metavar="PREFIX", nargs="+", help="namespace prefixes to search")
+        p.add_argument(
+            "--embedding",
+            required=True,
+            metavar="VECTOR",
+            help="the query vector: a JSON array or comma-separated numbers; - reads stdin",
+        )
+        p.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
+        _filters(p)
 
 
 def _time(text: str) -> datetime:
@@ -151,28 +142,20 @@ async def get_entry(args: argparse.Namespace) -> int:
 
 
 async def list_entries(args: argparse.Namespace) -> int:
-    async with await connect(args) as client:
+    async def page(client: AsyncClient, token: str) -> tuple[list[MemoryEntry], str]:
+        got = await client.memory.list(
+            args.prefix,
+            tier=args.tier,
+            tags=args.tag,
+            task_id=args.task,
+            include_stale=args.stale,
+            page_token=token,
+        )
+        return got.entries, got.next_page_token
 
-        async def page(token: str) -> tuple[list[MemoryEntry], str]:
-            got = await client.memory.list(
-                args.prefix,
-                tier=args.tier,
-                tags=args.tag,
-                task_id=args.task,
-                include_stale=args.stale,
-                page_token=token,
-            )
-            return got.entries, got.next_page_token
-
-        entries = await out.collect(page, args.limit)
-    out.print_list(
-        entries,
-        as_json=args.json,
-        headers=HEADERS,
-        row=_row,
-        empty=f"no entries under {args.prefix}",
+    return await out.print_pages(
+        args, page, headers=HEADERS, row=_row, empty=f"no entries under {args.prefix}"
     )
-    return 0
 
 
 async def entry_history(args: argparse.Namespace) -> int:
