@@ -5,13 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
 
 from coordd.domain.access import Operation, Policy
-from coordd.domain.models import Identity, MemoryEntry, SearchFilter, Tier
+from coordd.domain.consistency import at_least
+from coordd.domain.models import (
+    Fence,
+    Identity,
+    MemoryEntry,
+    MemoryWrite,
+    NamespacePolicy,
+    SearchFilter,
+    Tier,
+)
 from coordd.errors import InvalidArgumentError
+from coordd.vocabulary import TaskOutcome
 
 
 class SearchIndex(Protocol):
@@ -143,3 +154,296 @@ class MemorySearch:
         if found is None:  # the index is being written: wait for it off the event loop
             found = await asyncio.to_thread(index.search, vector, k, f, ef)
         return found
+
+
+# The memory service: what a MemoryService RPC asks, once read and checked by its request
+# module (coordd/server/requests/memory.py), and the rules applied between it and storage.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRead:
+    """GetMemory: one key, now or *as_of* a past time, reflecting at least *min_revision*."""
+
+    namespace: str
+    key: str
+    as_of: datetime | None
+    min_revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deletion:
+    """DeleteMemory: CAS on *expected_revision* when given, fenced when *fence* is."""
+
+    namespace: str
+    key: str
+    expected_revision: int | None
+    fence: Fence | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listing:
+    """ListMemory: a page of current entries under *prefix*, after the page token *after*."""
+
+    prefix: str
+    tier: int  # 0 = every tier
+    tags: list[str]
+    task_id: str
+    include_stale: bool
+    after: str  # a decoded page token ("" = from the start)
+    limit: int
+    min_revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryRead:
+    """MemoryHistory: versions of a key, newest first, older than the page token *after*."""
+
+    namespace: str
+    key: str
+    after: str  # a decoded page token ("" = from the newest)
+    limit: int
+    min_revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStart:
+    namespace: str
+    task_id: str
+    lease: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEnd:
+    """EndTask: remove the task's working memory, optionally archived as one episode."""
+
+    namespace: str
+    task_id: str
+    outcome: TaskOutcome
+    archive: bool
+    summary_json: str
+    summary_text: str
+    embedding: bytes
+    dim: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compaction:
+    """CompactEpisodes: replace episodes *keys* with one summary at *summary_key*."""
+
+    namespace: str
+    keys: list[str]
+    summary_key: str
+    summary_json: str
+    summary_text: str
+    embedding: bytes
+    dim: int
+    tags: list[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryPage:
+    """A page of entries, the revision it reflects, and where the next page starts."""
+
+    revision: int
+    entries: list[MemoryEntry]
+    next_after: str | None  # None: this was the last page
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskEnded:
+    revision: int
+    removed: int
+    episode: MemoryEntry | None
+
+
+_NEWEST = 2**62  # "before" every revision: history from the newest version
+
+
+class MemoryStore(EntryReader, Protocol):
+    """What the memory service needs of storage (coordd/storage/memory.py)."""
+
+    async def put(self, who: Identity, trace_id: str, w: MemoryWrite) -> MemoryEntry: ...
+
+    async def put_many(
+        self, who: Identity, trace_id: str, writes: list[MemoryWrite]
+    ) -> list[MemoryEntry]: ...
+
+    async def get(
+        self, namespace: str, key: str, as_of: datetime | None
+    ) -> tuple[int, MemoryEntry | None]: ...
+
+    async def delete(
+        self, who: Identity, namespace: str, key: str, expected: int | None, fence: Fence | None
+    ) -> tuple[int, bool]: ...
+
+    async def list_entries(
+        self,
+        prefix: str,
+        tier: int,
+        tags: list[str],
+        task_id: str,
+        include_stale: bool,
+        after: tuple[str, str],
+        limit: int,
+    ) -> tuple[int, list[MemoryEntry]]: ...
+
+    async def history(
+        self, namespace: str, key: str, before: int, limit: int
+    ) -> tuple[int, list[MemoryEntry]]: ...
+
+    async def start_task(
+        self, who: Identity, namespace: str, task_id: str, lease: timedelta
+    ) -> tuple[int, datetime]: ...
+
+    async def end_task(
+        self,
+        who: Identity,
+        trace_id: str,
+        namespace: str,
+        task_id: str,
+        outcome: str,
+        archive: bool,
+        summary_json: str,
+        summary_text: str,
+        embedding: bytes,
+        dim: int,
+    ) -> tuple[int, int, MemoryEntry | None]: ...
+
+    async def compact(
+        self,
+        who: Identity,
+        trace_id: str,
+        namespace: str,
+        keys: list[str],
+        summary_key: str,
+        summary_json: str,
+        text: str,
+        embedding: bytes,
+        dim: int,
+        tags: list[str],
+    ) -> MemoryEntry: ...
+
+    async def set_policy(self, who: Identity, namespace: str, p: NamespacePolicy) -> int: ...
+
+    async def get_policy(self, namespace: str) -> tuple[int, NamespacePolicy]: ...
+
+
+class MemoryService:
+    """Writes stamped with their writer's provenance, reads at a minimum revision, pages,
+    tasks, episodes, namespace policies, and filtered search (:class:`MemorySearch`).
+
+    A write's own rules (tier, write ordering, task) are checked where the request is read,
+    by :func:`coordd.domain.memory_writes.check_write`, which agreement transition writes
+    share; the database applies them atomically (CAS, merge patch, fence, quotas).
+    """
+
+    def __init__(self, store: MemoryStore, search: MemorySearch) -> None:
+        self._store = store
+        self._search = search
+
+    async def put(self, who: Identity, trace_id: str, write: MemoryWrite) -> MemoryEntry:
+        """Write one entry; provenance is *who* and *trace_id*, never the caller's say."""
+        return await self._store.put(who, trace_id, write)
+
+    async def put_many(
+        self, who: Identity, trace_id: str, writes: list[MemoryWrite]
+    ) -> list[MemoryEntry]:
+        """Write every entry or none (one transaction), in order."""
+        return await self._store.put_many(who, trace_id, writes)
+
+    async def get(self, read: KeyRead, wait_s: float) -> tuple[int, MemoryEntry | None]:
+        """The entry (None if absent) and the revision it reflects: at least
+        ``read.min_revision``, waiting up to *wait_s* for it (else REVISION_NOT_REACHED)."""
+        return await at_least(
+            read.namespace,
+            read.min_revision,
+            lambda: self._store.get(read.namespace, read.key, read.as_of),
+            wait_s,
+        )
+
+    async def delete(self, who: Identity, d: Deletion) -> tuple[int, bool]:
+        return await self._store.delete(who, d.namespace, d.key, d.expected_revision, d.fence)
+
+    async def history(self, q: HistoryRead, wait_s: float) -> MemoryPage:
+        """A page of a key's versions, newest first; ``next_after`` resumes after it."""
+        before = int(q.after) if q.after.isdigit() else _NEWEST
+        revision, versions = await at_least(
+            q.namespace,
+            q.min_revision,
+            lambda: self._store.history(q.namespace, q.key, before, q.limit + 1),
+            wait_s,
+        )
+        page = versions[: q.limit]
+        more = len(versions) > q.limit
+        return MemoryPage(
+            revision=revision,
+            entries=page,
+            next_after=str(page[-1].revision) if more else None,
+        )
+
+    async def search(
+        self, who: Identity, q: SearchQuery, wait_s: float
+    ) -> tuple[int, list[tuple[MemoryEntry, float]]]:
+        """See :meth:`MemorySearch.search`."""
+        return await self._search.search(who, q, wait_s)
+
+    async def start_task(self, who: Identity, t: TaskStart) -> tuple[int, datetime]:
+        """Start (or renew) a task: its working memory lives until it ends or its lease lapses."""
+        return await self._store.start_task(who, t.namespace, t.task_id, t.lease)
+
+    async def end_task(self, who: Identity, trace_id: str, t: TaskEnd) -> TaskEnded:
+        revision, removed, episode = await self._store.end_task(
+            who,
+            trace_id,
+            t.namespace,
+            t.task_id,
+            t.outcome.label,
+            t.archive,
+            t.summary_json,
+            t.summary_text,
+            t.embedding,
+            t.dim,
+        )
+        return TaskEnded(revision=revision, removed=removed, episode=episode)
+
+    async def compact(self, who: Identity, trace_id: str, c: Compaction) -> MemoryEntry:
+        """Replace episodes with a summary whose provenance derives from them."""
+        return await self._store.compact(
+            who,
+            trace_id,
+            c.namespace,
+            # each key once: memory_compact counts the episodes it finds against the keys
+            sorted(set(c.keys)),
+            c.summary_key,
+            c.summary_json,
+            c.summary_text,
+            c.embedding,
+            c.dim,
+            c.tags,
+        )
+
+    async def set_policy(self, who: Identity, namespace: str, p: NamespacePolicy) -> int:
+        return await self._store.set_policy(who, namespace, p)
+
+    async def get_policy(self, namespace: str) -> tuple[int, NamespacePolicy]:
+        return await self._store.get_policy(namespace)
+
+    # Last in the class: the name `list` would shadow the builtin in later annotations.
+    async def list(self, q: Listing, wait_s: float) -> MemoryPage:
+        """A page of entries in (namespace, key) order; ``next_after`` resumes after it."""
+        ns, _, key = q.after.partition("\x00")
+        revision, entries = await at_least(
+            q.prefix,
+            q.min_revision,
+            lambda: self._store.list_entries(
+                q.prefix, q.tier, q.tags, q.task_id, q.include_stale, (ns, key), q.limit + 1
+            ),
+            wait_s,
+        )
+        page = entries[: q.limit]
+        more = len(entries) > q.limit
+        return MemoryPage(
+            revision=revision,
+            entries=page,
+            next_after=f"{page[-1].namespace}\x00{page[-1].key}" if more else None,
+        )

@@ -23,7 +23,7 @@ from coordd.domain.claims import ClaimService
 from coordd.domain.context import ContextService
 from coordd.domain.gate import GateService
 from coordd.domain.idempotency import IdempotencyService
-from coordd.domain.memory import MemorySearch
+from coordd.domain.memory import MemorySearch, MemoryService
 from coordd.domain.watch import WatchService
 from coordd.server.admin_servicer import AdminServicer
 from coordd.server.agreement_servicer import AgreementServicer
@@ -129,9 +129,9 @@ def _context(p: Parts) -> Wired:
 
 def _memory(p: Parts) -> Wired:
     store = MemoryStore(p.db, p.writes)
-    search = MemorySearch(p.indexer, store, p.policy)
-    servicer = MemoryServicer(store, search, p.policy, p.settings.server_id)
-    return Wired(servicer, sweeps={"memory_swept": store.sweep})
+    service = MemoryService(store, MemorySearch(p.indexer, store, p.policy))
+    servicer = MemoryServicer(service, p.policy, p.settings.server_id)
+    return Wired(servicer, service, {"memory_swept": store.sweep})
 
 
 def _agreements(p: Parts) -> Wired:
