@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -296,32 +296,10 @@ class MemoryStore(EntryReader, Protocol):
     ) -> tuple[int, datetime]: ...
 
     async def end_task(
-        self,
-        who: Identity,
-        trace_id: str,
-        namespace: str,
-        task_id: str,
-        outcome: str,
-        archive: bool,
-        summary_json: str,
-        summary_text: str,
-        embedding: bytes,
-        dim: int,
+        self, who: Identity, trace_id: str, t: TaskEnd
     ) -> tuple[int, int, MemoryEntry | None]: ...
 
-    async def compact(
-        self,
-        who: Identity,
-        trace_id: str,
-        namespace: str,
-        keys: list[str],
-        summary_key: str,
-        summary_json: str,
-        text: str,
-        embedding: bytes,
-        dim: int,
-        tags: list[str],
-    ) -> MemoryEntry: ...
+    async def compact(self, who: Identity, trace_id: str, c: Compaction) -> MemoryEntry: ...
 
     async def set_policy(self, who: Identity, namespace: str, p: NamespacePolicy) -> int: ...
 
@@ -392,35 +370,14 @@ class MemoryService:
         return await self._store.start_task(who, t.namespace, t.task_id, t.lease)
 
     async def end_task(self, who: Identity, trace_id: str, t: TaskEnd) -> TaskEnded:
-        revision, removed, episode = await self._store.end_task(
-            who,
-            trace_id,
-            t.namespace,
-            t.task_id,
-            t.outcome.label,
-            t.archive,
-            t.summary_json,
-            t.summary_text,
-            t.embedding,
-            t.dim,
-        )
+        """End a task: its working memory goes, archived as one episode if asked."""
+        revision, removed, episode = await self._store.end_task(who, trace_id, t)
         return TaskEnded(revision=revision, removed=removed, episode=episode)
 
     async def compact(self, who: Identity, trace_id: str, c: Compaction) -> MemoryEntry:
         """Replace episodes with a summary whose provenance derives from them."""
-        return await self._store.compact(
-            who,
-            trace_id,
-            c.namespace,
-            # each key once: memory_compact counts the episodes it finds against the keys
-            sorted(set(c.keys)),
-            c.summary_key,
-            c.summary_json,
-            c.summary_text,
-            c.embedding,
-            c.dim,
-            c.tags,
-        )
+        # Each key once: memory_compact counts the episodes it finds against the keys named.
+        return await self._store.compact(who, trace_id, replace(c, keys=sorted(set(c.keys))))
 
     async def set_policy(self, who: Identity, namespace: str, p: NamespacePolicy) -> int:
         return await self._store.set_policy(who, namespace, p)

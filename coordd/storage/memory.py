@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from coordd.domain.memory import Compaction, TaskEnd
 from coordd.domain.models import (
     EntryRef,
     Fence,
@@ -296,74 +297,52 @@ class MemoryStore:
         return row[0], row[1]
 
     async def end_task(
-        self,
-        who: Identity,
-        trace_id: str,
-        namespace: str,
-        task_id: str,
-        outcome: str,
-        archive: bool,
-        summary_json: str,
-        summary_text: str,
-        embedding: bytes,
-        dim: int,
+        self, who: Identity, trace_id: str, t: TaskEnd
     ) -> tuple[int, int, MemoryEntry | None]:
         row = await self._writes.fetchone(
-            namespace,
+            t.namespace,
             "SELECT * FROM coordd.memory_end_task(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
-                namespace,
-                task_id,
-                outcome,
-                archive,
-                Jsonb(json.loads(summary_json)) if summary_json else None,
-                summary_text,
-                embedding or None,
-                dim,
+                t.namespace,
+                t.task_id,
+                t.outcome.label,
+                t.archive,
+                Jsonb(json.loads(t.summary_json)) if t.summary_json else None,
+                t.summary_text,
+                t.embedding or None,
+                t.dim,
                 who.agent_id,
                 who.role,
                 trace_id,
             ),
         )
-        check(row, Call(namespace, task_id, not_found=_TASK_NOT_STARTED))
+        check(row, Call(t.namespace, t.task_id, not_found=_TASK_NOT_STARTED))
         episode = None
-        if archive:
-            _, episode = await self.get(namespace, f"task/{task_id}", None)
+        if t.archive:
+            _, episode = await self.get(t.namespace, f"task/{t.task_id}", None)
         return row.ns_revision, row.removed, episode
 
-    async def compact(
-        self,
-        who: Identity,
-        trace_id: str,
-        namespace: str,
-        keys: list[str],
-        summary_key: str,
-        summary_json: str,
-        text: str,
-        embedding: bytes,
-        dim: int,
-        tags: list[str],
-    ) -> MemoryEntry:
+    async def compact(self, who: Identity, trace_id: str, c: Compaction) -> MemoryEntry:
         row = await self._writes.fetchone(
-            namespace,
+            c.namespace,
             "SELECT status, ns_revision, revision FROM coordd.memory_compact("
             "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
-                namespace,
-                keys,
-                summary_key,
-                Jsonb(json.loads(summary_json)),
-                text,
-                embedding or None,
-                dim,
-                tags,
+                c.namespace,
+                c.keys,
+                c.summary_key,
+                Jsonb(json.loads(c.summary_json)),
+                c.summary_text,
+                c.embedding or None,
+                c.dim,
+                c.tags,
                 who.agent_id,
                 who.role,
                 trace_id,
             ),
         )
-        check(row, Call(namespace, not_found="not every key is an episode in {namespace}"))
-        _, entry = await self.get(namespace, summary_key, None)
+        check(row, Call(c.namespace, not_found="not every key is an episode in {namespace}"))
+        _, entry = await self.get(c.namespace, c.summary_key, None)
         assert entry is not None
         return entry
 

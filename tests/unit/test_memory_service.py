@@ -93,7 +93,8 @@ class FakeStore:
 
     async def compact(self, *args: Any) -> Any:
         self.calls.append(("compact", args))
-        return entry(args[2], args[4])
+        _who, _trace, c = args
+        return entry(c.namespace, c.summary_key)
 
 
 def service(store: FakeStore) -> MemoryService:
@@ -178,7 +179,7 @@ async def test_end_task_and_compaction_reach_storage_as_its_functions_expect() -
         ),
     )
     assert (ended.revision, ended.removed, ended.episode) == (9, 3, None)
-    assert store.calls[-1][1][4] == "cancelled"  # the label memory_end_task stores
+    assert store.calls[-1][1][:2] == (WHO, "trace")
     await memory.compact(
         WHO,
         "trace",
@@ -194,7 +195,7 @@ async def test_end_task_and_compaction_reach_storage_as_its_functions_expect() -
         ),
     )
     # memory_compact counts the episodes it finds against the keys: each key once.
-    assert store.calls[-1][1][3] == ["e1", "e2"]
+    assert store.calls[-1][1][2].keys == ["e1", "e2"]
 
 
 async def test_deletes_are_made_as_the_caller_with_its_cas_and_fence() -> None:
