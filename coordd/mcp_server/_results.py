@@ -68,65 +68,91 @@ def failure(exc: CoorddError) -> CallToolResult:
     return answer(body, error=True)
 
 
+def _claim_lost(exc: errors.ClaimNotHeldError) -> str:
+    holder = (
+        f"{exc.holder_agent_id} holds it until {iso(exc.expire_time)}"
+        if exc.holder_agent_id
+        else "nobody holds it now"
+    )
+    return (
+        f"You no longer hold this claim ({holder}). Stop work done under it; if it is free,"
+        " claim it again with claim_acquire and re-read what you rely on."
+    )
+
+
+# What an agent should do after each kind of coordd error: the first class that matches wins
+# (specific classes before the ones they derive from). A callable reads the error's details.
+ADVICE: tuple[tuple[type[CoorddError] | tuple[type[CoorddError], ...], Any], ...] = (
+    (errors.ClaimNotHeldError, _claim_lost),
+    (
+        errors.FencingTokenStaleError,
+        "Your claim was lost, so nothing was written. Stop: re-acquire the claim with"
+        " claim_acquire, re-read the state, then redo the write with the new fence.",
+    ),
+    (
+        errors.RevisionMismatchError,
+        lambda exc: (
+            f"The entry changed since you read it (now at revision"
+            f" {exc.current_revision}). Read it again with memory_get, apply your change to the new"
+            f" value, and retry with expected_revision={exc.current_revision}."
+        ),
+    ),
+    (
+        errors.UnconditionalWriteForbiddenError,
+        "This namespace refuses last-write-wins: read the entry with memory_get and write"
+        " with mode 'cas' and expected_revision (0 for a new key), or use mode 'merge'.",
+    ),
+    (
+        errors.IdempotencyKeyReusedError,
+        "This key was used for a different payload. Use a new key for a different side"
+        " effect; to learn the stored outcome, call once_begin with the original payload.",
+    ),
+    (
+        errors.IdempotencyInFlightError,
+        "Another runner is executing this side effect: call once_begin again shortly.",
+    ),
+    (
+        errors.IdempotencyAttemptSupersededError,
+        lambda exc: (
+            f"Your attempt lapsed and attempt {exc.current_attempt} took over: do not"
+            " report a result; call once_begin to learn the outcome."
+        ),
+    ),
+    (
+        (errors.AgreementDecidedError, errors.VoteAlreadyCastError),
+        "The agreement is settled as it stands: read it with agreement_get and act on it.",
+    ),
+    (
+        errors.NotAParticipantError,
+        "This agent holds no seat in the agreement: it cannot vote; read it instead.",
+    ),
+    (
+        errors.AgreementExistsError,
+        "An agreement with this id but other terms exists: read it or choose another id.",
+    ),
+    (errors.NotFoundError, "Nothing exists there: check the namespace and key or id."),
+    (
+        errors.PermissionDeniedError,
+        "This agent is not granted that on this namespace: work in a namespace it may use,"
+        " or ask an operator for a grant. Retrying will not help.",
+    ),
+    (
+        errors.UnauthenticatedError,
+        "coordd refused this server's credentials: an operator must fix its token.",
+    ),
+    (errors.InvalidArgumentError, "Fix the arguments listed in error.fields and call again."),
+    (
+        errors.RevisionCompactedError,
+        lambda exc: f"That history is gone: start again from revision {exc.compact_revision}.",
+    ),
+)
+
+
 def advice(exc: CoorddError) -> str:
     """What an agent should do after *exc*, in one sentence."""
-    if isinstance(exc, errors.ClaimNotHeldError):
-        holder = (
-            f"{exc.holder_agent_id} holds it until {iso(exc.expire_time)}"
-            if exc.holder_agent_id
-            else "nobody holds it now"
-        )
-        return (
-            f"You no longer hold this claim ({holder}). Stop work done under it; if it is free,"
-            " claim it again with claim_acquire and re-read what you rely on."
-        )
-    if isinstance(exc, errors.FencingTokenStaleError):
-        return (
-            "Your claim was lost, so nothing was written. Stop: re-acquire the claim with"
-            " claim_acquire, re-read the state, then redo the write with the new fence."
-        )
-    if isinstance(exc, errors.RevisionMismatchError):
-        return (
-            f"The entry changed since you read it (now at revision {exc.current_revision}). Read"
-            " it again with memory_get, apply your change to the new value, and retry with"
-            f" expected_revision={exc.current_revision}."
-        )
-    if isinstance(exc, errors.UnconditionalWriteForbiddenError):
-        return (
-            "This namespace refuses last-write-wins: read the entry with memory_get and write"
-            " with mode 'cas' and expected_revision (0 for a new key), or use mode 'merge'."
-        )
-    if isinstance(exc, errors.IdempotencyKeyReusedError):
-        return (
-            "This key was used for a different payload. Use a new key for a different side"
-            " effect; to learn the stored outcome, call once_begin with the original payload."
-        )
-    if isinstance(exc, errors.IdempotencyInFlightError):
-        return "Another runner is executing this side effect: call once_begin again shortly."
-    if isinstance(exc, errors.IdempotencyAttemptSupersededError):
-        return (
-            f"Your attempt lapsed and attempt {exc.current_attempt} took over: do not report a"
-            " result; call once_begin to learn the outcome."
-        )
-    if isinstance(exc, errors.AgreementDecidedError | errors.VoteAlreadyCastError):
-        return "The agreement is settled as it stands: read it with agreement_get and act on it."
-    if isinstance(exc, errors.NotAParticipantError):
-        return "This agent holds no seat in the agreement: it cannot vote; read it instead."
-    if isinstance(exc, errors.AgreementExistsError):
-        return "An agreement with this id but other terms exists: read it or choose another id."
-    if isinstance(exc, errors.NotFoundError):
-        return "Nothing exists there: check the namespace and key or id."
-    if isinstance(exc, errors.PermissionDeniedError):
-        return (
-            "This agent is not granted that on this namespace: work in a namespace it may use,"
-            " or ask an operator for a grant. Retrying will not help."
-        )
-    if isinstance(exc, errors.UnauthenticatedError):
-        return "coordd refused this server's credentials: an operator must fix its token."
-    if isinstance(exc, errors.InvalidArgumentError):
-        return "Fix the arguments listed in error.fields and call again."
-    if isinstance(exc, errors.RevisionCompactedError):
-        return f"That history is gone: start again from revision {exc.compact_revision}."
+    for kind, said in ADVICE:
+        if isinstance(exc, kind):
+            return said if isinstance(said, str) else str(said(exc))
     if exc.code.name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
         return "coordd is unreachable or busy right now: retry the same call in a few seconds."
     if isinstance(exc, errors.InternalError):

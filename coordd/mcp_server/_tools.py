@@ -183,8 +183,8 @@ class Tools:
             return answer(
                 {
                     "acquired": True,
-                    "claim": plain(c),
-                    "fence": plain(c.fence),
+                    "claim": c,
+                    "fence": c.fence,
                     "summary": f"you hold {namespace}/{c.resource} until {iso(c.expire_time)}"
                     f" (fencing token {c.fencing_token})",
                     "next": "Do the work; pass `fence` to memory_put/context_post/once_complete;"
@@ -203,7 +203,7 @@ class Tools:
         return answer(
             {
                 "acquired": False,
-                "holder": plain(c),
+                "holder": c,
                 "summary": f"{namespace}/{c.resource} is held by {c.holder_agent_id} until"
                 f" {iso(c.expire_time)}" + (f" ({c.progress})" if c.progress else ""),
                 "next": "Do not work on it: pick another resource, or call claim_acquire again"
@@ -229,7 +229,7 @@ class Tools:
         return answer(
             {
                 "renewed": True,
-                "claim": plain(c),
+                "claim": c,
                 "summary": f"you hold {namespace}/{resource} until {iso(c.expire_time)}",
             }
         )
@@ -261,7 +261,7 @@ class Tools:
         )
         return answer(
             {
-                "claims": plain(page.claims),
+                "claims": page.claims,
                 "next_page_token": page.next_page_token,
                 "revision": page.revision,
             }
@@ -477,7 +477,7 @@ class Tools:
             ttl=ttl_seconds,
             fence=_fence(fence),
         )
-        return answer({"posted": True, "id": e.id, "entry": plain(e)})
+        return answer({"posted": True, "id": e.id, "entry": e})
 
     @_tool(reads="namespace")
     async def context_inbox(
@@ -493,7 +493,7 @@ class Tools:
         )
         return answer(
             {
-                "entries": plain(entries),
+                "entries": entries,
                 "next": "Act on each entry, then context_ack its id." if entries else "",
             }
         )
@@ -633,7 +633,7 @@ class Tools:
             transition=transition,
             accept=accept,
         )
-        return answer({"created": handle.created, "agreement": plain(handle.agreement)})
+        return answer({"created": handle.created, "agreement": handle.agreement})
 
     @_tool(writes="namespace")
     async def agreement_vote(
@@ -641,13 +641,13 @@ class Tools:
     ) -> CallToolResult:
         """Vote on an agreement as this agent (votes are final)."""
         a = await self.client.agreements.vote(namespace, agreement_id, accept, reason)
-        return answer({"agreement": plain(a), "summary": f"{agreement_id} is {a.state.value}"})
+        return answer({"agreement": a, "summary": f"{agreement_id} is {a.state.value}"})
 
     @_tool(reads="namespace")
     async def agreement_get(self, namespace: NS, agreement_id: str) -> CallToolResult:
         """Read an agreement: its state, votes and decision."""
         a = await self.client.agreements.get(namespace, agreement_id)
-        return answer({"agreement": plain(a), "summary": f"{agreement_id} is {a.state.value}"})
+        return answer({"agreement": a, "summary": f"{agreement_id} is {a.state.value}"})
 
     # -- the gate ----------------------------------------------------------------------------
 
@@ -685,8 +685,8 @@ class Tools:
         return answer(
             {
                 "passed": result.passed,
-                "lost_claims": plain(result.lost_claims),
-                "moved_namespaces": plain(result.moved_namespaces),
+                "lost_claims": result.lost_claims,
+                "moved_namespaces": result.moved_namespaces,
                 "summary": result.explain(),
                 "next": result.advice,
             }
