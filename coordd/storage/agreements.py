@@ -214,8 +214,7 @@ class AgreementStore:
 
     async def purge(self, limit: int = 1000) -> int:
         """Delete decided agreements past their retention; return how many."""
-        row = await self._db.fetchone("SELECT coordd.purge_agreements(%s) AS purged", (limit,))
-        return int(row.purged)
+        return await self._db.purge_expired("coordd.agreements", limit)
 
     def _view(
         self, namespace: str, agreement_id: str, row: Row, created: bool = True

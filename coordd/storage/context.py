@@ -127,5 +127,4 @@ class ContextStore:
         return row.ns_revision, list(row.acked or [])
 
     async def purge(self, limit: int = 1000) -> int:
-        row = await self._db.fetchone("SELECT coordd.purge_context(%s) AS purged", (limit,))
-        return int(row.purged)
+        return await self._db.purge_expired("coordd.context_entries", limit)

@@ -192,3 +192,10 @@ class Database:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         async with self.connection() as conn:
             await conn.execute(sql, params)
+
+    async def purge_expired(self, table: str, limit: int) -> int:
+        """Delete up to *limit* rows of *table* whose ``expire_time`` has passed; how many."""
+        row = await self.fetchone(
+            "SELECT coordd.purge_expired(%s::regclass, %s) AS purged", (table, limit)
+        )
+        return int(row.purged)

@@ -115,5 +115,4 @@ class IdempotencyStore:
 
     async def purge(self, limit: int = 1000) -> int:
         """Delete records past retention; return how many."""
-        row = await self._db.fetchone("SELECT coordd.purge_idempotency(%s) AS purged", (limit,))
-        return int(row.purged)
+        return await self._db.purge_expired("coordd.idempotency", limit)

@@ -40,6 +40,33 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT revision FROM coordd.namespaces WHERE name = p_ns), 0)
 $$;
 
+-- Lock a namespace's row and take its next revision (creating the row at revision 1), in one
+-- upsert: the hot writers' first step. A write that then does not happen gives the revision
+-- back (UPDATE ... SET revision = revision - 1) in the same transaction, before anyone sees it.
+-- plpgsql, not sql, so that the upsert's plan is cached for the session.
+CREATE OR REPLACE FUNCTION coordd.bump_ns(p_ns text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    rev bigint;
+BEGIN
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
+    RETURN rev;
+END $$;
+
+-- Append one change-log row: what Watch streams, caches and the vector indexes read. Row p_seq
+-- of revision p_rev (a revision's rows are numbered from 0).
+CREATE OR REPLACE FUNCTION coordd.log_change(
+    p_ns text, p_rev bigint, p_seq integer, p_kind text, p_key text, p_op text, p_agent text,
+    p_data jsonb, p_time timestamptz
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, p_rev, p_seq, p_kind, p_key, p_op, p_agent, p_data, p_time);
+END $$;
+
 -- Record revision p_rev of a namespace locked by lock_ns, with its first change-log row.
 CREATE OR REPLACE FUNCTION coordd.commit_rev(
     p_ns text, p_rev bigint, p_kind text, p_key text, p_op text, p_agent text, p_data jsonb,
@@ -47,10 +74,25 @@ CREATE OR REPLACE FUNCTION coordd.commit_rev(
 ) RETURNS void
 LANGUAGE sql AS $$
     UPDATE coordd.namespaces SET revision = p_rev WHERE name = p_ns;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, p_rev, 0, p_kind, p_key, p_op, p_agent, p_data, p_time);
+    SELECT coordd.log_change(p_ns, p_rev, 0, p_kind, p_key, p_op, p_agent, p_data, p_time);
     SELECT coordd.notify_watchers(p_ns);
 $$;
+
+-- Delete up to p_limit rows of p_table (a coordd table with an expire_time column) whose
+-- expiry has passed; how many went. The sweeper's purge of idempotency records, context
+-- entries and decided agreements.
+CREATE OR REPLACE FUNCTION coordd.purge_expired(p_table regclass, p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    EXECUTE format(
+        'WITH gone AS (DELETE FROM %1$s WHERE ctid IN ('
+        '    SELECT ctid FROM %1$s WHERE expire_time <= coordd.now() LIMIT $1) RETURNING 1)'
+        ' SELECT count(*)::integer FROM gone', p_table)
+    INTO n USING p_limit;
+    RETURN n;
+END $$;
 
 -- Drop change-log rows older than p_before, namespace by namespace, and record where each
 -- namespace's log now starts (a Watch from before that fails with REVISION_COMPACTED).

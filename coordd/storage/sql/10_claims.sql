@@ -37,9 +37,7 @@ BEGIN
     IF c.resource IS NOT NULL AND c.holder_agent_id <> p_agent AND c.expire_time > t THEN
         RETURN coordd.claim_row('held', coordd.ns_revision(p_ns), c);
     END IF;
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     -- Take it if free or expired; renew (same token) if it is ours and live.
     INSERT INTO coordd.claims AS k (namespace, resource, holder_agent_id, holder_role,
                                     fencing_token, acquire_time, expire_time, progress)
@@ -62,8 +60,7 @@ BEGIN
         SELECT * INTO c FROM coordd.claims WHERE namespace = p_ns AND resource = p_resource;
         RETURN coordd.claim_row('held', rev - 1, c);
     END IF;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'claim', p_resource,
+    PERFORM coordd.log_change(p_ns, rev, 0, 'claim', p_resource,
             CASE WHEN c.fencing_token = rev THEN 'acquire' ELSE 'renew' END, p_agent,
             jsonb_build_object('fencing_token', c.fencing_token, 'expire_time', c.expire_time),
             t);
@@ -107,9 +104,7 @@ DECLARE
     c coordd.claims;
     rev bigint;
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     UPDATE coordd.claims
     SET expire_time = t + p_ttl, progress = coalesce(p_progress, progress)
     WHERE namespace = p_ns AND resource = p_resource AND holder_agent_id = p_agent
@@ -121,8 +116,7 @@ BEGIN
         WHERE namespace = p_ns AND resource = p_resource AND expire_time > t;
         RETURN coordd.claim_row('not_held', rev - 1, c);
     END IF;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'claim', p_resource, 'renew', p_agent,
+    PERFORM coordd.log_change(p_ns, rev, 0, 'claim', p_resource, 'renew', p_agent,
             jsonb_build_object('fencing_token', c.fencing_token, 'expire_time', c.expire_time,
                                'progress', c.progress), t);
     PERFORM coordd.notify_watchers(p_ns);
@@ -138,9 +132,7 @@ DECLARE
     c coordd.claims;
     rev bigint;
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     DELETE FROM coordd.claims
     WHERE namespace = p_ns AND resource = p_resource AND holder_agent_id = p_agent
       AND fencing_token = p_token AND expire_time > t
@@ -151,8 +143,7 @@ BEGIN
         WHERE namespace = p_ns AND resource = p_resource AND expire_time > t;
         RETURN coordd.claim_row('not_held', rev - 1, c);
     END IF;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'claim', p_resource, 'release', p_agent,
+    PERFORM coordd.log_change(p_ns, rev, 0, 'claim', p_resource, 'release', p_agent,
             jsonb_build_object('fencing_token', c.fencing_token), t);
     PERFORM coordd.notify_watchers(p_ns);
     RETURN coordd.claim_row('ok', rev, c);
@@ -252,9 +243,7 @@ BEGIN
     END IF;
     -- The namespace lock (and the bump) first; every claim writer takes it before claim rows,
     -- so the re-check below cannot be raced.
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     IF EXISTS (
         SELECT 1 FROM coordd.claims c
         WHERE c.namespace = p_ns AND c.resource = ANY (p_resources)

@@ -111,8 +111,7 @@ BEGIN
         request_id = EXCLUDED.request_id, derived_from = EXCLUDED.derived_from,
         expire_time = EXCLUDED.expire_time, valid_from = EXCLUDED.valid_from,
         review_time = EXCLUDED.review_time, confidence = EXCLUDED.confidence;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, p_rev, p_seq, 'memory', p_key, 'put', p_agent,
+    PERFORM coordd.log_change(p_ns, p_rev, p_seq, 'memory', p_key, 'put', p_agent,
             jsonb_build_object('tier', p_tier, 'mode', mode), p_t);
     RETURN ROW('ok', p_rev, p_rev, coalesce(cur.create_revision, p_rev), p_t, p_t + p_ttl,
                new_value::text, p_rev, 0)::coordd.memory_result;
@@ -132,9 +131,7 @@ DECLARE
     token bigint;
     res coordd.memory_result;
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
     IF token <> 0 THEN
         res := ROW('fence_stale', rev - 1, 0, 0, NULL, NULL, NULL, 0, token)::coordd.memory_result;
@@ -192,9 +189,7 @@ DECLARE
     cur_rev bigint;
     n integer;
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
     SELECT revision INTO cur_rev FROM coordd.memory
     WHERE namespace = p_ns AND key = p_key AND (expire_time IS NULL OR expire_time > t);
@@ -218,14 +213,11 @@ DECLARE
     t timestamptz := coordd.now();
     rev bigint;
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     INSERT INTO coordd.tasks AS k (namespace, task_id, agent_id, start_time, lease_expire_time)
     VALUES (p_ns, p_task, p_agent, t, t + p_lease)
     ON CONFLICT (namespace, task_id) DO UPDATE SET lease_expire_time = EXCLUDED.lease_expire_time;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'task', p_task, 'start', p_agent,
+    PERFORM coordd.log_change(p_ns, rev, 0, 'task', p_task, 'start', p_agent,
             jsonb_build_object('lease_expire_time', t + p_lease), t);
     PERFORM coordd.notify_watchers(p_ns);
     RETURN QUERY SELECT rev, t + p_lease;
@@ -249,9 +241,7 @@ BEGIN
         RETURN ROW('not_found', coordd.ns_revision(p_ns), 0, 0, NULL, NULL, NULL)
             ::coordd.end_task_result;
     END IF;
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     SELECT array_agg(m.key ORDER BY m.key),
            coalesce(jsonb_agg(jsonb_build_object('namespace', p_ns, 'key', m.key,
                                                  'revision', m.revision) ORDER BY m.key), '[]'),
@@ -260,8 +250,7 @@ BEGIN
     FROM coordd.memory m
     WHERE m.namespace = p_ns AND m.task_id = p_task AND m.tier = 1;
     DELETE FROM coordd.tasks WHERE namespace = p_ns AND task_id = p_task;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'task', p_task, 'end', p_agent,
+    PERFORM coordd.log_change(p_ns, rev, 0, 'task', p_task, 'end', p_agent,
             jsonb_build_object('outcome', p_outcome), t);
     n := coalesce(coordd.memory_remove(p_ns, keys, p_agent, 'task_end', rev, 1, t), 0);
     IF p_archive THEN
@@ -289,9 +278,7 @@ DECLARE
     n integer;
     res coordd.memory_result;
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     SELECT count(*), coalesce(jsonb_agg(jsonb_build_object('namespace', p_ns, 'key', m.key,
                                                            'revision', m.revision)
                                         ORDER BY m.key), '[]')
@@ -322,9 +309,7 @@ DECLARE
     t timestamptz := coordd.now();
     rev bigint;
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     INSERT INTO coordd.memory_policy AS p
         (namespace, default_mode, forbid_unconditional, episodic_max_age, episodic_max_count)
     VALUES (p_ns, p_mode, p_forbid, p_max_age, p_max_count)
@@ -332,8 +317,7 @@ BEGIN
         forbid_unconditional = EXCLUDED.forbid_unconditional,
         episodic_max_age = EXCLUDED.episodic_max_age,
         episodic_max_count = EXCLUDED.episodic_max_count;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'policy', p_ns, 'set', p_agent,
+    PERFORM coordd.log_change(p_ns, rev, 0, 'policy', p_ns, 'set', p_agent,
             jsonb_build_object('default_mode', p_mode, 'forbid_unconditional', p_forbid), t);
     PERFORM coordd.notify_watchers(p_ns);
     RETURN rev;

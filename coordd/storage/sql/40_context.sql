@@ -24,9 +24,7 @@ DECLARE
     rev bigint;
     current_token bigint;
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
+    rev := coordd.bump_ns(p_ns);
     current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
     IF current_token <> 0 THEN
         UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
@@ -38,8 +36,7 @@ BEGIN
         create_time, expire_time)
     VALUES (p_ns, rev, p_agent, p_role, p_to_role, p_to_agent, p_type, p_content, p_task,
         p_correlation, p_delivery, p_vector, t, t + p_ttl);
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'context', rev::text, 'post', p_agent,
+    PERFORM coordd.log_change(p_ns, rev, 0, 'context', rev::text, 'post', p_agent,
             jsonb_build_object('to_role', p_to_role, 'to_agent_id', p_to_agent,
                                'context_type', p_type, 'delivery', p_delivery), t);
     PERFORM coordd.notify_watchers(p_ns);
@@ -184,13 +181,3 @@ BEGIN
     PERFORM coordd.notify_watchers(p_ns);
     RETURN ROW('ok'::text, rev, acked, 0::bigint);
 END $$;
-
-CREATE OR REPLACE FUNCTION coordd.purge_context(p_limit integer) RETURNS integer
-LANGUAGE sql AS $$
-    WITH gone AS (
-        DELETE FROM coordd.context_entries WHERE ctid IN (
-            SELECT ctid FROM coordd.context_entries WHERE expire_time <= coordd.now()
-            LIMIT p_limit)
-        RETURNING 1)
-    SELECT count(*)::integer FROM gone
-$$;

@@ -91,8 +91,7 @@ LANGUAGE sql AS $$
     SET state = p_state, cause = p_cause, reason = p_reason, decided_by_agent_id = p_by,
         decide_time = p_time, decide_revision = p_rev, expire_time = p_time + retention
     WHERE namespace = p_ns AND id = p_id AND state = 'pending';
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, p_rev, p_seq, 'agreement', p_id,
+    SELECT coordd.log_change(p_ns, p_rev, p_seq, 'agreement', p_id,
             CASE p_state WHEN 'committed' THEN 'commit' ELSE 'abort' END, p_by,
             jsonb_build_object('state', p_state, 'cause', p_cause, 'reason', p_reason), p_time);
 $$;
@@ -248,8 +247,7 @@ BEGIN
     INSERT INTO coordd.agreement_votes
         (namespace, agreement_id, agent_id, role, seat, accept, reason, vote_time, revision)
     VALUES (a.namespace, a.id, p_agent, p_role, p_seat, p_accept, p_reason, p_time, p_rev);
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (a.namespace, p_rev, p_seq, 'agreement', a.id, 'vote', p_agent,
+    PERFORM coordd.log_change(a.namespace, p_rev, p_seq, 'agreement', a.id, 'vote', p_agent,
             jsonb_build_object('accept', p_accept, 'seat', p_seat, 'reason', p_reason), p_time);
     IF NOT p_accept THEN  -- one reject decides; the proposer's reject is a withdrawal
         PERFORM coordd.agreement_decide(
@@ -304,8 +302,7 @@ BEGIN
            (SELECT sum((p->>'count')::integer) FROM jsonb_array_elements(p_participants) p),
            p_transition, p_writes, t, t + p_deadline, rev, p_retention
     RETURNING * INTO a;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'agreement', p_id, 'propose', p_agent,
+    PERFORM coordd.log_change(p_ns, rev, 0, 'agreement', p_id, 'propose', p_agent,
             jsonb_build_object('seats', a.seats, 'deadline_time', a.deadline_time), t);
     IF p_accept THEN
         seat := coordd.agreement_seat(a, p_agent, p_role);
@@ -456,13 +453,3 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
-
-CREATE OR REPLACE FUNCTION coordd.purge_agreements(p_limit integer) RETURNS integer
-LANGUAGE sql AS $$
-    WITH gone AS (
-        DELETE FROM coordd.agreements WHERE ctid IN (
-            SELECT ctid FROM coordd.agreements WHERE expire_time <= coordd.now()
-            LIMIT p_limit)
-        RETURNING 1)
-    SELECT count(*)::integer FROM gone
-$$;
