@@ -11,7 +11,6 @@ as its own process, as deployed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import time
@@ -24,6 +23,8 @@ from bench._cpu import CpuWindow, postmaster_pid, rss_mb
 from bench._echo import EchoRun, echo_server, run_echo
 from bench._harness import (
     Stats,
+    ab_parser,
+    client_levels,
     log,
     machine,
     median,
@@ -144,15 +145,13 @@ class CoorddWorker:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench claims", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measured run")
-    parser.add_argument("--reps", type=int, default=2, help="A/B repetitions (interleaved)")
-    parser.add_argument("--clients", default="1,32", help="comma-separated concurrency levels")
-    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 rep (smoke test)")
+    parser = ab_parser(
+        "claims", __doc__, seconds=8.0, reps=2, clients="1,32", quick="2 s runs, 1 rep (smoke test)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.reps = 2.0, 1
-    levels = [int(x) for x in args.clients.split(",")]
+    levels = client_levels(args)
     setup_logging()
     print(f"machine: {machine()}")
     results: dict[tuple[str, int], list[Run]] = {}

@@ -19,7 +19,6 @@ just before PostContext to each subscriber receiving the entry.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 import uuid
@@ -29,6 +28,8 @@ import psycopg
 from bench._cpu import CpuWindow, postmaster_pid
 from bench._harness import (
     Stats,
+    ab_parser,
+    client_levels,
     log,
     machine,
     median,
@@ -218,20 +219,18 @@ async def _delivery(address: str, subscribers: int, posts: int, interval_s: floa
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench context", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--clients", default="1,8")
+    parser = ab_parser(
+        "context", __doc__, seconds=6.0, reps=2, clients="1,8", quick="2 s runs, 1 rep, 60 posts"
+    )
     parser.add_argument("--posts", type=int, default=300, help="posts in the latency run")
     parser.add_argument("--batch", type=int, default=100, help="entries per take and ack")
     parser.add_argument(
         "--batched-items", type=int, default=8000, help="entries queued for the batched run"
     )
-    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 rep, 60 posts")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.reps, args.posts, args.batched_items = 2.0, 1, 60, 2000
-    levels = [int(x) for x in args.clients.split(",")]
+    levels = client_levels(args)
     setup_logging()
     print(f"machine: {machine()}")
     results: dict[tuple[str, int], list[tuple[Stats, CpuWindow]]] = {}

@@ -20,7 +20,6 @@ dev extra (aetcd, redis).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import shutil
@@ -36,7 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from bench._cpu import CpuWindow, postmaster_pid
-from bench._harness import log, machine, median, postgres, print_table, result_line, setup_logging
+from bench._harness import (
+    ab_parser,
+    client_levels,
+    log,
+    machine,
+    median,
+    postgres,
+    print_table,
+    result_line,
+    setup_logging,
+)
 from bench._procs import daemon_process, stop_process
 from bench.claims import CoorddWorker, Run, run_clients
 
@@ -185,15 +194,13 @@ def _missing() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench peers", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=6.0, help="per measured run")
-    parser.add_argument("--reps", type=int, default=1, help="repetitions (interleaved)")
-    parser.add_argument("--clients", default="1,32", help="comma-separated concurrency levels")
-    parser.add_argument("--quick", action="store_true", help="2 s runs (smoke test)")
+    parser = ab_parser(
+        "peers", __doc__, seconds=6.0, reps=1, clients="1,32", quick="2 s runs (smoke test)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.reps = 2.0, 1
-    levels = [int(x) for x in args.clients.split(",")]
+    levels = client_levels(args)
     setup_logging()
     for binary in _missing():
         print(INSTALL_HINT[binary])

@@ -17,6 +17,7 @@ import random
 import time
 from concurrent import futures
 from datetime import timedelta
+from typing import Any
 
 import grpc
 
@@ -30,17 +31,32 @@ RELEASE = "SELECT status FROM coordd.release_claim(%s, 'r', 'a', %s)"
 TTL = timedelta(seconds=300)
 
 
+def _pool_options(pool_size: int) -> dict[str, Any]:
+    """Both servers' pool: *pool_size* connections, autocommit, no prepared statements."""
+    return {
+        "min_size": pool_size,
+        "max_size": pool_size,
+        "kwargs": {"autocommit": True, "prepare_threshold": 0},
+    }
+
+
+def _listen(server: grpc.Server | grpc.aio.Server, handler: Any) -> int:
+    """Serve *handler* as ``bench.Claims/AcquireRelease`` on a loopback port; the port."""
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Claims", {"AcquireRelease": grpc.unary_unary_rpc_method_handler(handler)}
+            ),
+        )
+    )
+    return server.add_insecure_port("127.0.0.1:0")
+
+
 def _serve_aio(dsn: str, port_q: mp.Queue[int], pool_size: int) -> None:
     import psycopg_pool
 
     async def main() -> None:
-        pool = psycopg_pool.AsyncConnectionPool(
-            dsn,
-            min_size=pool_size,
-            max_size=pool_size,
-            open=False,
-            kwargs={"autocommit": True, "prepare_threshold": 0},
-        )
+        pool = psycopg_pool.AsyncConnectionPool(dsn, open=False, **_pool_options(pool_size))
         await pool.open(wait=True)
 
         async def handler(req: bytes, ctx: object) -> bytes:
@@ -53,14 +69,7 @@ def _serve_aio(dsn: str, port_q: mp.Queue[int], pool_size: int) -> None:
             return b"ok"
 
         server = grpc.aio.server()
-        server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    "bench.Claims", {"AcquireRelease": grpc.unary_unary_rpc_method_handler(handler)}
-                ),
-            )
-        )
-        port_q.put(server.add_insecure_port("127.0.0.1:0"))
+        port_q.put(_listen(server, handler))
         await server.start()
         await server.wait_for_termination()
 
@@ -70,13 +79,7 @@ def _serve_aio(dsn: str, port_q: mp.Queue[int], pool_size: int) -> None:
 def _serve_sync(dsn: str, port_q: mp.Queue[int], pool_size: int) -> None:
     import psycopg_pool
 
-    pool = psycopg_pool.ConnectionPool(
-        dsn,
-        min_size=pool_size,
-        max_size=pool_size,
-        open=True,
-        kwargs={"autocommit": True, "prepare_threshold": 0},
-    )
+    pool = psycopg_pool.ConnectionPool(dsn, open=True, **_pool_options(pool_size))
     pool.wait()
 
     def handler(req: bytes, ctx: object) -> bytes:
@@ -88,14 +91,7 @@ def _serve_sync(dsn: str, port_q: mp.Queue[int], pool_size: int) -> None:
         return b"ok"
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=pool_size))
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "bench.Claims", {"AcquireRelease": grpc.unary_unary_rpc_method_handler(handler)}
-            ),
-        )
-    )
-    port_q.put(server.add_insecure_port("127.0.0.1:0"))
+    port_q.put(_listen(server, handler))
     server.start()
     server.wait_for_termination()
 
