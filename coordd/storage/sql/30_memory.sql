@@ -54,6 +54,8 @@ DECLARE
     cur coordd.memory;
     new_value jsonb := p_value;
     other_dim integer;
+    lo_dim integer;
+    hi_dim integer;
 BEGIN
     SELECT * INTO pol FROM coordd.memory_policy WHERE namespace = p_ns;
     IF mode = '' THEN
@@ -71,10 +73,18 @@ BEGIN
     IF p_dim > 0 THEN
         -- One embedding dimension per namespace: vectors of another dimension cannot be
         -- compared with its entries. Raised (SQLSTATE CD001, coordd's own) so that every
-        -- caller's transaction, and whatever it already wrote, is undone.
-        SELECT m.dim INTO other_dim FROM coordd.memory m
-        WHERE m.namespace = p_ns AND m.dim > 0 AND m.dim <> p_dim AND m.key <> p_key LIMIT 1;
-        IF FOUND THEN
+        -- caller's transaction, and whatever it already wrote, is undone. First the
+        -- namespace's lowest and highest dimension, two probes of the memory_dim index (a
+        -- condition "dim <> p_dim" would read every entry of the namespace); only when
+        -- another dimension is present, whether it is other than this key's old version.
+        SELECT min(m.dim), max(m.dim) INTO lo_dim, hi_dim FROM coordd.memory m
+        WHERE m.namespace = p_ns AND m.dim > 0;
+        IF lo_dim <> p_dim OR hi_dim <> p_dim THEN
+            SELECT m.dim INTO other_dim FROM coordd.memory m
+            WHERE m.namespace = p_ns AND m.dim > 0 AND m.dim <> p_dim AND m.key <> p_key
+            LIMIT 1;
+        END IF;
+        IF other_dim IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'CD001',
                 MESSAGE = format('embedding_dim %s %s', p_dim, other_dim);
         END IF;
