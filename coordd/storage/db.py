@@ -64,15 +64,17 @@ _DB_ATTRS: dict[str, AttributeValue] = {"db.system": "postgresql"}
 
 def from_row(cls: type[T], row: Row, **given: Any) -> T:
     """The value type *cls* (a dataclass) from the same-named columns of *row*, plus *given*."""
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
-    columns = row._fields
-    values = {n: getattr(row, n) for n in names if n in columns and n not in given}
+    shape = (cls, type(row))
+    names = _SHARED.get(shape)
+    if names is None:  # once per value type and row shape, not per row (search hydrates many)
+        columns = set(row._fields)
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        names = _SHARED[shape] = tuple(f.name for f in fields if f.name in columns)
+    values = {n: getattr(row, n) for n in names if n not in given}
     return cls(**values, **given)
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_SHARED: dict[tuple[type, type], tuple[str, ...]] = {}
 T = TypeVar("T")
 
 

@@ -22,14 +22,16 @@ from coordd.errors import (
     NotFoundError,
 )
 from coordd.storage.batching import WriteBatcher
-from coordd.storage.db import Database, Row, fence_params
+from coordd.storage.db import Database, Row, fence_params, from_row
 from coordd.storage.outcomes import Call, check
 
+# Named like MemoryEntry's fields: entry_from_row reads them by name.
 ENTRY_COLUMNS = (
-    "namespace, key, tier, value::text, text, coalesce(embedding, ''::bytea), tags, task_id,"
-    " revision, create_revision, agent_id, role, write_time, trace_id, request_id,"
-    " derived_from::text, expire_time, valid_from, {valid_to}, review_time, confidence,"
-    " coalesce(review_time <= coordd.now(), false)"
+    "namespace, key, tier, value::text AS value_json, text,"
+    " coalesce(embedding, ''::bytea) AS embedding, tags, task_id, revision, create_revision,"
+    " agent_id, role, write_time, trace_id, request_id, derived_from::text AS derived_from,"
+    " expire_time, valid_from, {valid_to} AS valid_to, review_time, confidence,"
+    " coalesce(review_time <= coordd.now(), false) AS stale"
 )
 CURRENT = ENTRY_COLUMNS.format(valid_to="NULL::timestamptz")
 HISTORIC = ENTRY_COLUMNS.format(valid_to="valid_to")
@@ -38,32 +40,19 @@ _LIVE = "(expire_time IS NULL OR expire_time > coordd.now())"
 
 
 def entry_from_row(row: Row) -> MemoryEntry:
-    return MemoryEntry(
-        namespace=row[0],
-        key=row[1],
-        tier=Tier(row[2]),
-        value_json=row[3],
-        text=row[4],
-        embedding=bytes(row[5]),
-        tags=list(row[6]),
-        task_id=row[7],
-        revision=row[8],
-        create_revision=row[9],
-        agent_id=row[10],
-        role=row[11],
-        write_time=row[12],
-        trace_id=row[13],
-        request_id=row[14],
+    """The entry in a row of ``ENTRY_COLUMNS`` (other columns of the row are ignored)."""
+    return from_row(
+        MemoryEntry,
+        row,
+        tier=Tier(row.tier),
+        embedding=bytes(row.embedding),
+        tags=list(row.tags),
         derived_from=[
             EntryRef(namespace=d["namespace"], key=d["key"], revision=int(d.get("revision", 0)))
-            for d in json.loads(row[15])
+            for d in json.loads(row.derived_from)
         ],
-        expire_time=row[16],
-        valid_from=row[17],
-        valid_to=row[18],
-        review_time=row[19],
-        confidence=float(row[20]),
-        stale=bool(row[21]),
+        confidence=float(row.confidence),
+        stale=bool(row.stale),
     )
 
 
@@ -135,6 +124,16 @@ def _put_result(who: Identity, trace_id: str, w: MemoryWrite, row: Row) -> Memor
     )
 
 
+def _entry_or_none(row: Row) -> MemoryEntry | None:
+    """The entry of a ``LEFT JOIN LATERAL`` row, None where the join found none."""
+    return entry_from_row(row) if row.namespace is not None else None
+
+
+def _page(rows: list[Row]) -> tuple[int, list[MemoryEntry]]:
+    """The revision and entries of ``SELECT ns_revision, e.*`` rows (one row even if none)."""
+    return int(rows[0].ns_revision), [e for r in rows if (e := _entry_or_none(r)) is not None]
+
+
 class MemoryStore:
     def __init__(self, db: Database, writes: WriteBatcher) -> None:
         self._db = db
@@ -195,13 +194,12 @@ class MemoryStore:
                 f") v ORDER BY revision DESC LIMIT 1"
             )
             params = (namespace, key, as_of, namespace, key, as_of, as_of)
-        rows = await self._db.fetchall(
-            f"SELECT coordd.ns_revision(%s), e.* FROM (SELECT 1) one"
+        row = await self._db.fetchone(
+            f"SELECT coordd.ns_revision(%s) AS ns_revision, e.* FROM (SELECT 1) one"
             f" LEFT JOIN LATERAL ({inner}) e ON true",
             (namespace, *params),
         )
-        row = rows[0]
-        return int(row[0]), entry_from_row(row[1:]) if row[1] is not None else None
+        return int(row.ns_revision), _entry_or_none(row)
 
     async def hits(
         self, refs: list[tuple[str, str]], namespace: str
@@ -210,18 +208,19 @@ class MemoryStore:
         live current entries of *refs* without their embeddings (stale ones flagged)."""
         columns = CURRENT.replace("coalesce(embedding, ''::bytea)", "''::bytea")
         rows = await self._db.fetchall(
-            "SELECT extract(epoch FROM coordd.now())::float8, coordd.ns_revision(%s), e.*"
+            "SELECT extract(epoch FROM coordd.now())::float8 AS db_now,"
+            " coordd.ns_revision(%s) AS ns_revision, e.*"
             " FROM (SELECT 1) one LEFT JOIN LATERAL ("
             f" SELECT {columns} FROM coordd.memory m JOIN unnest(%s::text[], %s::text[])"
             f" AS r(ns, k) ON m.namespace = r.ns AND m.key = r.k WHERE {_LIVE}) e ON true",
             (namespace, [r[0] for r in refs], [r[1] for r in refs]),
         )
-        entries = {(e.namespace, e.key): e for e in (entry_from_row(r[2:]) for r in rows if r[2])}
-        return float(rows[0][0]), int(rows[0][1]), entries
+        entries = {(r.namespace, r.key): entry_from_row(r) for r in rows if r.namespace}
+        return float(rows[0].db_now), int(rows[0].ns_revision), entries
 
     async def revision(self, namespace: str) -> int:
-        row = await self._db.fetchone("SELECT coordd.ns_revision(%s)", (namespace,))
-        return int(row[0])
+        row = await self._db.fetchone("SELECT coordd.ns_revision(%s) AS revision", (namespace,))
+        return int(row.revision)
 
     async def delete(
         self, who: Identity, namespace: str, key: str, expected: int | None, fence: Fence | None
@@ -247,7 +246,8 @@ class MemoryStore:
     ) -> tuple[int, list[MemoryEntry]]:
         """A page of entries under *prefix*, and the revision of *prefix* they reflect."""
         rows = await self._db.fetchall(
-            "SELECT coordd.ns_revision(%s), e.* FROM (SELECT 1) one LEFT JOIN LATERAL ("
+            "SELECT coordd.ns_revision(%s) AS ns_revision, e.* FROM (SELECT 1) one"
+            " LEFT JOIN LATERAL ("
             f" SELECT {CURRENT} FROM coordd.memory"
             " WHERE (namespace = %s OR (namespace >= %s AND namespace < %s))"
             " AND (namespace, key) > (%s, %s) AND (%s = 0 OR tier = %s) AND tags @> %s"
@@ -270,21 +270,22 @@ class MemoryStore:
                 limit,
             ),
         )
-        return int(rows[0][0]), [entry_from_row(r[1:]) for r in rows if r[1] is not None]
+        return _page(rows)
 
     async def history(
         self, namespace: str, key: str, before: int, limit: int
     ) -> tuple[int, list[MemoryEntry]]:
         """Versions of a key older than *before*, newest first, and the namespace revision."""
         rows = await self._db.fetchall(
-            "SELECT coordd.ns_revision(%s), e.* FROM (SELECT 1) one LEFT JOIN LATERAL ("
+            "SELECT coordd.ns_revision(%s) AS ns_revision, e.* FROM (SELECT 1) one"
+            " LEFT JOIN LATERAL ("
             f" SELECT * FROM (SELECT {CURRENT} FROM coordd.memory WHERE namespace = %s"
             f" AND key = %s UNION ALL SELECT {HISTORIC} FROM coordd.memory_history"
             " WHERE namespace = %s AND key = %s) v WHERE revision < %s"
             " ORDER BY revision DESC LIMIT %s) e ON true",
             (namespace, namespace, key, namespace, key, before, limit),
         )
-        return int(rows[0][0]), [entry_from_row(r[1:]) for r in rows if r[1] is not None]
+        return _page(rows)
 
     async def start_task(
         self, who: Identity, namespace: str, task_id: str, lease: timedelta
@@ -294,7 +295,7 @@ class MemoryStore:
             "SELECT * FROM coordd.memory_start_task(%s, %s, %s, %s)",
             (namespace, task_id, who.agent_id, lease),
         )
-        return row[0], row[1]
+        return row.ns_revision, row.lease_expire_time
 
     async def end_task(
         self, who: Identity, trace_id: str, t: TaskEnd
@@ -349,7 +350,7 @@ class MemoryStore:
     async def set_policy(self, who: Identity, namespace: str, p: NamespacePolicy) -> int:
         row = await self._writes.fetchone(
             namespace,
-            "SELECT coordd.memory_set_policy(%s, %s, %s, %s, %s, %s)",
+            "SELECT coordd.memory_set_policy(%s, %s, %s, %s, %s, %s) AS revision",
             (
                 namespace,
                 p.default_mode,
@@ -359,7 +360,7 @@ class MemoryStore:
                 who.agent_id,
             ),
         )
-        return int(row[0])
+        return int(row.revision)
 
     async def get_policy(self, namespace: str) -> tuple[int, NamespacePolicy]:
         rows = await self._db.fetchall(
@@ -367,18 +368,9 @@ class MemoryStore:
             " FROM coordd.memory_policy WHERE namespace = %s",
             (namespace,),
         )
-        policy = (
-            NamespacePolicy(
-                default_mode=rows[0][0],
-                forbid_unconditional=rows[0][1],
-                episodic_max_age=rows[0][2],
-                episodic_max_count=rows[0][3],
-            )
-            if rows
-            else NamespacePolicy()
-        )
+        policy = from_row(NamespacePolicy, rows[0]) if rows else NamespacePolicy()
         return await self.revision(namespace), policy
 
     async def sweep(self, limit: int = 1000) -> int:
-        row = await self._db.fetchone("SELECT coordd.memory_sweep(%s)", (limit,))
-        return int(row[0])
+        row = await self._db.fetchone("SELECT coordd.memory_sweep(%s) AS swept", (limit,))
+        return int(row.swept)

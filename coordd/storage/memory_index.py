@@ -40,18 +40,18 @@ def _epoch(value: object) -> float:
 
 
 def element(row: Row) -> Element | None:
-    """An index element from (namespace, key, tier, embedding, tags, task, expire, review)."""
-    if row[3] is None:
+    """An index element from a row of ``_ELEMENT_COLUMNS`` (None: no embedding)."""
+    if row.embedding is None:
         return None
-    vector = np.frombuffer(bytes(row[3]), dtype="<f4").astype(np.float32)
+    vector = np.frombuffer(bytes(row.embedding), dtype="<f4").astype(np.float32)
     return Element(
-        namespace=row[0],
-        key=row[1],
-        tier=int(row[2]),
-        tags=frozenset(row[4]),
-        task_id=row[5],
-        expire=_epoch(row[6]),
-        review=_epoch(row[7]),
+        namespace=row.namespace,
+        key=row.key,
+        tier=int(row.tier),
+        tags=frozenset(row.tags),
+        task_id=row.task_id,
+        expire=_epoch(row.expire_time),
+        review=_epoch(row.review_time),
         vector=normalize(vector),
     )
 
@@ -75,9 +75,9 @@ class MemoryIndexer:
     async def start(self) -> None:
         row = await self._db.fetchone(
             "SELECT (SELECT system_identifier FROM pg_control_system())::text"
-            " || '/' || current_database()"
+            " || '/' || current_database() AS identity"
         )
-        self._identity = str(row[0])
+        self._identity = str(row.identity)
         started = time.monotonic()
         loaded = False
         if self._snapshot_dir is not None:
@@ -161,11 +161,12 @@ class MemoryIndexer:
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cur = await conn.execute("SELECT name, revision FROM coordd.namespaces")
-                cursors = {r[0]: r[1] for r in await cur.fetchall()}
+                cursors = {r.name: r.revision for r in await cur.fetchall()}
                 cur = await conn.execute(
-                    "SELECT count(*) FROM coordd.memory WHERE embedding IS NOT NULL"
+                    "SELECT count(*) AS total FROM coordd.memory WHERE embedding IS NOT NULL"
                 )
-                total = (await cur.fetchone() or (0,))[0]
+                counted = await cur.fetchone()
+                total = counted.total if counted else 0
                 logger.info("vector index: rebuilding from PostgreSQL (%d vectors)", total)
                 done = 0
                 last_log = time.monotonic()
@@ -205,17 +206,18 @@ class MemoryIndexer:
                 " LEFT JOIN unnest(%s::text[], %s::bigint[]) AS c(ns, rev) ON c.ns = n.name"
                 " WHERE n.revision > coalesce(c.rev, 0)"
                 " AND (%s::text[] IS NULL OR n.name = ANY(%s::text[])))"
-                " SELECT ns.name, ns.revision, ns.compact_revision > ns.cursor + 1, k.key,"
-                f" {_ELEMENT_COLUMNS}, m.key IS NOT NULL, clock.offset_s"
+                " SELECT ns.name AS ns_name, ns.revision AS ns_revision,"
+                " ns.compact_revision > ns.cursor + 1 AS compacted, k.key AS changed_key,"
+                f" {_ELEMENT_COLUMNS}, m.key IS NOT NULL AS live, clock.offset_s"
                 " FROM clock LEFT JOIN ns ON true LEFT JOIN LATERAL ("
                 "  SELECT DISTINCT ch.key FROM coordd.changes ch WHERE ch.namespace = ns.name"
                 "  AND ch.revision > ns.cursor AND ch.kind = 'memory') k ON true"
                 " LEFT JOIN coordd.memory m ON m.namespace = ns.name AND m.key = k.key",
                 (list(sent), list(sent.values()), namespaces, namespaces),
             )
-            self.clock_offset_s = float(rows[0][13])
-            rows = [r for r in rows if r[0] is not None]
-            if any(r[2] for r in rows):  # the log was compacted past a cursor
+            self.clock_offset_s = float(rows[0].offset_s)
+            rows = [r for r in rows if r.ns_name is not None]
+            if any(r.compacted for r in rows):  # the log was compacted past a cursor
                 logger.warning("vector index: change log compacted past the index; rebuilding")
                 await self._rebuild()
                 return 0
@@ -223,12 +225,12 @@ class MemoryIndexer:
             removes: list[tuple[str, str]] = []
             advanced: dict[str, int] = {}
             for r in rows:
-                advanced[r[0]] = r[1]
-                if r[3] is None:
+                advanced[r.ns_name] = r.ns_revision
+                if r.changed_key is None:
                     continue
-                e = element(r[4:12]) if r[12] else None
+                e = element(r) if r.live else None
                 if e is None:
-                    removes.append((r[0], r[3]))
+                    removes.append((r.ns_name, r.changed_key))
                 else:
                     puts.append(e)
             if puts or removes:

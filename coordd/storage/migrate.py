@@ -16,6 +16,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from coordd.errors import StorageUnavailableError
+from coordd.storage.db import named_row
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,9 @@ async def migrate(conninfo: str) -> list[str]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        cur = await conn.execute("SELECT version FROM coordd.schema_migrations")
-        done = {row[0] for row in await cur.fetchall()}
+        cur = conn.cursor(row_factory=named_row)
+        await cur.execute("SELECT version FROM coordd.schema_migrations")
+        done = {row.version for row in await cur.fetchall()}
         for mig in available():
             if mig.version in done:
                 continue

@@ -26,4 +26,4 @@ class QuotaStore:
         rows = await self._db.fetchall(
             "SELECT kind, entries, bytes FROM coordd.usage WHERE namespace = %s", (namespace,)
         )
-        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+        return {r.kind: (int(r.entries), int(r.bytes)) for r in rows}
