@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from coordd.domain.models import Claim, ClaimOutcome, ClaimPage, ClaimsOutcome
-from coordd.storage.batching import WriteBatcher
+from coordd.storage.batching import SqlFunction, WriteBatcher
 from coordd.storage.db import Database, Row, from_row
 from coordd.storage.outcomes import Call, check
 
@@ -36,6 +36,17 @@ def _calling(function: str, arity: int) -> str:
     return f"SELECT {_COLUMNS} FROM coordd.{function}({', '.join(['%s'] * arity)})"
 
 
+def _claim_function(name: str, *arg_types: str) -> SqlFunction:
+    """``coordd.<name>(namespace text, *arg_types)``, answering a ``coordd.claim_result``."""
+    return SqlFunction(f"coordd.{name}", ("text", *arg_types), "coordd.claim_result")
+
+
+# The single-resource writes: concurrent ones in a namespace run as one statement.
+_ACQUIRE = _claim_function("acquire_claim", "text", "text", "text", "interval", "text")
+_RENEW = _claim_function("renew_claim", "text", "text", "bigint", "interval", "text")
+_RELEASE = _claim_function("release_claim", "text", "text", "bigint")
+
+
 class ClaimStore:
     """SQL for claims. Time is the database's (``coordd.now()``)."""
 
@@ -43,12 +54,10 @@ class ClaimStore:
         self._db = db
         self._writes = writes or WriteBatcher(db)
 
-    async def _call(self, function: str, namespace: str, *args: Any) -> Row:
-        """One call of ``coordd.<function>(namespace, *args)``, group-committed by namespace."""
-        params = (namespace, *args)
-        return await self._writes.fetchone(
-            namespace, _calling(function, len(params)), params, memory=False
-        )
+    async def _call(self, function: SqlFunction, namespace: str, *args: Any) -> Row:
+        """One call of *function* (namespace, *args), group-committed by namespace."""
+        rows = await self._writes.call(namespace, function, (namespace, *args), memory=False)
+        return rows[0]
 
     async def acquire(
         self,
@@ -59,7 +68,7 @@ class ClaimStore:
         ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome:
-        row = await self._call("acquire_claim", namespace, resource, agent_id, role, ttl, progress)
+        row = await self._call(_ACQUIRE, namespace, resource, agent_id, role, ttl, progress)
         return _outcome(namespace, row)
 
     async def acquire_any(
@@ -71,8 +80,11 @@ class ClaimStore:
         ttl: timedelta,
         progress: str,
     ) -> ClaimOutcome:
-        args = (resources, agent_id, role, ttl, progress)
-        row = await self._call("acquire_any_claim", namespace, *args)
+        # Array arguments cannot travel as arrays of arrays: a statement of its own.
+        args = (namespace, resources, agent_id, role, ttl, progress)
+        row = await self._writes.fetchone(
+            namespace, _calling("acquire_any_claim", len(args)), args, memory=False
+        )
         return _outcome(namespace, row)
 
     async def acquire_all(
@@ -103,13 +115,13 @@ class ClaimStore:
         ttl: timedelta,
         progress: str | None,
     ) -> ClaimOutcome:
-        row = await self._call("renew_claim", namespace, resource, agent_id, token, ttl, progress)
+        row = await self._call(_RENEW, namespace, resource, agent_id, token, ttl, progress)
         return _outcome(namespace, check(row, Call(namespace, resource)))
 
     async def release(
         self, namespace: str, resource: str, agent_id: str, token: int
     ) -> ClaimOutcome:
-        row = await self._call("release_claim", namespace, resource, agent_id, token)
+        row = await self._call(_RELEASE, namespace, resource, agent_id, token)
         return _outcome(namespace, check(row, Call(namespace, resource)))
 
     async def get(self, namespace: str, resource: str) -> ClaimOutcome:

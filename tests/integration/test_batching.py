@@ -63,3 +63,54 @@ async def test_failing_write_fails_alone(db, pg_conn) -> None:
     assert [r for r in results if not isinstance(r, Exception)] == [("ok",)] * 4
     cur = await pg_conn.execute("SELECT count(*) FROM coordd.claims WHERE namespace = 'ns'")
     assert (await cur.fetchone())[0] == 4
+
+
+async def test_calls_of_several_functions_share_one_statement_in_queue_order(db, pg_conn) -> None:
+    writes = WriteBatcher(db)
+    store = ClaimStore(db, writes)
+    ttl = timedelta(seconds=30)
+    held = [await store.acquire("mix", f"old{i}", "a", "", ttl, "") for i in range(4)]
+    before = writes.transactions
+    first, *batched = await asyncio.gather(
+        store.acquire("mix", "lone", "a", "", ttl, ""),
+        *(store.release("mix", f"old{i}", "a", o.claim.fencing_token) for i, o in enumerate(held)),
+        store.acquire("mix", "contested", "first", "", ttl, ""),
+        store.acquire("mix", "contested", "second", "", ttl, ""),
+        store.acquire("mix", "fresh", "b", "", ttl, ""),
+    )
+    assert writes.transactions - before == 2, "the lone write, then one batch"
+    releases, (won, lost, fresh) = batched[:4], batched[4:]
+    assert all(r.acquired for r in releases) and won.acquired and fresh.acquired
+    assert not lost.acquired and lost.claim and lost.claim.holder_agent_id == "first"
+    granted = [first, *releases, won, fresh]
+    assert sorted(o.revision for o in granted) == list(range(5, 12)), "gapless, one each"
+    assert lost.revision in range(5, 12), "a refusal reports the revision it saw"
+    cur = await pg_conn.execute(
+        "SELECT revision, op, key FROM coordd.changes WHERE namespace = 'mix' AND revision > 4"
+    )
+    logged = {rev: (op, key) for rev, op, key in await cur.fetchall()}
+    assert logged == {
+        first.revision: ("acquire", "lone"),
+        **{r.revision: ("release", f"old{i}") for i, r in enumerate(releases)},
+        won.revision: ("acquire", "contested"),
+        fresh.revision: ("acquire", "fresh"),
+    }
+    assert won.claim and won.claim.fencing_token == won.revision
+
+
+async def test_failing_call_in_a_batched_statement_fails_alone(db, pg_conn) -> None:
+    writes = WriteBatcher(db)
+    store = ClaimStore(db, writes)
+    ttl = timedelta(seconds=30)
+    results = await asyncio.gather(
+        *(store.acquire("calls", f"r{i}", "a", "", ttl, "") for i in range(3)),
+        # now() + this lease is past PostgreSQL's last timestamp: that call raises.
+        store.acquire("calls", "bad", "a", "", timedelta.max, ""),
+        store.acquire("calls", "r3", "a", "", ttl, ""),
+        return_exceptions=True,
+    )
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(errors) == 1 and "out of range" in str(errors[0])
+    assert all(r.acquired for r in results if not isinstance(r, Exception))
+    cur = await pg_conn.execute("SELECT count(*) FROM coordd.claims WHERE namespace = 'calls'")
+    assert (await cur.fetchone())[0] == 4
