@@ -3,9 +3,11 @@
 Each error declares once, through ``__init_subclass__``, its gRPC status code, its stable
 ``reason`` and the typed detail message that carries its attributes (``detail``, a message
 of ``coordd.v1.error_details`` whose fields are named like the attributes, or renamed by
-``renames``). The wire codec (``coordd.rpc_status``) encodes and decodes by these
-declarations alone, and the client looks classes up by reason, never by message text. A new
-reason is a new class here and, if it needs one, a detail message in the proto::
+``renames``). An error with attributes is a dataclass (``@_error``): the attributes are its
+fields, in constructor order, and ``describe`` words the message from them. The wire codec
+(``coordd.rpc_status``) encodes and decodes by these declarations alone, and the client looks
+classes up by reason, never by message text. A new reason is a new class here and, if it
+needs one, a detail message in the proto::
 
     CoorddError
      ├── InvalidArgumentError          INVALID_ARGUMENT     INVALID_ARGUMENT
@@ -41,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 import grpc
 
@@ -120,6 +122,15 @@ class CoorddError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __post_init__(self) -> None:
+        # An error with attributes is a dataclass: its generated __init__ stores them, then
+        # this gives the exception its message.
+        CoorddError.__init__(self, self.describe())
+
+    def describe(self) -> str:
+        """The message, from the attributes (each dataclass error says it its own way)."""
+        return self.reason.lower().replace("_", " ")
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.__dict__.copy()))
 
@@ -129,6 +140,16 @@ def _rebuild(cls: type[CoorddError], state: dict[str, Any]) -> CoorddError:
     Exception.__init__(err, state.get("message", ""))
     err.__dict__.update(state)
     return err
+
+
+_E = TypeVar("_E", bound=type[CoorddError])
+
+
+@dataclass_transform(eq_default=False)
+def _error(cls: _E) -> _E:
+    """Make an error class with attributes a dataclass: its annotated fields are the
+    constructor's arguments, in order. Equality and repr stay the exception's own."""
+    return dataclass(eq=False, repr=False)(cls)  # type: ignore[return-value]
 
 
 def error_class_for_reason(reason: str) -> type[CoorddError] | None:
@@ -167,6 +188,7 @@ class InvalidArgumentError(
         return cls([FieldViolation(field, description)])
 
 
+@_error
 class ClaimNotHeldError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -182,23 +204,19 @@ class ClaimNotHeldError(
         expire_time: Current lease expiry (None if free).
     """
 
-    def __init__(
-        self,
-        namespace: str,
-        resource: str,
-        holder_agent_id: str = "",
-        fencing_token: int = 0,
-        expire_time: datetime | None = None,
-    ) -> None:
-        self.namespace = namespace
-        self.resource = resource
-        self.holder_agent_id = holder_agent_id
-        self.fencing_token = fencing_token
-        self.expire_time = expire_time
-        who = f"held by {holder_agent_id!r}" if holder_agent_id else "not held by anyone"
-        super().__init__(f"claim {namespace}/{resource} is not yours: it is {who}")
+    namespace: str
+    resource: str
+    holder_agent_id: str = ""
+    fencing_token: int = 0
+    expire_time: datetime | None = None
+
+    def describe(self) -> str:
+        held = self.holder_agent_id
+        who = f"held by {held!r}" if held else "not held by anyone"
+        return f"claim {self.namespace}/{self.resource} is not yours: it is {who}"
 
 
+@_error
 class FencingTokenStaleError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -213,19 +231,19 @@ class FencingTokenStaleError(
         current_token: The live claim's token (0 if the resource is not claimed).
     """
 
-    def __init__(
-        self, namespace: str, resource: str, presented_token: int, current_token: int
-    ) -> None:
-        self.namespace = namespace
-        self.resource = resource
-        self.presented_token = presented_token
-        self.current_token = current_token
-        super().__init__(
-            f"fencing token {presented_token} for {namespace}/{resource} is stale "
-            f"(current token: {current_token or 'none'}); the write was not applied"
+    namespace: str
+    resource: str
+    presented_token: int
+    current_token: int
+
+    def describe(self) -> str:
+        return (
+            f"fencing token {self.presented_token} for {self.namespace}/{self.resource} is "
+            f"stale (current token: {self.current_token or 'none'}); the write was not applied"
         )
 
 
+@_error
 class RevisionMismatchError(
     CoorddError,
     code=grpc.StatusCode.ABORTED,
@@ -243,19 +261,19 @@ class RevisionMismatchError(
         current_revision: The entry's revision now (0 = absent).
     """
 
-    def __init__(
-        self, namespace: str, key: str, expected_revision: int, current_revision: int
-    ) -> None:
-        self.namespace = namespace
-        self.key = key
-        self.expected_revision = expected_revision
-        self.current_revision = current_revision
-        super().__init__(
-            f"{namespace}/{key} is at revision {current_revision}, "
-            f"the write expected {expected_revision}"
+    namespace: str
+    key: str
+    expected_revision: int
+    current_revision: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.namespace}/{self.key} is at revision {self.current_revision}, "
+            f"the write expected {self.expected_revision}"
         )
 
 
+@_error
 class IdempotencyKeyReusedError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -264,12 +282,14 @@ class IdempotencyKeyReusedError(
 ):
     """The key was first used with another request fingerprint: a client bug, never retry."""
 
-    def __init__(self, namespace: str, key: str) -> None:
-        self.namespace = namespace
-        self.key = key
-        super().__init__(f"idempotency key {key!r} in {namespace} was used for a different request")
+    namespace: str
+    key: str
+
+    def describe(self) -> str:
+        return f"idempotency key {self.key!r} in {self.namespace} was used for a different request"
 
 
+@_error
 class IdempotencyInFlightError(
     CoorddError,
     code=grpc.StatusCode.ABORTED,
@@ -278,16 +298,16 @@ class IdempotencyInFlightError(
 ):
     """Another runner holds the key; retry after ``retry_after``."""
 
-    def __init__(
-        self, namespace: str, key: str, retry_after: timedelta, current_attempt: int = 0
-    ) -> None:
-        self.namespace = namespace
-        self.key = key
-        self.retry_after = retry_after
-        self.current_attempt = current_attempt
-        super().__init__(f"idempotency key {key!r} in {namespace} is in progress elsewhere")
+    namespace: str
+    key: str
+    retry_after: timedelta
+    current_attempt: int = 0
+
+    def describe(self) -> str:
+        return f"idempotency key {self.key!r} in {self.namespace} is in progress elsewhere"
 
 
+@_error
 class IdempotencyAttemptSupersededError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -296,15 +316,18 @@ class IdempotencyAttemptSupersededError(
 ):
     """The attempt no longer owns the key (its lease lapsed and another runner took over)."""
 
-    def __init__(self, namespace: str, key: str, current_attempt: int) -> None:
-        self.namespace = namespace
-        self.key = key
-        self.current_attempt = current_attempt
-        super().__init__(
-            f"idempotency key {key!r} in {namespace} now belongs to attempt {current_attempt}"
+    namespace: str
+    key: str
+    current_attempt: int
+
+    def describe(self) -> str:
+        return (
+            f"idempotency key {self.key!r} in {self.namespace} now belongs to attempt "
+            f"{self.current_attempt}"
         )
 
 
+@_error
 class UnconditionalWriteForbiddenError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -312,14 +335,16 @@ class UnconditionalWriteForbiddenError(
 ):
     """The namespace policy refuses last-write-wins writes."""
 
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        super().__init__(
-            f"namespace {namespace} forbids unconditional writes: "
+    namespace: str
+
+    def describe(self) -> str:
+        return (
+            f"namespace {self.namespace} forbids unconditional writes: "
             "use expected_revision or a merge patch"
         )
 
 
+@_error
 class AgreementDecidedError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -339,28 +364,22 @@ class AgreementDecidedError(
         decide_revision: Namespace revision of the decision.
     """
 
-    def __init__(
-        self,
-        namespace: str,
-        agreement_id: str,
-        state: str,
-        cause: str = "",
-        decision_reason: str = "",
-        decide_revision: int = 0,
-    ) -> None:
-        self.namespace = namespace
-        self.agreement_id = agreement_id
-        self.state = state
-        self.cause = cause
-        self.decision_reason = decision_reason
-        self.decide_revision = decide_revision
-        why = f" ({decision_reason})" if decision_reason else ""
-        super().__init__(
-            f"agreement {agreement_id!r} in {namespace} is already {state}{why}; "
+    namespace: str
+    agreement_id: str
+    state: str
+    cause: str = ""
+    decision_reason: str = ""
+    decide_revision: int = 0
+
+    def describe(self) -> str:
+        why = f" ({self.decision_reason})" if self.decision_reason else ""
+        return (
+            f"agreement {self.agreement_id!r} in {self.namespace} is already {self.state}{why}; "
             "the vote changed nothing"
         )
 
 
+@_error
 class NotAParticipantError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -375,17 +394,19 @@ class NotAParticipantError(
         agent_id, role: The caller as the daemon identified it.
     """
 
-    def __init__(self, namespace: str, agreement_id: str, agent_id: str, role: str) -> None:
-        self.namespace = namespace
-        self.agreement_id = agreement_id
-        self.agent_id = agent_id
-        self.role = role
-        super().__init__(
-            f"agent {agent_id!r} (role {role!r}) is not a participant of agreement "
-            f"{agreement_id!r} in {namespace}, or every seat of its role is taken"
+    namespace: str
+    agreement_id: str
+    agent_id: str
+    role: str
+
+    def describe(self) -> str:
+        return (
+            f"agent {self.agent_id!r} (role {self.role!r}) is not a participant of agreement "
+            f"{self.agreement_id!r} in {self.namespace}, or every seat of its role is taken"
         )
 
 
+@_error
 class VoteAlreadyCastError(
     CoorddError,
     code=grpc.StatusCode.FAILED_PRECONDITION,
@@ -400,26 +421,29 @@ class VoteAlreadyCastError(
         accept: The vote on record.
     """
 
-    def __init__(self, namespace: str, agreement_id: str, accept: bool) -> None:
-        self.namespace = namespace
-        self.agreement_id = agreement_id
-        self.accept = accept
-        super().__init__(
-            f"you already voted {'accept' if accept else 'reject'} on agreement "
-            f"{agreement_id!r} in {namespace}; votes are final"
+    namespace: str
+    agreement_id: str
+    accept: bool
+
+    def describe(self) -> str:
+        return (
+            f"you already voted {'accept' if self.accept else 'reject'} on agreement "
+            f"{self.agreement_id!r} in {self.namespace}; votes are final"
         )
 
 
+@_error
 class AgreementExistsError(
     CoorddError, code=grpc.StatusCode.ALREADY_EXISTS, reason="AGREEMENT_EXISTS"
 ):
     """The agreement id is taken by a different proposal (an identical retry is not an error)."""
 
-    def __init__(self, namespace: str, agreement_id: str) -> None:
-        self.namespace = namespace
-        self.agreement_id = agreement_id
-        super().__init__(
-            f"agreement {agreement_id!r} in {namespace} exists with a different proposal"
+    namespace: str
+    agreement_id: str
+
+    def describe(self) -> str:
+        return (
+            f"agreement {self.agreement_id!r} in {self.namespace} exists with a different proposal"
         )
 
 
@@ -427,6 +451,7 @@ class NotFoundError(CoorddError, code=grpc.StatusCode.NOT_FOUND, reason="NOT_FOU
     """The named thing does not exist (or the caller may not know it exists)."""
 
 
+@_error
 class PermissionDeniedError(
     CoorddError, code=grpc.StatusCode.PERMISSION_DENIED, reason="SCOPE_NOT_GRANTED"
 ):
@@ -437,11 +462,13 @@ class PermissionDeniedError(
         namespace: The namespace asked for.
     """
 
-    def __init__(self, permission: str, namespace: str) -> None:
-        self.permission = permission
-        self.namespace = namespace
-        super().__init__(
-            f"permission {permission!r} denied on namespace {namespace!r} (or it might not exist)"
+    permission: str
+    namespace: str
+
+    def describe(self) -> str:
+        return (
+            f"permission {self.permission!r} denied on namespace {self.namespace!r} "
+            "(or it might not exist)"
         )
 
 
@@ -451,6 +478,7 @@ class UnauthenticatedError(
     """No credentials, or credentials the daemon does not accept."""
 
 
+@_error
 class RevisionCompactedError(
     CoorddError,
     code=grpc.StatusCode.OUT_OF_RANGE,
@@ -459,14 +487,16 @@ class RevisionCompactedError(
 ):
     """The requested revision was compacted away; resync, then resume from compact_revision."""
 
-    def __init__(self, namespace: str, compact_revision: int) -> None:
-        self.namespace = namespace
-        self.compact_revision = compact_revision
-        super().__init__(
-            f"revisions of {namespace} before {compact_revision} were compacted; resync"
+    namespace: str
+    compact_revision: int
+
+    def describe(self) -> str:
+        return (
+            f"revisions of {self.namespace} before {self.compact_revision} were compacted; resync"
         )
 
 
+@_error
 class RevisionNotReachedError(
     CoorddError,
     code=grpc.StatusCode.UNAVAILABLE,
@@ -478,37 +508,36 @@ class RevisionNotReachedError(
     Another replica (or the same one a moment later) can answer: retry after ``retry_after``.
     """
 
-    def __init__(
-        self,
-        namespace: str,
-        min_revision: int,
-        revision: int,
-        retry_after: timedelta | None = None,
-    ) -> None:
-        self.namespace = namespace
-        self.min_revision = min_revision
-        self.revision = revision
-        self.retry_after = retry_after or timedelta(milliseconds=100)
-        super().__init__(
-            f"{namespace} is at revision {revision} here, below min_revision {min_revision}; "
-            "retry (another replica may be ahead)"
+    namespace: str
+    min_revision: int
+    revision: int
+    retry_after: timedelta = timedelta(milliseconds=100)
+
+    def describe(self) -> str:
+        return (
+            f"{self.namespace} is at revision {self.revision} here, below min_revision "
+            f"{self.min_revision}; retry (another replica may be ahead)"
         )
 
 
+@_error
 class StorageUnavailableError(
     CoorddError, code=grpc.StatusCode.UNAVAILABLE, reason="STORAGE_UNAVAILABLE"
 ):
     """PostgreSQL is unreachable; retry after ``retry_after``."""
 
-    def __init__(self, message: str = "storage unavailable", retry_after: timedelta | None = None):
-        self.retry_after = retry_after or timedelta(seconds=1)
-        super().__init__(message)
+    message: str = "storage unavailable"
+    retry_after: timedelta = timedelta(seconds=1)
+
+    def describe(self) -> str:
+        return self.message
 
 
 class UnavailableError(CoorddError, code=grpc.StatusCode.UNAVAILABLE, reason="UNAVAILABLE"):
     """The daemon (or sidecar) could not be reached."""
 
 
+@_error
 class ShuttingDownError(UnavailableError, code=grpc.StatusCode.UNAVAILABLE, reason="SHUTTING_DOWN"):
     """The daemon is stopping: open streams and long waits end with this at once.
 
@@ -516,13 +545,11 @@ class ShuttingDownError(UnavailableError, code=grpc.StatusCode.UNAVAILABLE, reas
     the client's ``watch`` and ``context.subscribe`` do so by themselves.
     """
 
-    def __init__(
-        self,
-        message: str = "coordd is shutting down: reconnect and resume from your cursor",
-        retry_after: timedelta | None = None,
-    ) -> None:
-        self.retry_after = retry_after or timedelta(milliseconds=500)
-        super().__init__(message)
+    message: str = "coordd is shutting down: reconnect and resume from your cursor"
+    retry_after: timedelta = timedelta(milliseconds=500)
+
+    def describe(self) -> str:
+        return self.message
 
 
 class DeadlineExceededError(
@@ -531,6 +558,7 @@ class DeadlineExceededError(
     """The call's deadline passed before an answer."""
 
 
+@_error
 class MessageTooLargeError(
     CoorddError,
     code=grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -546,16 +574,19 @@ class MessageTooLargeError(
         limit: The largest message accepted, in bytes (0 if the transport did not say).
     """
 
-    def __init__(self, size: int = 0, limit: int = 0, message: str = "") -> None:
-        self.size = size
-        self.limit = limit
-        super().__init__(
-            message
-            or f"message of {size} bytes is larger than the limit of {limit} bytes; "
+    size: int = 0
+    limit: int = 0
+    message: str = ""
+
+    def describe(self) -> str:
+        return (
+            self.message
+            or f"message of {self.size} bytes is larger than the limit of {self.limit} bytes; "
             "nothing was done (split the request)"
         )
 
 
+@_error
 class QuotaExceededError(
     CoorddError,
     code=grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -573,14 +604,15 @@ class QuotaExceededError(
         usage: The namespace's usage before the write.
     """
 
-    def __init__(self, namespace: str = "", limit_name: str = "", quota: int = 0, usage: int = 0):
-        self.namespace = namespace
-        self.limit_name = limit_name
-        self.quota = quota
-        self.usage = usage
-        super().__init__(
-            f"namespace {namespace!r} is at {usage} of its {limit_name} quota of {quota}; "
-            "the write was not applied"
+    namespace: str = ""
+    limit_name: str = ""
+    quota: int = 0
+    usage: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"namespace {self.namespace!r} is at {self.usage} of its {self.limit_name} quota "
+            f"of {self.quota}; the write was not applied"
         )
 
 
@@ -612,6 +644,7 @@ class RateLimitedError(
         )
 
 
+@_error
 class TooManyStreamsError(
     CoorddError,
     code=grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -625,17 +658,22 @@ class TooManyStreamsError(
         limit: The streams it may hold open at once.
     """
 
-    def __init__(self, agent_id: str = "", limit: int = 0) -> None:
-        self.agent_id = agent_id
-        self.limit = limit
-        super().__init__(
-            f"agent {agent_id!r} already has {limit} streams open, its limit: close one first"
+    agent_id: str = ""
+    limit: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"agent {self.agent_id!r} already has {self.limit} streams open, its limit: "
+            "close one first"
         )
 
 
+@_error
 class InternalError(CoorddError, code=grpc.StatusCode.INTERNAL, reason="INTERNAL"):
     """A bug in coordd. Only a trace id travels; details are in the daemon's log."""
 
-    def __init__(self, message: str = "internal error", trace_id: str = "") -> None:
-        self.trace_id = trace_id
-        super().__init__(message)
+    message: str = "internal error"
+    trace_id: str = ""
+
+    def describe(self) -> str:
+        return self.message
