@@ -124,19 +124,8 @@ class Daemon:
             if server is not None:
                 await server.stop(0)
         self._server = self._health_server = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
-        if self.notifier is not None:
-            await self.notifier.stop()
-        if self._indexer_ready and self.indexer is not None:
-            await self.indexer.stop()  # saves the index only if it was loaded in full
-        await self._close_storage()
-        if self._audit_handler is not None:
-            audit.detach(self._audit_handler)
-            self._audit_handler = None
+        # The indexer saves its index on stop: only one that was loaded in full.
+        await self._stop_background(stop_indexer=self._indexer_ready)
 
     async def _start(self) -> None:
         s = self.settings
@@ -295,6 +284,12 @@ class Daemon:
         if self._health_server is not None:
             await self._health_server.stop(0)
             self._health_server = None
+        await self._stop_background(stop_indexer=True)
+        logger.info("coordd stopped")
+
+    async def _stop_background(self, *, stop_indexer: bool) -> None:
+        """Once the listeners are down: stop the sweeper, the notifier and (if asked) the
+        indexer, close storage and detach the audit log (a stop, and an aborted start)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with suppress(asyncio.CancelledError):
@@ -302,13 +297,12 @@ class Daemon:
             self._sweeper = None
         if self.notifier is not None:
             await self.notifier.stop()
-        if self.indexer is not None:
+        if stop_indexer and self.indexer is not None:
             await self.indexer.stop()
         await self._close_storage()
         if self._audit_handler is not None:
             audit.detach(self._audit_handler)
             self._audit_handler = None
-        logger.info("coordd stopped")
 
     async def _close_storage(self) -> None:
         if self._db is not None:

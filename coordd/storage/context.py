@@ -66,19 +66,12 @@ class ContextStore:
             memory=False,
         )
         check(row, Call(post.namespace, fence=post.fence))
-        return ContextEntry(
-            namespace=post.namespace,
+        return from_row(
+            ContextEntry,
+            post,  # what was posted, as posted; then what the database and the caller stamped
             id=row.ns_revision,
             from_agent_id=who.agent_id,
             from_role=who.role,
-            to_role=post.to_role,
-            to_agent_id=post.to_agent_id,
-            context_type=post.context_type,
-            content_json=post.content_json,
-            task_id=post.task_id,
-            correlation_id=post.correlation_id,
-            delivery=post.delivery,
-            sender_vector=post.sender_vector,
             create_time=row.create_time,
             expire_time=row.expire_time,
             acks=[],

@@ -63,11 +63,15 @@ _DB_ATTRS: dict[str, AttributeValue] = {"db.system": "postgresql"}
 
 
 def from_row(cls: type[T], row: Row, **given: Any) -> T:
-    """The value type *cls* (a dataclass) from the same-named columns of *row*, plus *given*."""
+    """The value type *cls* (a dataclass) from the same-named columns of *row*, plus *given*.
+
+    *row* may also be a value type (a dataclass): a write's result is what was asked, as
+    asked, plus what the database stamped (given).
+    """
     shape = (cls, type(row))
     names = _SHARED.get(shape)
     if names is None:  # once per value type and row shape, not per row (search hydrates many)
-        columns = set(row._fields)
+        columns = {f.name for f in dataclasses.fields(row)} if _is_value(row) else set(row._fields)
         fields = dataclasses.fields(cls)  # type: ignore[arg-type]
         names = _SHARED[shape] = tuple(f.name for f in fields if f.name in columns)
     values = {n: getattr(row, n) for n in names if n not in given}
@@ -75,6 +79,12 @@ def from_row(cls: type[T], row: Row, **given: Any) -> T:
 
 
 _SHARED: dict[tuple[type, type], tuple[str, ...]] = {}
+
+
+def _is_value(row: Any) -> bool:
+    return dataclasses.is_dataclass(row) and not isinstance(row, type)
+
+
 T = TypeVar("T")
 
 

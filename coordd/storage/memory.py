@@ -98,28 +98,19 @@ def _put_result(who: Identity, trace_id: str, w: MemoryWrite, row: Row) -> Memor
     if row.status == "task_not_started":
         raise NotFoundError(f"task {w.task_id!r} is not started in {w.namespace}: StartTask first")
     check(row, Call(w.namespace, w.key, w.fence, w.expected_revision))
-    return MemoryEntry(
-        namespace=w.namespace,
-        key=w.key,
-        tier=w.tier,
-        value_json=row.value,
-        text=w.text,
-        embedding=w.embedding,
-        tags=w.tags,
-        task_id=w.task_id,
+    return from_row(
+        MemoryEntry,
+        w,  # what was asked, as asked; then what the database and the caller stamped
+        value_json=row.value,  # a merge patch's result, not the patch
         revision=row.revision,
         create_revision=row.create_revision,
         agent_id=who.agent_id,
         role=who.role,
         write_time=row.write_time,
         trace_id=trace_id,
-        request_id=w.request_id,
-        derived_from=w.derived_from,
         expire_time=row.expire_time,
         valid_from=row.write_time,
         valid_to=None,
-        review_time=w.review_time,
-        confidence=w.confidence,
         stale=w.review_time is not None and w.review_time <= row.write_time,
     )
 
