@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from coordd.errors import UnavailableError
 from coordd.v1 import common_pb2
 from coordd.v1 import context_service_pb2 as pb
 from coordd.v1 import context_service_pb2_grpc as pb_grpc
@@ -179,25 +178,20 @@ class AsyncContext(Service):
         entry delivered, trying for up to *reconnect_for* seconds: nothing is delivered twice
         or skipped. Past that it raises UnavailableError; subscribe again with the last id.
         """
-        resumer = Resumer(self._core, reconnect_for)
-        while True:
-            request = pb.SubscribeContextRequest(
+
+        def request() -> pb.SubscribeContextRequest:
+            return pb.SubscribeContextRequest(
                 namespace=namespace,
                 after_id=after_id,
                 unread_only=unread,
                 context_type=context_type,
                 lease=cv.duration(lease),
             )
-            try:
-                # aclosing: the call is cancelled as soon as this generator ends or is closed.
-                stream = self._core.stream(self._stub.SubscribeContext, request)
-                async with contextlib.aclosing(stream) as responses:
-                    async for resp in responses:
-                        resumer.delivered()
-                        entry = self._received(cv.context_entry(resp.entry))
-                        after_id = entry.id
-                        yield entry
-                return
-            except UnavailableError as exc:
-                if not await resumer.retry(exc):
-                    raise
+
+        resumer = Resumer(self._core, reconnect_for)
+        stream = resumer.follow(self._stub.SubscribeContext, request)
+        async with contextlib.aclosing(stream) as responses:
+            async for resp in responses:
+                entry = self._received(cv.context_entry(resp.entry))
+                after_id = entry.id
+                yield entry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 from google.protobuf import duration_pb2
 
@@ -26,6 +27,7 @@ from ._models import (
     ContextEntry,
     Fence,
     IdempotencyRecord,
+    MemoryPut,
     Participant,
     TransitionWrite,
 )
@@ -94,19 +96,25 @@ def participant(value: Participant | str) -> agreement_pb.Participant:
     )
 
 
+def write_fields(w: MemoryPut | TransitionWrite) -> dict[str, Any]:
+    """The request fields of a memory write that ``memory.put`` and an agreement's
+    transition write share (PutMemoryRequest and TransitionWrite spell them alike)."""
+    return {
+        "namespace": w.namespace,
+        "key": w.key,
+        "tier": Tier.parse(w.tier, "tier").number,
+        "value_json": json.dumps(w.value, separators=(",", ":")),
+        "text": w.text,
+        "tags": list(w.tags),
+        "task_id": w.task_id,
+        "write_mode": write_mode(w.mode),
+        "expected_revision": w.expected_revision,
+        "ttl": duration(w.ttl),
+    }
+
+
 def transition_write(w: TransitionWrite) -> agreement_pb.TransitionWrite:
-    return agreement_pb.TransitionWrite(
-        namespace=w.namespace,
-        key=w.key,
-        tier=Tier.parse(w.tier, "tier").number,  # type: ignore[arg-type]
-        value_json=json.dumps(w.value, separators=(",", ":")),
-        text=w.text,
-        tags=list(w.tags),
-        task_id=w.task_id,
-        write_mode=write_mode(w.mode),
-        expected_revision=w.expected_revision,
-        ttl=duration(w.ttl),
-    )
+    return agreement_pb.TransitionWrite(**write_fields(w))
 
 
 def _transition_write(msg: agreement_pb.TransitionWrite) -> TransitionWrite:

@@ -81,23 +81,26 @@ def _ts(value: datetime | None) -> Any:
 
 def _put_request(w: MemoryPut) -> pb.PutMemoryRequest:
     return pb.PutMemoryRequest(
-        namespace=w.namespace,
-        key=w.key,
-        tier=Tier.parse(w.tier, "tier").number,  # type: ignore[arg-type]
-        value_json=json.dumps(w.value, separators=(",", ":")),
-        text=w.text,
+        **cv.write_fields(w),
         embedding=list(w.embedding or ()),
-        tags=list(w.tags),
-        task_id=w.task_id,
-        write_mode=cv.write_mode(w.mode),
-        expected_revision=w.expected_revision,
-        ttl=cv.duration(w.ttl),
         derived_from=_refs(w.derived_from),
         review_time=_ts(w.review_time),
         confidence=w.confidence,
         fence=cv.fence(w.fence),
         request_id=w.request_id,
     )
+
+
+def _filters(
+    tier: str | None, tags: Sequence[str], task_id: str, include_stale: bool
+) -> dict[str, Any]:
+    """The request fields of ``list`` and ``search`` that choose which entries count."""
+    return {
+        "tier": Tier.parse(tier, "tier").number if tier else 0,
+        "tags": list(tags),
+        "task_id": task_id,
+        "include_stale": include_stale,
+    }
 
 
 class AsyncMemory(Service):
@@ -215,10 +218,7 @@ class AsyncMemory(Service):
             self._stub.ListMemory,
             pb.ListMemoryRequest(
                 namespace_prefix=namespace_prefix,
-                tier=Tier.parse(tier, "tier").number if tier else 0,  # type: ignore[arg-type]
-                tags=list(tags),
-                task_id=task_id,
-                include_stale=include_stale,
+                **_filters(tier, tags, task_id, include_stale),
                 page_size=page_size,
                 page_token=page_token,
             ),
@@ -265,10 +265,7 @@ class AsyncMemory(Service):
                 embedding=list(embedding),
                 k=k,
                 namespace_prefixes=prefixes,
-                tier=Tier.parse(tier, "tier").number if tier else 0,  # type: ignore[arg-type]
-                tags=list(tags),
-                task_id=task_id,
-                include_stale=include_stale,
+                **_filters(tier, tags, task_id, include_stale),
                 ef=ef,
                 min_revisions=common_pb2.VersionVector(
                     revisions={

@@ -8,7 +8,10 @@ again from its cursor. This decides when to try again, and when to give up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Callable
 from datetime import timedelta
+from typing import Any
 
 from coordd.errors import UnavailableError
 
@@ -21,9 +24,9 @@ _MAX_BACKOFF_S = 2.0
 class Resumer:
     """Backoff across reconnect attempts, for up to *within* seconds of disconnection.
 
-    Call :meth:`delivered` whenever the stream yields something (the outage is over), and
-    :meth:`retry` on UnavailableError: True means ask again from the cursor, False means give
-    up (re-raise).
+    :meth:`follow` does it all for a stream; by hand, call :meth:`delivered` whenever the
+    stream yields something (the outage is over), and :meth:`retry` on UnavailableError: True
+    means ask again from the cursor, False means give up (re-raise).
     """
 
     def __init__(self, core: Core, within: float) -> None:
@@ -31,6 +34,23 @@ class Resumer:
         self._within = within
         self._deadline: float | None = None
         self._backoff = _FIRST_BACKOFF_S
+
+    async def follow(
+        self, method: Callable[..., Any], request: Callable[[], Any]
+    ) -> AsyncGenerator[Any, None]:
+        """The responses of the server stream *method*, asked again with a fresh
+        ``request()`` (built from the caller's cursor) after each outage it outlasts."""
+        while True:
+            try:
+                # aclosing: the call is cancelled as soon as this generator ends or is closed.
+                async with contextlib.aclosing(self._core.stream(method, request())) as responses:
+                    async for response in responses:
+                        self.delivered()
+                        yield response
+                return
+            except UnavailableError as exc:
+                if not await self.retry(exc):
+                    raise
 
     def delivered(self) -> None:
         self._deadline = None

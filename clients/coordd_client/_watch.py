@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from coordd.errors import UnavailableError
 from coordd.v1 import common_pb2
 from coordd.v1 import watch_service_pb2 as pb
 from coordd.v1 import watch_service_pb2_grpc as pb_grpc
@@ -52,28 +51,23 @@ class AsyncWatch(Service):
             if until_revision < max(start_revision, 1):
                 return
         seen: dict[str, int] = {}  # namespace -> last revision delivered
-        resumer = Resumer(self._core, reconnect_for)
-        while True:
-            request = pb.WatchRequest(
+
+        def request() -> pb.WatchRequest:
+            return pb.WatchRequest(
                 namespace=namespace,
                 prefix=prefix,
                 start_revision=start_revision,
                 after=common_pb2.VersionVector(revisions=seen),
             )
-            try:
-                # aclosing: the call is cancelled as soon as this generator ends or is closed.
-                async with contextlib.aclosing(self._core.stream(self._stub.Watch, request)) as rs:
-                    async for resp in rs:
-                        resumer.delivered()
-                        for msg in resp.events:
-                            if until_revision is not None and msg.revision > until_revision:
-                                return
-                            yield cv.change_event(msg)
-                        for msg in resp.events:  # a revision's events all come in one response
-                            seen[msg.namespace] = max(seen.get(msg.namespace, 0), msg.revision)
-                        if until_revision is not None and seen.get(namespace, 0) >= until_revision:
-                            return
-                return
-            except UnavailableError as exc:
-                if not await resumer.retry(exc):
-                    raise
+
+        stream = Resumer(self._core, reconnect_for).follow(self._stub.Watch, request)
+        async with contextlib.aclosing(stream) as responses:
+            async for resp in responses:
+                for msg in resp.events:
+                    if until_revision is not None and msg.revision > until_revision:
+                        return
+                    yield cv.change_event(msg)
+                for msg in resp.events:  # a revision's events all come in one response
+                    seen[msg.namespace] = max(seen.get(msg.namespace, 0), msg.revision)
+                if until_revision is not None and seen.get(namespace, 0) >= until_revision:
+                    return
