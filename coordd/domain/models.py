@@ -72,13 +72,10 @@ class BeginOutcome:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ContextEntry:
-    """A directional entry; ``id`` is the namespace revision of its post."""
+class ContextMessage:
+    """What a context entry says and to whom: the part a post and the stored entry share."""
 
     namespace: str
-    id: int
-    from_agent_id: str
-    from_role: str
     to_role: str
     to_agent_id: str
     context_type: str
@@ -87,25 +84,25 @@ class ContextEntry:
     correlation_id: str
     delivery: str
     sender_vector: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContextEntry(ContextMessage):
+    """A directional entry; ``id`` is the namespace revision of its post."""
+
+    id: int
+    from_agent_id: str
+    from_role: str
     create_time: datetime
     expire_time: datetime
     acks: list[Acknowledgement]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ContextPost:
+class ContextPost(ContextMessage):
     """What PostContext writes (sender identity comes separately, from the caller)."""
 
-    namespace: str
-    to_role: str
-    to_agent_id: str
-    context_type: str
-    content_json: str
-    task_id: str
-    correlation_id: str
     ttl: timedelta
-    delivery: str
-    sender_vector: dict[str, int]
     fence: Fence | None
 
 
