@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Self
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "Fence",
     "IdempotencyRecord",
     "IdempotencyState",
+    "NamespacePolicy",
+    "Participant",
     "TaskOutcome",
     "Tier",
     "WriteMode",
@@ -221,3 +223,34 @@ class EntryRef:
     namespace: str
     key: str
     revision: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Participant:
+    """Who must accept an agreement: one agent (``agent_id``), or ``count`` distinct agents
+    of ``role``.
+
+    Each voter takes one seat with its first vote: the seat naming its agent id, else a free
+    seat of its role. An agent with no seat to take is not a participant.
+    """
+
+    agent_id: str = ""
+    role: str = ""
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamespacePolicy:
+    """How a namespace's memory writes order by default, and how long episodes are kept.
+
+    Attributes:
+        default_mode: The write mode of writes that name none ("lww", "cas" or "merge").
+        forbid_unconditional: Refuse last-write-wins writes (only CAS and merge).
+        episodic_max_age: Episodes older than this are removed (None: kept).
+        episodic_max_count: Keep at most this many episodes (0: no limit).
+    """
+
+    default_mode: str = "lww"
+    forbid_unconditional: bool = False
+    episodic_max_age: timedelta | None = None
+    episodic_max_count: int = 0

@@ -16,6 +16,8 @@ from coordd.vocabulary import EntryRef as EntryRef
 from coordd.vocabulary import Fence as Fence
 from coordd.vocabulary import IdempotencyRecord as IdempotencyRecord
 from coordd.vocabulary import IdempotencyState as IdempotencyState
+from coordd.vocabulary import NamespacePolicy as NamespacePolicy
+from coordd.vocabulary import Participant as Participant
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,27 +201,6 @@ class SearchHit:
 class MemoryPage:
     entries: list[MemoryEntry]
     next_page_token: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NamespacePolicy:
-    default_mode: str = "lww"
-    forbid_unconditional: bool = False
-    episodic_max_age: timedelta | None = None
-    episodic_max_count: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Participant:
-    """Who must accept: one agent (``agent_id``), or ``count`` distinct agents of ``role``.
-
-    Each voter takes one seat with its first vote: the seat naming its agent id, else a free
-    seat of its role. An agent with no seat to take is not a participant.
-    """
-
-    agent_id: str = ""
-    role: str = ""
-    count: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

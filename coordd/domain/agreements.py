@@ -26,16 +26,8 @@ from coordd.domain.context import Notifier
 from coordd.domain.models import Identity
 from coordd.vocabulary import AgreementState as AgreementState
 from coordd.vocabulary import DecisionCause as DecisionCause
+from coordd.vocabulary import Participant as Participant
 from coordd.vocabulary import WriteMode as WriteMode
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Participant:
-    """One agent (``agent_id``) or ``count`` distinct agents of a role (``role``)."""
-
-    agent_id: str = ""
-    role: str = ""
-    count: int = 1
 
 
 def seats(participants: list[Participant]) -> int:

@@ -12,6 +12,7 @@ from coordd.vocabulary import EntryRef as EntryRef
 from coordd.vocabulary import Fence as Fence
 from coordd.vocabulary import IdempotencyRecord as IdempotencyRecord
 from coordd.vocabulary import IdempotencyState as IdempotencyState
+from coordd.vocabulary import NamespacePolicy as NamespacePolicy
 from coordd.vocabulary import Tier as Tier
 
 
@@ -185,14 +186,6 @@ class MemoryWrite:
     confidence: float
     fence: Fence | None
     request_id: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NamespacePolicy:
-    default_mode: str = "lww"
-    forbid_unconditional: bool = False
-    episodic_max_age: timedelta | None = None
-    episodic_max_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
