@@ -5,15 +5,65 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from coordd.domain.clock import Clock, SystemClock
-from coordd.domain.models import ClaimOutcome, ClaimPage, ClaimsOutcome, Identity
+from coordd.domain.consistency import answer_within
+from coordd.domain.models import ClaimOutcome, ClaimPage, ClaimsOutcome, Fence, Identity
 
 # A waiter re-checks at least this often, so a release made through another daemon replica
 # (which cannot wake our local queue) is noticed within this bound.
 _RECHECK_S = 0.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Acquire:
+    """AcquireClaim: one resource, waiting up to *wait* (first come first served) if held."""
+
+    namespace: str
+    resource: str
+    ttl: timedelta
+    wait: timedelta
+    progress: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcquireMany:
+    """AcquireAnyClaim (the first free of *resources*) or AcquireClaims (all or none)."""
+
+    namespace: str
+    resources: list[str]
+    ttl: timedelta
+    progress: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Renewal:
+    """RenewClaim by the holder of *token*; *progress* None keeps the last note."""
+
+    namespace: str
+    resource: str
+    token: int
+    ttl: timedelta
+    progress: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimKey:
+    namespace: str
+    resource: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimListing:
+    """ListClaims: live claims after resource *after*, of *holder* if given."""
+
+    namespace: str
+    holder: str
+    after: str
+    limit: int
 
 
 class ClaimStore(Protocol):
@@ -109,18 +159,15 @@ class ClaimService:
         self._waiters = _WaitQueues()
 
     async def acquire(
-        self,
-        who: Identity,
-        namespace: str,
-        resource: str,
-        ttl: timedelta,
-        wait: timedelta,
-        progress: str,
+        self, who: Identity, a: Acquire, time_remaining: float | None = None
     ) -> ClaimOutcome:
-        """Acquire now, or wait up to *wait* (first come first served) while someone holds it."""
+        """Acquire now, or wait up to ``a.wait`` (first come first served) while someone
+        holds it, answering before the caller's deadline (*time_remaining*, seconds)."""
+        namespace, resource = a.namespace, a.resource
         outcome = await self._store.acquire(
-            namespace, resource, who.agent_id, who.role, ttl, progress
+            namespace, resource, who.agent_id, who.role, a.ttl, a.progress
         )
+        wait = answer_within(a.wait, time_remaining)
         if outcome.acquired or wait <= timedelta(0):
             return outcome
         key = (namespace, resource)
@@ -138,7 +185,7 @@ class ClaimService:
                 if not self._waiters.is_head(key, turn):
                     continue
                 outcome = await self._store.acquire(
-                    namespace, resource, who.agent_id, who.role, ttl, progress
+                    namespace, resource, who.agent_id, who.role, a.ttl, a.progress
                 )
                 if outcome.acquired:
                     return outcome
@@ -149,44 +196,37 @@ class ClaimService:
         """How many acquirers wait on *resource* in this daemon."""
         return self._waiters.waiting((namespace, resource))
 
-    async def acquire_any(
-        self, who: Identity, namespace: str, resources: list[str], ttl: timedelta, progress: str
-    ) -> ClaimOutcome:
+    async def acquire_any(self, who: Identity, a: AcquireMany) -> ClaimOutcome:
+        """Claim the first free resource of ``a.resources``, in their order."""
         return await self._store.acquire_any(
-            namespace, resources, who.agent_id, who.role, ttl, progress
+            a.namespace, a.resources, who.agent_id, who.role, a.ttl, a.progress
         )
 
-    async def acquire_all(
-        self, who: Identity, namespace: str, resources: list[str], ttl: timedelta, progress: str
-    ) -> ClaimsOutcome:
-        """Claim every resource of *resources* or none (all-or-nothing, one transaction)."""
+    async def acquire_all(self, who: Identity, a: AcquireMany) -> ClaimsOutcome:
+        """Claim every resource of ``a.resources`` or none (all-or-nothing, one transaction)."""
         return await self._store.acquire_all(
-            namespace, resources, who.agent_id, who.role, ttl, progress
+            a.namespace, a.resources, who.agent_id, who.role, a.ttl, a.progress
         )
 
-    async def renew(
-        self,
-        who: Identity,
-        namespace: str,
-        resource: str,
-        token: int,
-        ttl: timedelta,
-        progress: str | None,
-    ) -> ClaimOutcome:
-        return await self._store.renew(namespace, resource, who.agent_id, token, ttl, progress)
+    async def renew(self, who: Identity, r: Renewal) -> ClaimOutcome:
+        return await self._store.renew(
+            r.namespace, r.resource, who.agent_id, r.token, r.ttl, r.progress
+        )
 
-    async def release(
-        self, who: Identity, namespace: str, resource: str, token: int
-    ) -> ClaimOutcome:
-        outcome = await self._store.release(namespace, resource, who.agent_id, token)
-        self._waiters.wake((namespace, resource))
+    async def release(self, who: Identity, claim: Fence) -> ClaimOutcome:
+        """Release *claim* (held by *who* under its token); the next waiter here gets its turn."""
+        outcome = await self._store.release(
+            claim.namespace, claim.resource, who.agent_id, claim.token
+        )
+        self._waiters.wake((claim.namespace, claim.resource))
         return outcome
 
-    async def get(self, namespace: str, resource: str) -> ClaimOutcome:
-        return await self._store.get(namespace, resource)
+    async def get(self, key: ClaimKey) -> ClaimOutcome:
+        return await self._store.get(key.namespace, key.resource)
 
-    async def list(self, namespace: str, holder: str, after: str, limit: int) -> ClaimPage:
-        return await self._store.list(namespace, holder, after, limit)
+    # Last in the class: the name `list` would shadow the builtin in later annotations.
+    async def list(self, q: ClaimListing) -> ClaimPage:
+        return await self._store.list(q.namespace, q.holder, q.after, q.limit)
 
 
 def _until_expiry(outcome: ClaimOutcome) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from coordd.errors import RevisionNotReachedError
@@ -23,6 +24,7 @@ T = TypeVar("T")
 MAX_WAIT_S = 2.0
 """The longest a read waits for its ``min_revision`` (less if the call's deadline is nearer)."""
 
+_ANSWER_MARGIN_S = 0.05
 _FIRST_DELAY_S = 0.002
 _MAX_DELAY_S = 0.05
 
@@ -36,6 +38,14 @@ def wait_budget(time_remaining: float | None) -> float:
     if time_remaining is None:
         return MAX_WAIT_S
     return max(0.0, min(MAX_WAIT_S, time_remaining / 2))
+
+
+def answer_within(wait: timedelta, time_remaining: float | None) -> timedelta:
+    """*wait*, shortened to end 50 ms before the call's deadline (*time_remaining*, seconds,
+    None without one), so a waiting call answers before its caller gives up."""
+    if time_remaining is None:
+        return wait
+    return min(wait, timedelta(seconds=max(time_remaining - _ANSWER_MARGIN_S, 0)))
 
 
 async def at_least(
