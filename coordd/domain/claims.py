@@ -67,53 +67,19 @@ class ClaimListing:
 
 
 class ClaimStore(Protocol):
-    async def acquire(
-        self,
-        namespace: str,
-        resource: str,
-        agent_id: str,
-        role: str,
-        ttl: timedelta,
-        progress: str,
-    ) -> ClaimOutcome: ...
+    async def acquire(self, who: Identity, a: Acquire) -> ClaimOutcome: ...
 
-    async def acquire_any(
-        self,
-        namespace: str,
-        resources: list[str],
-        agent_id: str,
-        role: str,
-        ttl: timedelta,
-        progress: str,
-    ) -> ClaimOutcome: ...
+    async def acquire_any(self, who: Identity, a: AcquireMany) -> ClaimOutcome: ...
 
-    async def acquire_all(
-        self,
-        namespace: str,
-        resources: list[str],
-        agent_id: str,
-        role: str,
-        ttl: timedelta,
-        progress: str,
-    ) -> ClaimsOutcome: ...
+    async def acquire_all(self, who: Identity, a: AcquireMany) -> ClaimsOutcome: ...
 
-    async def renew(
-        self,
-        namespace: str,
-        resource: str,
-        agent_id: str,
-        token: int,
-        ttl: timedelta,
-        progress: str | None,
-    ) -> ClaimOutcome: ...
+    async def renew(self, who: Identity, r: Renewal) -> ClaimOutcome: ...
 
-    async def release(
-        self, namespace: str, resource: str, agent_id: str, token: int
-    ) -> ClaimOutcome: ...
+    async def release(self, who: Identity, claim: Fence) -> ClaimOutcome: ...
 
-    async def get(self, namespace: str, resource: str) -> ClaimOutcome: ...
+    async def get(self, key: ClaimKey) -> ClaimOutcome: ...
 
-    async def list(self, namespace: str, holder: str, after: str, limit: int) -> ClaimPage: ...
+    async def list(self, q: ClaimListing) -> ClaimPage: ...
 
 
 class _WaitQueues:
@@ -163,14 +129,11 @@ class ClaimService:
     ) -> ClaimOutcome:
         """Acquire now, or wait up to ``a.wait`` (first come first served) while someone
         holds it, answering before the caller's deadline (*time_remaining*, seconds)."""
-        namespace, resource = a.namespace, a.resource
-        outcome = await self._store.acquire(
-            namespace, resource, who.agent_id, who.role, a.ttl, a.progress
-        )
+        outcome = await self._store.acquire(who, a)
         wait = answer_within(a.wait, time_remaining)
         if outcome.acquired or wait <= timedelta(0):
             return outcome
-        key = (namespace, resource)
+        key = (a.namespace, a.resource)
         deadline = self._clock.monotonic() + wait.total_seconds()
         turn = self._waiters.join(key)
         try:
@@ -184,9 +147,7 @@ class ClaimService:
                     await asyncio.wait_for(turn.wait(), timeout=max(pause, 0.001))
                 if not self._waiters.is_head(key, turn):
                     continue
-                outcome = await self._store.acquire(
-                    namespace, resource, who.agent_id, who.role, a.ttl, a.progress
-                )
+                outcome = await self._store.acquire(who, a)
                 if outcome.acquired:
                     return outcome
         finally:
@@ -198,35 +159,27 @@ class ClaimService:
 
     async def acquire_any(self, who: Identity, a: AcquireMany) -> ClaimOutcome:
         """Claim the first free resource of ``a.resources``, in their order."""
-        return await self._store.acquire_any(
-            a.namespace, a.resources, who.agent_id, who.role, a.ttl, a.progress
-        )
+        return await self._store.acquire_any(who, a)
 
     async def acquire_all(self, who: Identity, a: AcquireMany) -> ClaimsOutcome:
         """Claim every resource of ``a.resources`` or none (all-or-nothing, one transaction)."""
-        return await self._store.acquire_all(
-            a.namespace, a.resources, who.agent_id, who.role, a.ttl, a.progress
-        )
+        return await self._store.acquire_all(who, a)
 
     async def renew(self, who: Identity, r: Renewal) -> ClaimOutcome:
-        return await self._store.renew(
-            r.namespace, r.resource, who.agent_id, r.token, r.ttl, r.progress
-        )
+        return await self._store.renew(who, r)
 
     async def release(self, who: Identity, claim: Fence) -> ClaimOutcome:
         """Release *claim* (held by *who* under its token); the next waiter here gets its turn."""
-        outcome = await self._store.release(
-            claim.namespace, claim.resource, who.agent_id, claim.token
-        )
+        outcome = await self._store.release(who, claim)
         self._waiters.wake((claim.namespace, claim.resource))
         return outcome
 
     async def get(self, key: ClaimKey) -> ClaimOutcome:
-        return await self._store.get(key.namespace, key.resource)
+        return await self._store.get(key)
 
     # Last in the class: the name `list` would shadow the builtin in later annotations.
     async def list(self, q: ClaimListing) -> ClaimPage:
-        return await self._store.list(q.namespace, q.holder, q.after, q.limit)
+        return await self._store.list(q)
 
 
 def _until_expiry(outcome: ClaimOutcome) -> float:

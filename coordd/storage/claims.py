@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-from datetime import timedelta
 from typing import Any
 
-from coordd.domain.models import Claim, ClaimOutcome, ClaimPage, ClaimsOutcome
+from coordd.domain.claims import Acquire, AcquireMany, ClaimKey, ClaimListing, Renewal
+from coordd.domain.models import Claim, ClaimOutcome, ClaimPage, ClaimsOutcome, Fence, Identity
 from coordd.storage.batching import SqlFunction, WriteBatcher
 from coordd.storage.db import Database, Row, from_row
 from coordd.storage.outcomes import Call, check
@@ -59,45 +59,23 @@ class ClaimStore:
         rows = await self._writes.call(namespace, function, (namespace, *args), memory=False)
         return rows[0]
 
-    async def acquire(
-        self,
-        namespace: str,
-        resource: str,
-        agent_id: str,
-        role: str,
-        ttl: timedelta,
-        progress: str,
-    ) -> ClaimOutcome:
-        row = await self._call(_ACQUIRE, namespace, resource, agent_id, role, ttl, progress)
-        return _outcome(namespace, row)
+    async def acquire(self, who: Identity, a: Acquire) -> ClaimOutcome:
+        args = (a.resource, who.agent_id, who.role, a.ttl, a.progress)
+        row = await self._call(_ACQUIRE, a.namespace, *args)
+        return _outcome(a.namespace, row)
 
-    async def acquire_any(
-        self,
-        namespace: str,
-        resources: list[str],
-        agent_id: str,
-        role: str,
-        ttl: timedelta,
-        progress: str,
-    ) -> ClaimOutcome:
+    async def acquire_any(self, who: Identity, a: AcquireMany) -> ClaimOutcome:
         # Array arguments cannot travel as arrays of arrays: a statement of its own.
-        args = (namespace, resources, agent_id, role, ttl, progress)
+        args = (a.namespace, a.resources, who.agent_id, who.role, a.ttl, a.progress)
         row = await self._writes.fetchone(
-            namespace, _calling("acquire_any_claim", len(args)), args, memory=False
+            a.namespace, _calling("acquire_any_claim", len(args)), args, memory=False
         )
-        return _outcome(namespace, row)
+        return _outcome(a.namespace, row)
 
-    async def acquire_all(
-        self,
-        namespace: str,
-        resources: list[str],
-        agent_id: str,
-        role: str,
-        ttl: timedelta,
-        progress: str,
-    ) -> ClaimsOutcome:
+    async def acquire_all(self, who: Identity, a: AcquireMany) -> ClaimsOutcome:
         """Claim every resource or none, in one transaction (``coordd.acquire_claims``)."""
-        args = (namespace, resources, agent_id, role, ttl, progress)
+        namespace = a.namespace
+        args = (namespace, a.resources, who.agent_id, who.role, a.ttl, a.progress)
         rows = await self._writes.fetchall(
             namespace, _calling("acquire_claims", len(args)), args, memory=False
         )
@@ -106,37 +84,31 @@ class ClaimStore:
         revision = rows[0].ns_revision if rows else await self.revision(namespace)
         return ClaimsOutcome(acquired=acquired, revision=revision, claims=claims)
 
-    async def renew(
-        self,
-        namespace: str,
-        resource: str,
-        agent_id: str,
-        token: int,
-        ttl: timedelta,
-        progress: str | None,
-    ) -> ClaimOutcome:
-        row = await self._call(_RENEW, namespace, resource, agent_id, token, ttl, progress)
-        return _outcome(namespace, check(row, Call(namespace, resource)))
+    async def renew(self, who: Identity, r: Renewal) -> ClaimOutcome:
+        args = (r.resource, who.agent_id, r.token, r.ttl, r.progress)
+        row = await self._call(_RENEW, r.namespace, *args)
+        return _outcome(r.namespace, check(row, Call(r.namespace, r.resource)))
 
-    async def release(
-        self, namespace: str, resource: str, agent_id: str, token: int
-    ) -> ClaimOutcome:
-        row = await self._call(_RELEASE, namespace, resource, agent_id, token)
-        return _outcome(namespace, check(row, Call(namespace, resource)))
+    async def release(self, who: Identity, claim: Fence) -> ClaimOutcome:
+        args = (claim.resource, who.agent_id, claim.token)
+        row = await self._call(_RELEASE, claim.namespace, *args)
+        return _outcome(claim.namespace, check(row, Call(claim.namespace, claim.resource)))
 
-    async def get(self, namespace: str, resource: str) -> ClaimOutcome:
+    async def get(self, key: ClaimKey) -> ClaimOutcome:
+        namespace = key.namespace
         row = await self._db.fetchone(
             "SELECT 'ok' AS status, coordd.ns_revision(%s) AS ns_revision, c.resource,"
             " c.holder_agent_id, c.holder_role,"
             " c.fencing_token, c.acquire_time, c.expire_time, c.progress"
             " FROM (SELECT 1) one LEFT JOIN coordd.claims c"
             " ON c.namespace = %s AND c.resource = %s AND c.expire_time > coordd.now()",
-            (namespace, namespace, resource),
+            (namespace, namespace, key.resource),
         )
         claim = _claim(namespace, row)
         return ClaimOutcome(acquired=claim is not None, revision=row.ns_revision, claim=claim)
 
-    async def list(self, namespace: str, holder: str, after: str, limit: int) -> ClaimPage:
+    async def list(self, q: ClaimListing) -> ClaimPage:
+        namespace, holder, after, limit = q.namespace, q.holder, q.after, q.limit
         rows = await self._db.fetchall(
             f"SELECT coordd.ns_revision(%s) AS ns_revision, {_CLAIM_COLUMNS}"
             " FROM coordd.claims"

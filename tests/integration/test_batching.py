@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 
 import pytest
 
+from coordd.domain.claims import Acquire
+from coordd.domain.models import ClaimOutcome, Fence, Identity
 from coordd.storage.batching import WriteBatcher
 from coordd.storage.claims import ClaimStore
 from coordd.storage.db import Database
+
+
+def acquire(
+    store: ClaimStore,
+    namespace: str,
+    resource: str,
+    agent_id: str,
+    role: str,
+    ttl: timedelta,
+    progress: str,
+) -> Awaitable[ClaimOutcome]:
+    ask = Acquire(
+        namespace=namespace, resource=resource, ttl=ttl, wait=timedelta(0), progress=progress
+    )
+    return store.acquire(Identity(agent_id=agent_id, role=role), ask)
+
+
+def release(
+    store: ClaimStore, namespace: str, resource: str, agent_id: str, token: int
+) -> Awaitable[ClaimOutcome]:
+    claim = Fence(namespace=namespace, resource=resource, token=token)
+    return store.release(Identity(agent_id=agent_id), claim)
 
 
 @pytest.fixture
@@ -28,7 +52,7 @@ async def test_concurrent_writes_share_commits_and_keep_gapless_revisions(db, pg
     store = ClaimStore(db, writes)
     outcomes = await asyncio.gather(
         *(
-            store.acquire("hot", f"r{i}", f"agent-{i}", "", timedelta(seconds=30), "")
+            acquire(store, "hot", f"r{i}", f"agent-{i}", "", timedelta(seconds=30), "")
             for i in range(64)
         )
     )
@@ -69,14 +93,14 @@ async def test_calls_of_several_functions_share_one_statement_in_queue_order(db,
     writes = WriteBatcher(db)
     store = ClaimStore(db, writes)
     ttl = timedelta(seconds=30)
-    held = [await store.acquire("mix", f"old{i}", "a", "", ttl, "") for i in range(4)]
+    held = [await acquire(store, "mix", f"old{i}", "a", "", ttl, "") for i in range(4)]
     before = writes.transactions
     first, *batched = await asyncio.gather(
-        store.acquire("mix", "lone", "a", "", ttl, ""),
-        *(store.release("mix", f"old{i}", "a", o.claim.fencing_token) for i, o in enumerate(held)),
-        store.acquire("mix", "contested", "first", "", ttl, ""),
-        store.acquire("mix", "contested", "second", "", ttl, ""),
-        store.acquire("mix", "fresh", "b", "", ttl, ""),
+        acquire(store, "mix", "lone", "a", "", ttl, ""),
+        *(release(store, "mix", f"old{i}", "a", o.claim.fencing_token) for i, o in enumerate(held)),
+        acquire(store, "mix", "contested", "first", "", ttl, ""),
+        acquire(store, "mix", "contested", "second", "", ttl, ""),
+        acquire(store, "mix", "fresh", "b", "", ttl, ""),
     )
     assert writes.transactions - before == 2, "the lone write, then one batch"
     releases, (won, lost, fresh) = batched[:4], batched[4:]
@@ -103,10 +127,10 @@ async def test_failing_call_in_a_batched_statement_fails_alone(db, pg_conn) -> N
     store = ClaimStore(db, writes)
     ttl = timedelta(seconds=30)
     results = await asyncio.gather(
-        *(store.acquire("calls", f"r{i}", "a", "", ttl, "") for i in range(3)),
+        *(acquire(store, "calls", f"r{i}", "a", "", ttl, "") for i in range(3)),
         # now() + this lease is past PostgreSQL's last timestamp: that call raises.
-        store.acquire("calls", "bad", "a", "", timedelta.max, ""),
-        store.acquire("calls", "r3", "a", "", ttl, ""),
+        acquire(store, "calls", "bad", "a", "", timedelta.max, ""),
+        acquire(store, "calls", "r3", "a", "", ttl, ""),
         return_exceptions=True,
     )
     errors = [r for r in results if isinstance(r, Exception)]

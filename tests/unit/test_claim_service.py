@@ -6,7 +6,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from coordd.domain.claims import Acquire, AcquireMany, ClaimService, Renewal
+from coordd.domain.claims import (
+    Acquire,
+    AcquireMany,
+    ClaimKey,
+    ClaimListing,
+    ClaimService,
+    Renewal,
+)
 from coordd.domain.consistency import answer_within
 from coordd.domain.models import Claim, ClaimOutcome, ClaimPage, ClaimsOutcome, Fence, Identity
 
@@ -37,35 +44,34 @@ class FakeStore:
             )
         return ClaimOutcome(acquired=acquired, revision=self.token, claim=claim)
 
-    async def acquire(self, *args: object) -> ClaimOutcome:
-        self.calls.append(("acquire", args))
-        agent = args[2]
-        if self.holder not in (None, agent):
+    async def acquire(self, who: Identity, a: Acquire) -> ClaimOutcome:
+        self.calls.append(("acquire", (who, a)))
+        if self.holder not in (None, who.agent_id):
             return self._outcome(False)
-        self.holder, self.token = str(agent), self.token + 1
+        self.holder, self.token = who.agent_id, self.token + 1
         return self._outcome(True)
 
-    async def release(self, *args: object) -> ClaimOutcome:
-        self.calls.append(("release", args))
+    async def release(self, who: Identity, claim: Fence) -> ClaimOutcome:
+        self.calls.append(("release", (who, claim)))
         self.holder = None
         return self._outcome(True)
 
-    async def acquire_any(self, *args: object) -> ClaimOutcome:
-        self.calls.append(("acquire_any", args))
+    async def acquire_any(self, who: Identity, a: AcquireMany) -> ClaimOutcome:
+        self.calls.append(("acquire_any", (who, a)))
         return self._outcome(False)
 
-    async def acquire_all(self, *args: object) -> ClaimsOutcome:
-        self.calls.append(("acquire_all", args))
+    async def acquire_all(self, who: Identity, a: AcquireMany) -> ClaimsOutcome:
+        self.calls.append(("acquire_all", (who, a)))
         return ClaimsOutcome(acquired=False, revision=0, claims=[])
 
-    async def renew(self, *args: object) -> ClaimOutcome:
-        self.calls.append(("renew", args))
+    async def renew(self, who: Identity, r: Renewal) -> ClaimOutcome:
+        self.calls.append(("renew", (who, r)))
         return self._outcome(True)
 
-    async def get(self, namespace: str, resource: str) -> ClaimOutcome:
+    async def get(self, key: ClaimKey) -> ClaimOutcome:
         return self._outcome(False)
 
-    async def list(self, namespace: str, holder: str, after: str, limit: int) -> ClaimPage:
+    async def list(self, q: ClaimListing) -> ClaimPage:
         return ClaimPage(revision=0, claims=[], next_after=None)
 
 
@@ -122,7 +128,7 @@ async def test_a_release_hands_the_claim_to_waiters_in_arrival_order() -> None:
 
 async def test_a_wait_ends_at_its_deadline_by_the_injected_clock() -> None:
     store = FakeStore()
-    await store.acquire(NS, RES, "a", "worker", timedelta(seconds=30), "")
+    await store.acquire(A, ask(0))
     service = ClaimService(store, clock=SteppingClock(step=10))
     out = await asyncio.wait_for(service.acquire(B, ask(5)), 30)
     assert not out.acquired and out.claim and out.claim.holder_agent_id == "a"
@@ -135,12 +141,12 @@ async def test_no_wait_when_the_call_deadline_is_too_near() -> None:
     assert answer_within(timedelta(seconds=5), 1.05) == timedelta(seconds=1)
     assert answer_within(timedelta(seconds=5), 0.01) == timedelta(0)
     store = FakeStore()
-    await store.acquire(NS, RES, "a", "worker", timedelta(seconds=30), "")
+    await store.acquire(A, ask(0))
     out = await ClaimService(store).acquire(B, ask(60), time_remaining=0.01)
     assert not out.acquired and service_calls(store) == ["acquire", "acquire"]
 
 
-async def test_the_caller_identity_reaches_storage() -> None:
+async def test_calls_without_rules_reach_storage_as_the_caller() -> None:
     store = FakeStore()
     service = ClaimService(store)
     many = AcquireMany(namespace=NS, resources=["x", "y"], ttl=timedelta(seconds=9), progress="p")
@@ -149,7 +155,7 @@ async def test_the_caller_identity_reaches_storage() -> None:
     renewal = Renewal(namespace=NS, resource="x", token=4, ttl=timedelta(seconds=9), progress=None)
     await service.renew(C, renewal)
     assert store.calls == [
-        ("acquire_any", (NS, ["x", "y"], "a", "worker", timedelta(seconds=9), "p")),
-        ("acquire_all", (NS, ["x", "y"], "b", "worker", timedelta(seconds=9), "p")),
-        ("renew", (NS, "x", "c", 4, timedelta(seconds=9), None)),
+        ("acquire_any", (A, many)),
+        ("acquire_all", (B, many)),
+        ("renew", (C, renewal)),
     ]
