@@ -24,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import psycopg
@@ -146,6 +148,42 @@ def stop_daemon(proc: subprocess.Popen[str]) -> None:
     proc.wait(60)
 
 
+C = TypeVar("C")
+
+
+async def _drive(
+    conns: list[C],
+    queries: np.ndarray,
+    seconds: float | None,
+    cpu: CpuWindow | None,
+    top10: Callable[[C, np.ndarray], Awaitable[set[int]]],
+) -> tuple[list[set[int]], Stats]:
+    """Run *queries* through every connection of *conns* at once (connection n takes queries
+    n, n + len(conns), ...): once each, or round and round for *seconds*; the top-10 ids
+    found per query, and the latency of each. Closes the connections."""
+    results: list[set[int]] = [set()] * len(queries)
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds if seconds else None
+
+    async def run(c: C, offset: int) -> None:
+        i = offset
+        while (stop is None and i < len(queries)) or (stop and time.perf_counter() < stop):
+            q = queries[i % len(queries)]
+            t = time.perf_counter()
+            found = await top10(c, q)
+            lat.append(time.perf_counter() - t)
+            results[i % len(queries)] = found
+            i += len(conns)
+
+    started = time.perf_counter()
+    with cpu or contextlib.nullcontext():
+        await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        await c.close()  # type: ignore[attr-defined]
+    return results, Stats(len(lat), elapsed, lat)
+
+
 async def coordd_search(
     address: str,
     queries: np.ndarray,
@@ -156,28 +194,12 @@ async def coordd_search(
 ) -> tuple[list[set[int]], Stats]:
     from coordd_client import AsyncClient
 
+    async def top10(c: AsyncClient, q: np.ndarray) -> set[int]:
+        hits = await c.memory.search(q.tolist(), 10, NS, ef=ef)
+        return {int(h.entry.key[1:]) for h in hits}
+
     conns = [await AsyncClient.connect(address, agent_id=f"s{i}") for i in range(clients)]
-    results: list[set[int]] = [set()] * len(queries)
-    lat: list[float] = []
-    stop = time.perf_counter() + seconds if seconds else None
-
-    async def run(c: AsyncClient, offset: int) -> None:
-        i = offset
-        while (stop is None and i < len(queries)) or (stop and time.perf_counter() < stop):
-            q = queries[i % len(queries)]
-            t = time.perf_counter()
-            hits = await c.memory.search(q.tolist(), 10, NS, ef=ef)
-            lat.append(time.perf_counter() - t)
-            results[i % len(queries)] = {int(h.entry.key[1:]) for h in hits}
-            i += clients
-
-    started = time.perf_counter()
-    with cpu or contextlib.nullcontext():
-        await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
-    elapsed = time.perf_counter() - started
-    for c in conns:
-        await c.close()
-    return results, Stats(len(lat), elapsed, lat)
+    return await _drive(conns, queries, seconds, cpu, top10)
 
 
 async def pgvector_search(
@@ -190,34 +212,17 @@ async def pgvector_search(
 ) -> tuple[list[set[int]], Stats]:
     from pgvector.psycopg import register_vector_async
 
+    async def top10(c: psycopg.AsyncConnection[tuple[object, ...]], q: np.ndarray) -> set[int]:
+        cur = await c.execute("SELECT id FROM pv ORDER BY embedding <=> %s LIMIT 10", (q,))
+        return {int(r[0]) for r in await cur.fetchall()}  # type: ignore[call-overload]
+
     conns = []
     for _ in range(clients):
         c = await psycopg.AsyncConnection.connect(dsn, autocommit=True, prepare_threshold=0)
         await register_vector_async(c)
         await c.execute(f"SET hnsw.ef_search = {int(ef)}")
         conns.append(c)
-    results: list[set[int]] = [set()] * len(queries)
-    lat: list[float] = []
-    stop = time.perf_counter() + seconds if seconds else None
-
-    async def run(c: psycopg.AsyncConnection[tuple[object, ...]], offset: int) -> None:
-        i = offset
-        while (stop is None and i < len(queries)) or (stop and time.perf_counter() < stop):
-            q = queries[i % len(queries)]
-            t = time.perf_counter()
-            cur = await c.execute("SELECT id FROM pv ORDER BY embedding <=> %s LIMIT 10", (q,))
-            rows = await cur.fetchall()
-            lat.append(time.perf_counter() - t)
-            results[i % len(queries)] = {int(r[0]) for r in rows}
-            i += clients
-
-    started = time.perf_counter()
-    with cpu or contextlib.nullcontext():
-        await asyncio.gather(*(run(c, n) for n, c in enumerate(conns)))
-    elapsed = time.perf_counter() - started
-    for c in conns:
-        await c.close()
-    return results, Stats(len(lat), elapsed, lat)
+    return await _drive(conns, queries, seconds, cpu, top10)
 
 
 def recall(found: list[set[int]], gt: list[set[int]]) -> float:
