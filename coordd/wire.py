@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -76,39 +77,74 @@ def from_message(cls: type[T], msg: Message, **given: Any) -> T:
     Fields in *given* take those values; fields the message lacks keep their defaults. An
     unset message field, or an unset proto3 ``optional`` scalar, reads as None.
     """
-    hints = _hints(cls)
+    plan = _READ_PLANS.get((cls, msg.DESCRIPTOR))
+    if plan is None:
+        plan = _READ_PLANS[cls, msg.DESCRIPTOR] = _read_plan(cls, msg.DESCRIPTOR)
     values: dict[str, Any] = {}
-    fields_by_name = msg.DESCRIPTOR.fields_by_name
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in given:
-            values[f.name] = given[f.name]
-        elif (fd := fields_by_name.get(f.name)) is not None:
-            values[f.name] = _read(msg, fd, _inner(hints[f.name]))
+    for name, read in plan:
+        if name in given:
+            values[name] = given[name]
+        elif read is not None:
+            values[name] = read(msg)
     return cls(**values)
 
 
-def _read(msg: Message, fd: Any, hint: Any) -> Any:
-    value = getattr(msg, fd.name)
+# Conversions run on every call, so each (value type, message type) pair is worked out once:
+# a plan is the list of fields with the function that converts each.
+_Reader = Callable[[Message], Any]
+_Writer = Callable[[Message, Any], None]
+_READ_PLANS: dict[tuple[type, Any], list[tuple[str, _Reader | None]]] = {}
+_WRITE_PLANS: dict[type, list[tuple[str, _Writer]]] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _read_plan(cls: type, descriptor: Any) -> list[tuple[str, _Reader | None]]:
+    """Each field of dataclass *cls* with the reader of the message field of its name (None
+    when the message has none)."""
+    hints = _hints(cls)
+    by_name = descriptor.fields_by_name
+    return [
+        (f.name, _reader(fd, _inner(hints[f.name])) if (fd := by_name.get(f.name)) else None)
+        for f in dataclasses.fields(cls)
+    ]
+
+
+def _reader(fd: Any, hint: Any) -> _Reader:
+    name = fd.name
+    one = _one(fd, hint)
     if fd.is_repeated:
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            return dict(value)
-        return [_one(v, fd, hint) for v in value]
-    if (fd.message_type is not None or fd.has_presence) and not msg.HasField(fd.name):
-        return None
-    return _one(value, fd, hint)
+            return lambda msg: dict(getattr(msg, name))
+        if one is None:
+            return lambda msg: list(getattr(msg, name))
+        return lambda msg: [one(v) for v in getattr(msg, name)]
+    if fd.message_type is not None or fd.has_presence:
+        if one is None:
+            return lambda msg: getattr(msg, name) if msg.HasField(name) else None
+        return lambda msg: one(getattr(msg, name)) if msg.HasField(name) else None
+    if one is None:
+        return lambda msg: getattr(msg, name)
+    return lambda msg: one(getattr(msg, name))
 
 
-def _one(value: Any, fd: Any, hint: Any) -> Any:
+def _one(fd: Any, hint: Any) -> Callable[[Any], Any] | None:
+    """How one value of field *fd* converts (None: as it is)."""
     if fd.enum_type is not None:
-        return _ENUMS[fd.enum_type.full_name].of_number(value)
+        of_number: Callable[[Any], Any] = _ENUMS[fd.enum_type.full_name].of_number
+        return of_number
     if fd.message_type is None:
-        return value
+        return None
     name = fd.message_type.full_name
     if name == _TIMESTAMP:
-        return datetime_of(value)
+        return _datetime_of
     if name == _DURATION:
-        return value.ToTimedelta()
-    return from_message(hint, value)
+        return lambda value: value.ToTimedelta()
+    return lambda value: from_message(hint, value)
+
+
+def _datetime_of(ts: timestamp_pb2.Timestamp) -> datetime:
+    """:func:`datetime_of` without the library's general path (nanos are never negative)."""
+    return _EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def to_message(cls: type[M], value: Any, **overrides: Any) -> M:
@@ -116,12 +152,36 @@ def to_message(cls: type[M], value: Any, **overrides: Any) -> M:
 
     Fields in *overrides* take those values instead; None leaves a field unset.
     """
+    plan = _WRITE_PLANS.get(cls)
+    if plan is None:
+        plan = _WRITE_PLANS[cls] = [(fd.name, _writer(fd)) for fd in cls.DESCRIPTOR.fields]
     msg = cls()
-    for fd in cls.DESCRIPTOR.fields:
-        field_value = overrides[fd.name] if fd.name in overrides else getattr(value, fd.name, None)
+    for name, write in plan:
+        field_value = overrides[name] if name in overrides else getattr(value, name, None)
         if field_value is not None:
-            _write(msg, fd, field_value)
+            write(msg, field_value)
     return msg
+
+
+def _writer(fd: Any) -> _Writer:
+    name = fd.name
+    if fd.is_repeated or (fd.message_type is not None and fd.message_type.full_name != _TIMESTAMP):
+        return lambda msg, value: _write(msg, fd, value)
+    if fd.message_type is not None:  # a Timestamp: set from a datetime without the library's path
+
+        def timestamp_field(msg: Message, value: Any) -> None:
+            if not isinstance(value, datetime):
+                _write(msg, fd, value)
+                return
+            ts = getattr(msg, name)
+            delta = (value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH
+            ts.seconds = delta.days * 86_400 + delta.seconds
+            ts.nanos = delta.microseconds * 1000
+
+        return timestamp_field
+    if fd.enum_type is not None:
+        return lambda msg, value: setattr(msg, name, _scalar(fd, value))
+    return lambda msg, value: setattr(msg, name, value)
 
 
 def _write(msg: Message, fd: Any, value: Any) -> None:
