@@ -72,6 +72,12 @@ class AdminStore:
         """Delete the data of *namespace*; the revision of the purge and rows removed by kind."""
         removed: dict[str, int] = {}
         async with self._db.connection() as conn, conn.transaction():
+            # Context takes and acks lock their entries before the namespace row (see
+            # sql/40_context.sql): lock the entries first too, so neither waits on the other.
+            await conn.execute(
+                "SELECT 1 FROM coordd.context_entries WHERE namespace = %s FOR UPDATE",
+                (namespace,),
+            )
             revision = await _lock(conn, namespace) + 1
             claims: list[str] = []
             for label, table in _PURGED_TABLES:

@@ -94,28 +94,29 @@ class ContextStore:
             query.lease,
             query.sent,
         )
+        rows = await self._db.fetchall(sql, params)
         if query.unread_only and not query.sent and role:
-            # It may take ANY entries, a write: group-commit it with the namespace's writes.
-            rows = await self._writes.fetchall(query.namespace, sql, params, memory=False)
-        else:
-            rows = await self._db.fetchall(sql, params)
-        if not rows:
-            rev = await self._db.fetchone(
-                "SELECT coordd.ns_revision(%s) AS revision", (query.namespace,)
-            )
-            return int(rev.revision), []
-        return rows[0].ns_revision, [_entry(query.namespace, r) for r in rows]
+            # It may have taken ANY entries (a write of its own, outside the group commit:
+            # takers lock their rows first and the namespace row only to commit, so
+            # concurrent takers run in parallel rather than one batch at a time).
+            self._writes.written(query.namespace, memory=False)
+        revision = rows[0].ns_revision
+        if rows[0].id is None:  # an empty page: one row carrying the revision
+            return revision, []
+        return revision, [_entry(query.namespace, r) for r in rows]
 
     async def ack(
         self, who: Identity, namespace: str, ids: list[int], fence: Fence | None
     ) -> tuple[int, list[int]]:
-        row = await self._writes.fetchone(
-            namespace,
+        # Outside the group commit, like takes: the entries' rows are locked first and the
+        # namespace row only for the revision bump and the commit.
+        row = await self._db.fetchone(
             "SELECT status, ns_revision, acked, current_token"
             " FROM coordd.ack_context(%s, %s, %s, %s, %s, %s, %s)",
             (namespace, who.agent_id, who.role, ids, *fence_params(fence)),
-            memory=False,
         )
+        if row.acked:
+            self._writes.written(namespace, memory=False)
         check(row, Call(namespace, fence=fence))
         return row.ns_revision, list(row.acked or [])
 

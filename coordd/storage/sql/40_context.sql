@@ -44,8 +44,16 @@ BEGIN
 END $$;
 
 -- Read the caller's inbox (or, with p_sent, what the caller posted). In unread mode, ANY
--- entries of the caller's role that nobody holds are taken by the caller under p_lease first
--- (a mutation: it locks and bumps the namespace, so takers are serialized and logged).
+-- entries of the caller's role that nobody holds are first taken by the caller under p_lease
+-- (a mutation, with its own revision and change-log row). Rows in id order, each with the
+-- revision the page reflects (the take's own, if it took any); an empty page is one row with
+-- a NULL id, carrying that revision.
+--
+-- Lock order for everything that touches existing entries (takes, acks): entry rows first,
+-- then the namespace's revision row (held only for the bump, the log row and the commit),
+-- then a fence's claim row. Takers skip rows another taker holds (SKIP LOCKED), so concurrent
+-- takers of one role run in parallel and queue only for the revision bump; posts and other
+-- writes take the namespace row without touching existing entries, so no cycle can form.
 CREATE OR REPLACE FUNCTION coordd.read_context(
     p_ns text, p_agent text, p_role text, p_unread boolean, p_type text, p_task text,
     p_after bigint, p_limit integer, p_lease interval, p_sent boolean
@@ -55,17 +63,9 @@ DECLARE
     t timestamptz := coordd.now();
     rev bigint;
     taken bigint[];
+    page coordd.context_row[];
 BEGIN
-    IF p_unread AND NOT p_sent AND p_role <> '' AND EXISTS (
-        SELECT 1 FROM coordd.context_entries e
-        WHERE e.namespace = p_ns AND e.to_role = p_role AND e.delivery = 'any'
-          AND NOT e.acked AND e.expire_time > t AND e.id > p_after
-          AND (e.take_expire_time IS NULL OR e.take_expire_time <= t)
-          AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
-    ) THEN
-        INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-        ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-        RETURNING n.revision INTO rev;
+    IF p_unread AND NOT p_sent AND p_role <> '' THEN
         -- Ids first, then update by primary key: an UPDATE joined to a CTE can get a plan
         -- that scans every entry once the table is large.
         SELECT array_agg(id ORDER BY id) INTO taken FROM (
@@ -76,59 +76,76 @@ BEGIN
               AND (p_type = '' OR e.context_type = p_type)
               AND (p_task = '' OR e.task_id = p_task)
             ORDER BY e.id LIMIT p_limit
+            FOR NO KEY UPDATE SKIP LOCKED
         ) picked;
-        UPDATE coordd.context_entries
-        SET taker_agent_id = p_agent, take_expire_time = t + p_lease
-        WHERE namespace = p_ns AND id = ANY(taken);
-        IF taken IS NULL THEN
-            UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
-        ELSE
-            INSERT INTO coordd.changes
-                (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-            VALUES (p_ns, rev, 0, 'context', taken[1]::text, 'take', p_agent,
-                    jsonb_build_object('ids', to_jsonb(taken), 'lease_expire_time', t + p_lease),
-                    t);
-            PERFORM coordd.notify_watchers(p_ns);
+        IF taken IS NOT NULL THEN
+            UPDATE coordd.context_entries
+            SET taker_agent_id = p_agent, take_expire_time = t + p_lease
+            WHERE namespace = p_ns AND id = ANY(taken);
         END IF;
     END IF;
-    -- One index-friendly branch per kind of entry, merged in id order.
-    RETURN QUERY
-    SELECT coordd.ns_revision(p_ns), e.id, e.from_agent_id, e.from_role, e.to_role,
-           e.to_agent_id, e.context_type, e.content::text, e.task_id, e.correlation_id,
-           e.delivery, e.sender_vector::text, e.create_time, e.expire_time,
-           coordd.context_acks_json(p_ns, e.id)
-    FROM (
-        SELECT x.* FROM coordd.context_entries x       -- what the caller posted
-        WHERE p_sent AND x.namespace = p_ns AND x.from_agent_id = p_agent AND x.id > p_after
-        UNION ALL
-        SELECT x.* FROM coordd.context_entries x       -- to the caller by name
-        WHERE NOT p_sent AND x.namespace = p_ns AND x.to_agent_id = p_agent AND x.id > p_after
-          AND x.to_agent_id <> ''
-        UNION ALL
-        SELECT x.* FROM coordd.context_entries x       -- EACH, to the caller's role
-        WHERE NOT p_sent AND p_role <> '' AND x.namespace = p_ns AND x.to_role = p_role
-          AND x.id > p_after AND x.delivery = 'each'
-        UNION ALL
-        SELECT x.* FROM coordd.context_entries x       -- ANY, unread: the caller's takes
-        WHERE NOT p_sent AND p_unread AND p_role <> '' AND x.namespace = p_ns
-          AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any' AND NOT x.acked
-          AND x.taker_agent_id = p_agent AND x.take_expire_time > t
-        UNION ALL
-        SELECT x.* FROM coordd.context_entries x       -- ANY, all: every entry of the role
-        WHERE NOT p_sent AND NOT p_unread AND p_role <> '' AND x.namespace = p_ns
-          AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any'
-    ) e
-    WHERE e.expire_time > t
-      AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
-      AND (p_sent OR NOT p_unread OR e.delivery = 'any' OR NOT EXISTS (
-              SELECT 1 FROM coordd.context_acks a
-              WHERE a.namespace = p_ns AND a.entry_id = e.id AND a.agent_id = p_agent))
-    ORDER BY e.id
-    LIMIT p_limit;
+    -- One index-friendly branch per kind of entry, merged in id order. A live ANY entry that
+    -- is not acknowledged has no receipts (its acknowledgement writes the only one).
+    -- The revision is read in the same statement (one snapshot) as the entries.
+    SELECT array_agg(r ORDER BY (r).id) INTO page FROM (
+        SELECT ROW((SELECT n.revision FROM coordd.namespaces n WHERE n.name = p_ns), e.id,
+               e.from_agent_id, e.from_role, e.to_role, e.to_agent_id, e.context_type,
+               e.content::text, e.task_id, e.correlation_id, e.delivery, e.sender_vector::text,
+               e.create_time, e.expire_time,
+               CASE WHEN e.delivery = 'any' AND NOT e.acked THEN '[]'
+                    ELSE coordd.context_acks_json(p_ns, e.id) END)::coordd.context_row AS r
+        FROM (
+            SELECT x.* FROM coordd.context_entries x       -- what the caller posted
+            WHERE p_sent AND x.namespace = p_ns AND x.from_agent_id = p_agent AND x.id > p_after
+            UNION ALL
+            SELECT x.* FROM coordd.context_entries x       -- to the caller by name
+            WHERE NOT p_sent AND x.namespace = p_ns AND x.to_agent_id = p_agent
+              AND x.id > p_after AND x.to_agent_id <> ''
+            UNION ALL
+            SELECT x.* FROM coordd.context_entries x       -- EACH, to the caller's role
+            WHERE NOT p_sent AND p_role <> '' AND x.namespace = p_ns AND x.to_role = p_role
+              AND x.id > p_after AND x.delivery = 'each'
+            UNION ALL
+            SELECT x.* FROM coordd.context_entries x       -- ANY, unread: the caller's takes
+            WHERE NOT p_sent AND p_unread AND p_role <> '' AND x.namespace = p_ns
+              AND x.taker_agent_id = p_agent AND x.id > p_after AND x.delivery = 'any'
+              AND NOT x.acked AND x.to_role = p_role AND x.take_expire_time > t
+            UNION ALL
+            SELECT x.* FROM coordd.context_entries x       -- ANY, all: every entry of the role
+            WHERE NOT p_sent AND NOT p_unread AND p_role <> '' AND x.namespace = p_ns
+              AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any'
+        ) e
+        WHERE e.expire_time > t
+          AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
+          AND (p_sent OR NOT p_unread OR e.delivery = 'any' OR NOT EXISTS (
+                  SELECT 1 FROM coordd.context_acks a
+                  WHERE a.namespace = p_ns AND a.entry_id = e.id AND a.agent_id = p_agent))
+        ORDER BY e.id
+        LIMIT p_limit
+    ) r;
+    IF taken IS NOT NULL THEN
+        -- Last, the namespace row: the lock is held for the bump, the log row and the commit.
+        rev := coordd.bump_ns(p_ns);
+        PERFORM coordd.log_change(p_ns, rev, 0, 'context', taken[1]::text, 'take', p_agent,
+                jsonb_build_object('ids', to_jsonb(taken), 'lease_expire_time', t + p_lease), t);
+        PERFORM coordd.notify_watchers(p_ns);
+    END IF;
+    IF page IS NULL THEN  -- an empty page: one row with no id, for the revision
+        RETURN NEXT ROW(coalesce(rev, coordd.ns_revision(p_ns)), NULL, NULL, NULL, NULL, NULL,
+            NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::coordd.context_row;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT coalesce(rev, p.ns_revision, 0), p.id, p.from_agent_id, p.from_role,
+        p.to_role, p.to_agent_id, p.context_type, p.content, p.task_id, p.correlation_id,
+        p.delivery, p.sender_vector, p.create_time, p.expire_time, p.acks
+    FROM unnest(page) p;
 END $$;
 
 -- Acknowledge entries addressed to the caller (its agent id or role). EACH: one receipt per
 -- agent. ANY: only the live taker (or anyone, once nobody holds it) acknowledges, exactly once.
+-- Lock order as in read_context: the ANY rows (in id order), then the namespace row, then the
+-- fence's claim row. Without a fence the writes come before the namespace row, so the
+-- revision lock is held only for the bump, the log row and the commit.
 CREATE OR REPLACE FUNCTION coordd.ack_context(
     p_ns text, p_agent text, p_role text, p_ids bigint[],
     p_fence_ns text, p_fence_resource text, p_fence_token bigint
@@ -142,27 +159,33 @@ DECLARE
     each_ids bigint[];
     any_ids bigint[];
 BEGIN
-    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
-    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
-    RETURNING n.revision INTO rev;
-    current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
-    IF current_token <> 0 THEN
-        UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
-        RETURN ROW('fence_stale'::text, rev - 1, NULL::bigint[], current_token);
-    END IF;
-    -- Ids first, then writes by primary key (see read_context).
-    SELECT array_agg(e.id) FILTER (WHERE e.delivery = 'each'),
-           array_agg(e.id) FILTER (
-               WHERE e.delivery = 'any' AND NOT e.acked
-                 AND (e.taker_agent_id = p_agent OR e.take_expire_time IS NULL
-                      OR e.take_expire_time <= t))
-    INTO each_ids, any_ids
+    SELECT array_agg(e.id) INTO any_ids FROM (
+        SELECT x.id FROM coordd.context_entries x
+        WHERE x.namespace = p_ns AND x.id = ANY(p_ids) AND x.delivery = 'any' AND NOT x.acked
+          AND x.expire_time > t
+          AND (x.to_agent_id = p_agent OR (p_role <> '' AND x.to_role = p_role))
+          AND (x.taker_agent_id = p_agent OR x.take_expire_time IS NULL
+               OR x.take_expire_time <= t)
+        ORDER BY x.id
+        FOR NO KEY UPDATE
+    ) e;
+    SELECT array_agg(e.id) INTO each_ids
     FROM coordd.context_entries e
-    WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND e.expire_time > t
-      AND (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role));
-    UPDATE coordd.context_entries
-    SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL
-    WHERE namespace = p_ns AND id = ANY(any_ids);
+    WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND e.delivery = 'each'
+      AND e.expire_time > t AND (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role));
+    IF p_fence_ns IS NOT NULL THEN  -- namespace, then claim: the order of every fenced write
+        rev := coordd.bump_ns(p_ns);
+        current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
+        IF current_token <> 0 THEN
+            UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+            RETURN ROW('fence_stale'::text, rev - 1, NULL::bigint[], current_token);
+        END IF;
+    END IF;
+    IF any_ids IS NOT NULL THEN
+        UPDATE coordd.context_entries
+        SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL
+        WHERE namespace = p_ns AND id = ANY(any_ids);
+    END IF;
     WITH receipts AS (
         INSERT INTO coordd.context_acks (namespace, entry_id, agent_id, role, ack_time)
         SELECT p_ns, id, p_agent, p_role, t
@@ -172,11 +195,16 @@ BEGIN
     )
     SELECT array_agg(entry_id ORDER BY entry_id) INTO acked FROM receipts;
     IF acked IS NULL THEN
+        IF rev IS NULL THEN
+            RETURN ROW('ok'::text, coordd.ns_revision(p_ns), ARRAY[]::bigint[], 0::bigint);
+        END IF;
         UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
         RETURN ROW('ok'::text, rev - 1, ARRAY[]::bigint[], 0::bigint);
     END IF;
-    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
-    VALUES (p_ns, rev, 0, 'context', acked[1]::text, 'ack', p_agent,
+    IF rev IS NULL THEN  -- no fence: the namespace row only now, for the bump and the commit
+        rev := coordd.bump_ns(p_ns);
+    END IF;
+    PERFORM coordd.log_change(p_ns, rev, 0, 'context', acked[1]::text, 'ack', p_agent,
             jsonb_build_object('ids', to_jsonb(acked)), t);
     PERFORM coordd.notify_watchers(p_ns);
     RETURN ROW('ok'::text, rev, acked, 0::bigint);
