@@ -2,34 +2,74 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
+from coordd.domain.consistency import at_least
 from coordd.domain.models import BeginOutcome, Fence, IdempotencyRecord, Identity
 
 
-class IdempotencyStore(Protocol):
-    async def begin(
-        self,
-        namespace: str,
-        key: str,
-        fingerprint: bytes,
-        agent_id: str,
-        lease: timedelta,
-        retention: timedelta,
-    ) -> BeginOutcome: ...
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Begin:
+    """BeginIdempotency: run the work under *key* unless it ran (or runs) already."""
 
-    async def finish(
-        self,
-        namespace: str,
-        key: str,
-        attempt: int,
-        outcome: str,
-        result: bytes | None,
-        error: str,
-        agent_id: str,
-        fence: Fence | None,
-    ) -> tuple[int, IdempotencyRecord]: ...
+    namespace: str
+    key: str
+    fingerprint: bytes
+    lease: timedelta
+    retention: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """CompleteIdempotency: attempt *attempt* succeeded with *result*."""
+
+    namespace: str
+    key: str
+    attempt: int
+    result: bytes
+    fence: Fence | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """FailIdempotency: attempt *attempt* failed; *retryable* frees the key for a retry."""
+
+    namespace: str
+    key: str
+    attempt: int
+    retryable: bool
+    error: str
+    fence: Fence | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finish:
+    """What storage records for an attempt: 'completed', 'failed' (terminal) or 'released'."""
+
+    namespace: str
+    key: str
+    attempt: int
+    outcome: str
+    result: bytes | None
+    error: str
+    fence: Fence | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordRead:
+    """GetIdempotency: a key's record, reflecting at least *min_revision*."""
+
+    namespace: str
+    key: str
+    min_revision: int
+
+
+class IdempotencyStore(Protocol):
+    async def begin(self, who: Identity, b: Begin) -> BeginOutcome: ...
+
+    async def finish(self, who: Identity, f: Finish) -> tuple[int, IdempotencyRecord]: ...
 
     async def get(self, namespace: str, key: str) -> tuple[int, IdempotencyRecord | None]: ...
 
@@ -40,44 +80,41 @@ class IdempotencyService:
     def __init__(self, store: IdempotencyStore) -> None:
         self._store = store
 
-    async def begin(
-        self,
-        who: Identity,
-        namespace: str,
-        key: str,
-        fingerprint: bytes,
-        lease: timedelta,
-        retention: timedelta,
-    ) -> BeginOutcome:
-        return await self._store.begin(namespace, key, fingerprint, who.agent_id, lease, retention)
+    async def begin(self, who: Identity, b: Begin) -> BeginOutcome:
+        """ACQUIRED (run it), COMPLETED (here is the result) or IN_PROGRESS (retry later)."""
+        return await self._store.begin(who, b)
 
-    async def complete(
-        self,
-        who: Identity,
-        namespace: str,
-        key: str,
-        attempt: int,
-        result: bytes,
-        fence: Fence | None,
-    ) -> tuple[int, IdempotencyRecord]:
-        return await self._store.finish(
-            namespace, key, attempt, "completed", result, "", who.agent_id, fence
+    async def complete(self, who: Identity, c: Completion) -> tuple[int, IdempotencyRecord]:
+        finish = Finish(
+            namespace=c.namespace,
+            key=c.key,
+            attempt=c.attempt,
+            outcome="completed",
+            result=c.result,
+            error="",
+            fence=c.fence,
         )
+        return await self._store.finish(who, finish)
 
-    async def fail(
-        self,
-        who: Identity,
-        namespace: str,
-        key: str,
-        attempt: int,
-        retryable: bool,
-        error: str,
-        fence: Fence | None,
-    ) -> tuple[int, IdempotencyRecord]:
-        outcome = "released" if retryable else "failed"
-        return await self._store.finish(
-            namespace, key, attempt, outcome, None, error, who.agent_id, fence
+    async def fail(self, who: Identity, f: Failure) -> tuple[int, IdempotencyRecord]:
+        """A retryable failure releases the key for the next Begin; any other is final."""
+        finish = Finish(
+            namespace=f.namespace,
+            key=f.key,
+            attempt=f.attempt,
+            outcome="released" if f.retryable else "failed",
+            result=None,
+            error=f.error,
+            fence=f.fence,
         )
+        return await self._store.finish(who, finish)
 
-    async def get(self, namespace: str, key: str) -> tuple[int, IdempotencyRecord | None]:
-        return await self._store.get(namespace, key)
+    async def get(self, read: RecordRead, wait_s: float) -> tuple[int, IdempotencyRecord | None]:
+        """The record (None if absent) at ``read.min_revision`` or later, waiting up to
+        *wait_s* for it (else REVISION_NOT_REACHED)."""
+        return await at_least(
+            read.namespace,
+            read.min_revision,
+            lambda: self._store.get(read.namespace, read.key),
+            wait_s,
+        )

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from coordd.domain.models import BeginOutcome, Fence, IdempotencyRecord, IdempotencyState
+from coordd.domain.idempotency import Begin, Finish
+from coordd.domain.models import BeginOutcome, IdempotencyRecord, IdempotencyState, Identity
 from coordd.storage.batching import WriteBatcher
 from coordd.storage.db import Database, Row, fence_params
 from coordd.storage.outcomes import Call, check
@@ -46,19 +45,12 @@ class IdempotencyStore:
         self._db = db
         self._writes = writes or WriteBatcher(db)
 
-    async def begin(
-        self,
-        namespace: str,
-        key: str,
-        fingerprint: bytes,
-        agent_id: str,
-        lease: timedelta,
-        retention: timedelta,
-    ) -> BeginOutcome:
+    async def begin(self, who: Identity, b: Begin) -> BeginOutcome:
+        namespace, key = b.namespace, b.key
         row = await self._writes.fetchone(
             namespace,
             f"SELECT {_COLUMNS} FROM coordd.begin_idempotency(%s, %s, %s, %s, %s, %s)",
-            (namespace, key, fingerprint, agent_id, lease, retention),
+            (namespace, key, b.fingerprint, who.agent_id, b.lease, b.retention),
             memory=False,
         )
         check(row, Call(namespace, key))
@@ -69,18 +61,9 @@ class IdempotencyStore:
             retry_after=row.retry_after,
         )
 
-    async def finish(
-        self,
-        namespace: str,
-        key: str,
-        attempt: int,
-        outcome: str,
-        result: bytes | None,
-        error: str,
-        agent_id: str,
-        fence: Fence | None,
-    ) -> tuple[int, IdempotencyRecord]:
+    async def finish(self, who: Identity, f: Finish) -> tuple[int, IdempotencyRecord]:
         """Store an attempt's outcome: 'completed', 'failed' (terminal) or 'released'."""
+        namespace, key = f.namespace, f.key
         row = await self._writes.fetchone(
             namespace,
             f"SELECT {_COLUMNS} FROM coordd.finish_idempotency("
@@ -88,16 +71,16 @@ class IdempotencyStore:
             (
                 namespace,
                 key,
-                attempt,
-                outcome,
-                result,
-                error,
-                agent_id,
-                *fence_params(fence),
+                f.attempt,
+                f.outcome,
+                f.result,
+                f.error,
+                who.agent_id,
+                *fence_params(f.fence),
             ),
             memory=False,
         )
-        check(row, Call(namespace, key, fence, not_found=_NOT_FOUND))
+        check(row, Call(namespace, key, f.fence, not_found=_NOT_FOUND))
         return row.ns_revision, _record(namespace, key, row)
 
     async def get(self, namespace: str, key: str) -> tuple[int, IdempotencyRecord | None]:
