@@ -10,6 +10,7 @@ Reading an inbox changes nothing unless you ask for --unread, which reads as an 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import _render as out
@@ -75,25 +76,53 @@ async def _read_all(args: argparse.Namespace, sent_by_me: bool) -> tuple[list[Co
     return await out.read_pages(args, page)
 
 
-async def inbox(args: argparse.Namespace) -> int:
-    entries, me = await _read_all(args, sent_by_me=False)
+def _columns(me: str) -> dict[str, Callable[[ContextEntry], str]]:
+    """Every column a context table shows, by header (*me*: the agent id read as)."""
+    return {
+        "ID": lambda e: str(e.id),
+        "FROM": _sender,
+        "TO": _addressee,
+        "TYPE": lambda e: e.context_type,
+        "DELIVERY": lambda e: e.delivery,
+        "TASK": lambda e: e.task_id,
+        "POSTED": lambda e: out.when(e.create_time),
+        "ACKED": lambda e: _acked(e, me),
+        "ACKED_BY": lambda e: ", ".join(a.agent_id for a in e.acks),
+        "CONTENT": lambda e: out.compact_json(e.content),
+    }
+
+
+async def _print_entries(
+    args: argparse.Namespace, sent_by_me: bool, headers: tuple[str, ...], empty: str
+) -> int:
+    entries, me = await _read_all(args, sent_by_me)
+    cells = [_columns(me)[h] for h in headers]
     out.print_list(
         entries,
         as_json=args.json,
-        headers=("ID", "FROM", "TO", "TYPE", "TASK", "POSTED", "ACKED", "CONTENT"),
-        row=lambda e: (
-            str(e.id),
-            _sender(e),
-            _addressee(e),
-            e.context_type,
-            e.task_id,
-            out.when(e.create_time),
-            _acked(e, me),
-            out.compact_json(e.content),
-        ),
-        empty=f"no {'unread ' if args.unread else ''}entries in {args.namespace}",
+        headers=headers,
+        row=lambda e: [cell(e) for cell in cells],
+        empty=empty,
     )
     return 0
+
+
+async def inbox(args: argparse.Namespace) -> int:
+    return await _print_entries(
+        args,
+        sent_by_me=False,
+        headers=("ID", "FROM", "TO", "TYPE", "TASK", "POSTED", "ACKED", "CONTENT"),
+        empty=f"no {'unread ' if args.unread else ''}entries in {args.namespace}",
+    )
+
+
+async def sent(args: argparse.Namespace) -> int:
+    return await _print_entries(
+        args,
+        sent_by_me=True,
+        headers=("ID", "TO", "TYPE", "DELIVERY", "TASK", "POSTED", "ACKED_BY", "CONTENT"),
+        empty=f"nothing sent by this agent in {args.namespace}",
+    )
 
 
 def _acked(e: ContextEntry, me: str) -> str:
@@ -101,24 +130,3 @@ def _acked(e: ContextEntry, me: str) -> str:
     if any(a.agent_id == me for a in e.acks):
         return "yes"
     return ", ".join(a.agent_id for a in e.acks) or "-"
-
-
-async def sent(args: argparse.Namespace) -> int:
-    entries, _ = await _read_all(args, sent_by_me=True)
-    out.print_list(
-        entries,
-        as_json=args.json,
-        headers=("ID", "TO", "TYPE", "DELIVERY", "TASK", "POSTED", "ACKED_BY", "CONTENT"),
-        row=lambda e: (
-            str(e.id),
-            _addressee(e),
-            e.context_type,
-            e.delivery,
-            e.task_id,
-            out.when(e.create_time),
-            ", ".join(a.agent_id for a in e.acks),
-            out.compact_json(e.content),
-        ),
-        empty=f"nothing sent by this agent in {args.namespace}",
-    )
-    return 0
