@@ -107,22 +107,18 @@ async def _print_entries(
     return 0
 
 
+INBOX = ("ID", "FROM", "TO", "TYPE", "TASK", "POSTED", "ACKED", "CONTENT")
+SENT = ("ID", "TO", "TYPE", "DELIVERY", "TASK", "POSTED", "ACKED_BY", "CONTENT")
+
+
 async def inbox(args: argparse.Namespace) -> int:
-    return await _print_entries(
-        args,
-        sent_by_me=False,
-        headers=("ID", "FROM", "TO", "TYPE", "TASK", "POSTED", "ACKED", "CONTENT"),
-        empty=f"no {'unread ' if args.unread else ''}entries in {args.namespace}",
-    )
+    empty = f"no {'unread ' if args.unread else ''}entries in {args.namespace}"
+    return await _print_entries(args, False, INBOX, empty)
 
 
 async def sent(args: argparse.Namespace) -> int:
-    return await _print_entries(
-        args,
-        sent_by_me=True,
-        headers=("ID", "TO", "TYPE", "DELIVERY", "TASK", "POSTED", "ACKED_BY", "CONTENT"),
-        empty=f"nothing sent by this agent in {args.namespace}",
-    )
+    empty = f"nothing sent by this agent in {args.namespace}"
+    return await _print_entries(args, True, SENT, empty)
 
 
 def _acked(e: ContextEntry, me: str) -> str:
