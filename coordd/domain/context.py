@@ -5,10 +5,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from coordd.domain.consistency import at_least
 from coordd.domain.models import ContextEntry, ContextPost, ContextQuery, Fence, Identity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboxRead:
+    """ReadContext: *query* over the inbox of *as_role* ("" = the caller's own role),
+    reflecting at least *min_revision*."""
+
+    query: ContextQuery
+    as_role: str
+    min_revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Acks:
+    """AckContext: the entries *ids* acted on (fenced when *fence* is given)."""
+
+    namespace: str
+    ids: list[int]
+    fence: Fence | None
 
 
 class ContextStore(Protocol):
@@ -47,14 +67,22 @@ class ContextService:
         return await self._store.post(who, post)
 
     async def read(
-        self, who: Identity, query: ContextQuery, as_role: str = ""
+        self, who: Identity, r: InboxRead, wait_s: float
     ) -> tuple[int, list[ContextEntry]]:
-        return await self._store.read(who.agent_id, as_role or who.role, query)
+        """A page of the inbox of ``r.as_role`` (or the caller's role), at
+        ``r.min_revision`` or later, waiting up to *wait_s* for it (else
+        REVISION_NOT_REACHED). The servicer checked that another role's inbox is allowed."""
+        role = r.as_role or who.role
+        return await at_least(
+            r.query.namespace,
+            r.min_revision,
+            lambda: self._store.read(who.agent_id, role, r.query),
+            wait_s,
+        )
 
-    async def ack(
-        self, who: Identity, namespace: str, ids: list[int], fence: Fence | None
-    ) -> tuple[int, list[int]]:
-        return await self._store.ack(who, namespace, ids, fence)
+    async def ack(self, who: Identity, a: Acks) -> tuple[int, list[int]]:
+        """Acknowledge each id once, in id order."""
+        return await self._store.ack(who, a.namespace, sorted(set(a.ids)), a.fence)
 
     async def subscribe(
         self, who: Identity, query: ContextQuery
