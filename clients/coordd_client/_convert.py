@@ -20,8 +20,6 @@ from coordd.vocabulary import DecisionCause, Delivery, Tier, WriteMode
 
 from ._models import (
     Agreement,
-    AgreementState,
-    Ballot,
     ChangeEvent,
     Claim,
     ContextEntry,
@@ -133,40 +131,15 @@ def _transition_write(msg: agreement_pb.TransitionWrite) -> TransitionWrite:
 
 
 def agreement(msg: agreement_pb.Agreement) -> Agreement:
-    return Agreement(
-        namespace=msg.namespace,
-        id=msg.id,
-        proposer_agent_id=msg.proposer_agent_id,
-        proposer_role=msg.proposer_role,
+    return wire.from_message(
+        Agreement,
+        msg,
         participants=[
             Participant(agent_id=p.agent_id, role=p.role, count=max(p.count, 1))
             for p in msg.participants
         ],
         transition=json.loads(msg.transition_json) if msg.transition_json else None,
         writes=[_transition_write(w) for w in msg.writes],
-        state=AgreementState.of_number(msg.state),
         cause=DecisionCause.label_of(msg.cause),
-        reason=msg.reason,
-        decided_by_agent_id=msg.decided_by_agent_id,
-        votes=[
-            Ballot(
-                agent_id=b.agent_id,
-                role=b.role,
-                accept=b.accept,
-                reason=b.reason,
-                vote_time=dt(b.vote_time),
-                participant_index=b.participant_index,
-                revision=b.revision,
-            )
-            for b in msg.votes
-        ],
-        seats=msg.seats,
-        accepted=msg.accepted,
-        create_time=dt(msg.create_time),
-        deadline_time=dt(msg.deadline_time),
-        decide_time=opt_dt(msg, "decide_time"),
-        create_revision=msg.create_revision,
-        decide_revision=msg.decide_revision,
-        expire_time=opt_dt(msg, "expire_time"),
         write_revisions=dict(msg.write_revisions.revisions),
     )

@@ -23,7 +23,6 @@ from ._models import (
     MemoryPage,
     MemoryPut,
     NamespacePolicy,
-    Provenance,
     SearchHit,
 )
 
@@ -33,35 +32,11 @@ def _found_entry(resp: pb.GetMemoryResponse) -> MemoryEntry | None:
 
 
 def _entry(msg: pb.MemoryEntry) -> MemoryEntry:
-    p = msg.provenance
-    return MemoryEntry(
-        namespace=msg.namespace,
-        key=msg.key,
+    return wire.from_message(
+        MemoryEntry,
+        msg,
         tier=Tier.label_of(msg.tier, "unspecified"),
         value=json.loads(msg.value_json) if msg.value_json else None,
-        text=msg.text,
-        embedding=list(msg.embedding),
-        tags=list(msg.tags),
-        task_id=msg.task_id,
-        revision=msg.revision,
-        create_revision=msg.create_revision,
-        provenance=Provenance(
-            agent_id=p.agent_id,
-            role=p.role,
-            write_time=cv.dt(p.write_time),
-            trace_id=p.trace_id,
-            request_id=p.request_id,
-            derived_from=[
-                EntryRef(namespace=r.namespace, key=r.key, revision=r.revision)
-                for r in p.derived_from
-            ],
-        ),
-        expire_time=cv.opt_dt(msg, "expire_time"),
-        valid_from=cv.opt_dt(msg, "valid_from"),
-        valid_to=cv.opt_dt(msg, "valid_to"),
-        review_time=cv.opt_dt(msg, "review_time"),
-        confidence=msg.confidence,
-        stale=msg.stale,
     )
 
 
