@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -25,18 +26,30 @@ from coordd.errors import InvalidArgumentError
 from coordd.vocabulary import TaskOutcome
 
 
+class IndexHit(NamedTuple):
+    """One nearest neighbour as the index knows it."""
+
+    namespace: str
+    key: str
+    distance: float
+    revision: int
+    """The revision of the entry's version the index holds."""
+    timed: bool
+    """It expires or goes stale at some time: the clock decides whether it may be returned."""
+
+
 class SearchIndex(Protocol):
+    cursors: dict[str, int]
+
     def namespaces(self) -> set[str]: ...
 
     def holds_dimension(self, dim: int) -> bool: ...
 
-    def search(
-        self, query: Any, k: int, f: SearchFilter, ef: int = 0
-    ) -> list[tuple[str, str, float]]: ...
+    def search(self, query: Any, k: int, f: SearchFilter, ef: int = 0) -> list[IndexHit]: ...
 
     def try_search(
         self, query: Any, k: int, f: SearchFilter, ef: int = 0
-    ) -> list[tuple[str, str, float]] | None: ...
+    ) -> list[IndexHit] | None: ...
 
 
 class Indexer(Protocol):
@@ -50,8 +63,52 @@ class Indexer(Protocol):
 
 class EntryReader(Protocol):
     async def hits(
-        self, refs: list[tuple[str, str]], namespace: str
-    ) -> tuple[float, int, dict[tuple[str, str], MemoryEntry]]: ...
+        self, refs: list[tuple[str, str]]
+    ) -> tuple[float, dict[tuple[str, str], MemoryEntry]]: ...
+
+
+class HitCache:
+    """Search hits as hydrated from PostgreSQL, by (namespace, key), each good for one revision.
+
+    A version of an entry never changes once written (a write makes a new revision), so a
+    cached hit is exact while the index holds the same revision for its key; any other revision
+    is a miss. Entries whose fate depends on the clock (an expiry or a review time) are not
+    kept: they are hydrated with the database clock every time. Bounded by the bytes of values
+    and texts held, least recently used out first.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[tuple[str, str], MemoryEntry] = OrderedDict()
+
+    def get(self, hit: IndexHit) -> MemoryEntry | None:
+        """The entry of *hit* at the revision the index holds, if kept."""
+        if hit.timed:
+            return None
+        ref = (hit.namespace, hit.key)
+        entry = self._entries.get(ref)
+        if entry is None or entry.revision != hit.revision:
+            return None
+        self._entries.move_to_end(ref)
+        return entry
+
+    def put(self, entry: MemoryEntry) -> None:
+        if entry.expire_time is not None or entry.review_time is not None:
+            return
+        ref = (entry.namespace, entry.key)
+        old = self._entries.pop(ref, None)
+        if old is not None:
+            self._bytes -= _size(old)
+        self._entries[ref] = entry
+        self._bytes += _size(entry)
+        while self._bytes > self._max_bytes and self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= _size(dropped)
+
+
+def _size(entry: MemoryEntry) -> int:
+    return len(entry.value_json) + len(entry.text) + 512
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,10 +134,17 @@ class MemorySearch:
     expiry and staleness: the caller never sees, and never loses places to, what it may not
     read."""
 
-    def __init__(self, indexer: Indexer, entries: EntryReader, policy: Policy) -> None:
+    def __init__(
+        self,
+        indexer: Indexer,
+        entries: EntryReader,
+        policy: Policy,
+        cache: HitCache | None = None,
+    ) -> None:
         self._indexer = indexer
         self._entries = entries
         self._policy = policy
+        self._cache = cache or HitCache()
 
     def readable(self, who: Identity, prefixes: list[str]) -> frozenset[str]:
         out = set()
@@ -96,10 +160,13 @@ class MemorySearch:
     async def search(
         self, who: Identity, q: SearchQuery, wait_s: float
     ) -> tuple[int, list[tuple[MemoryEntry, float]]]:
-        """The hits, and the revision of the first prefix's namespace (for the header).
+        """The hits, and the revision of the first prefix's namespace the index reflects (for
+        the header).
 
         The index first reflects ``q.min_revisions`` (waiting up to *wait_s* for this
-        replica's index to catch up from the change log), or the search is refused.
+        replica's index to catch up from the change log), or the search is refused. Hits are
+        answered from the index's revision of each entry: from the hit cache when it holds
+        that revision, else from PostgreSQL in one query for all the others.
         """
         await self._indexer.ensure(
             {
@@ -109,12 +176,16 @@ class MemorySearch:
             },
             wait_s,
         )
+        index = self._indexer.index
+        # Read before searching: the index may move on meanwhile, never back.
+        revision = index.cursors.get(q.namespace_prefixes[0], 0)
         vector = np.frombuffer(q.embedding, dtype="<f4").astype(np.float32)
         readable = self.readable(who, q.namespace_prefixes)
         # Expiry and staleness filter before ranking, by the database clock. The mask uses the
-        # clock as last read by the indexer; the hydrating query re-checks each hit against the
-        # database's own clock, and if that drops a hit the search runs again with it, so the
-        # result never holds an expired or stale entry nor loses a place to one.
+        # clock as last read by the indexer; every hit that has an expiry or a review time is
+        # hydrated with the database's own clock, and if that drops a hit the search runs again
+        # with it, so the result never holds an expired or stale entry nor loses a place to
+        # one. Hits with neither do not depend on the clock.
         now = time.time() + self._indexer.clock_offset_s
         for attempt in (1, 2):
             f = SearchFilter(
@@ -126,29 +197,32 @@ class MemorySearch:
                 now=now,
             )
             found = await self._nearest(vector, q.k, f, q.ef) if readable else []
-            if not found and not self._indexer.index.holds_dimension(q.dim):
+            if not found and not index.holds_dimension(q.dim):
                 # An empty answer would hide a caller bug (the wrong embedding model).
                 raise InvalidArgumentError.single(
                     "embedding",
                     f"has {q.dim} dimensions, and no stored entry has embeddings of that "
                     "dimension (they have others): was it made by another model?",
                 )
-            db_now, revision, entries = await self._entries.hits(
-                [(ns, key) for ns, key, _ in found], q.namespace_prefixes[0]
-            )
+            cached = [self._cache.get(hit) for hit in found]
+            missing = [(h.namespace, h.key) for h, e in zip(found, cached, strict=True) if not e]
+            if not missing:
+                return revision, [(e, h.distance) for h, e in zip(found, cached, strict=True) if e]
+            db_now, entries = await self._entries.hits(missing)
+            for entry in entries.values():
+                self._cache.put(entry)
             kept = [
-                (entries[(ns, key)], distance)
-                for ns, key, distance in found
-                if (ns, key) in entries and (q.include_stale or not entries[(ns, key)].stale)
+                (e, hit.distance)
+                for hit, c in zip(found, cached, strict=True)
+                if (e := c or entries.get((hit.namespace, hit.key))) is not None
+                and (q.include_stale or not e.stale)
             ]
             if len(kept) == len(found) or now >= db_now or attempt == 2:
                 return revision, kept
             now = db_now  # the cached clock was behind: once more, exactly
         raise AssertionError("unreachable")
 
-    async def _nearest(
-        self, vector: Any, k: int, f: SearchFilter, ef: int
-    ) -> list[tuple[str, str, float]]:
+    async def _nearest(self, vector: Any, k: int, f: SearchFilter, ef: int) -> list[IndexHit]:
         index = self._indexer.index
         found = index.try_search(vector, k, f, ef)
         if found is None:  # the index is being written: wait for it off the event loop

@@ -193,21 +193,20 @@ class MemoryStore:
         return int(row.ns_revision), _entry_or_none(row)
 
     async def hits(
-        self, refs: list[tuple[str, str]], namespace: str
-    ) -> tuple[float, int, dict[tuple[str, str], MemoryEntry]]:
-        """In one query: the database clock (epoch seconds), *namespace*'s revision, and the
-        live current entries of *refs* without their embeddings (stale ones flagged)."""
+        self, refs: list[tuple[str, str]]
+    ) -> tuple[float, dict[tuple[str, str], MemoryEntry]]:
+        """In one query: the database clock (epoch seconds) and the live current entries of
+        *refs* without their embeddings (stale ones flagged)."""
         columns = CURRENT.replace("coalesce(embedding, ''::bytea)", "''::bytea")
         rows = await self._db.fetchall(
-            "SELECT extract(epoch FROM coordd.now())::float8 AS db_now,"
-            " coordd.ns_revision(%s) AS ns_revision, e.*"
+            "SELECT extract(epoch FROM coordd.now())::float8 AS db_now, e.*"
             " FROM (SELECT 1) one LEFT JOIN LATERAL ("
             f" SELECT {columns} FROM coordd.memory m JOIN unnest(%s::text[], %s::text[])"
             f" AS r(ns, k) ON m.namespace = r.ns AND m.key = r.k WHERE {_LIVE}) e ON true",
-            (namespace, [r[0] for r in refs], [r[1] for r in refs]),
+            ([r[0] for r in refs], [r[1] for r in refs]),
         )
         entries = {(r.namespace, r.key): entry_from_row(r) for r in rows if r.namespace}
-        return float(rows[0].db_now), int(rows[0].ns_revision), entries
+        return float(rows[0].db_now), entries
 
     async def revision(self, namespace: str) -> int:
         row = await self._db.fetchone("SELECT coordd.ns_revision(%s) AS revision", (namespace,))

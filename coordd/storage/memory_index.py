@@ -31,7 +31,8 @@ from coordd.storage.vector_index import Element, VectorIndex, normalize
 logger = logging.getLogger(__name__)
 
 _ELEMENT_COLUMNS = (
-    "m.namespace, m.key, m.tier, m.embedding, m.tags, m.task_id, m.expire_time, m.review_time"
+    "m.namespace, m.key, m.tier, m.embedding, m.tags, m.task_id, m.expire_time, m.review_time,"
+    " m.revision"
 )
 
 
@@ -53,6 +54,7 @@ def element(row: Row) -> Element | None:
         expire=_epoch(row.expire_time),
         review=_epoch(row.review_time),
         vector=normalize(vector),
+        revision=int(row.revision),
     )
 
 

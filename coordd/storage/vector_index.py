@@ -4,9 +4,13 @@ PostgreSQL holds every vector; this index is derived data. Each element carries 
 metadata in numpy arrays indexed by label, so a query's filters (namespaces the caller may read,
 tier, tags, task, expiry, staleness) become one boolean mask built before ranking:
 
+- the filter admits every element of the graph (known from counts kept on every write, without
+  building a mask: every namespace present is readable, no tier, tag or task filter, and no
+  element has yet expired or gone stale): a plain native hnswlib query;
 - mask selects few vectors (``exact_limit`` floats or fewer): exact cosine over just those,
   so a selective filter still returns k results whenever k entries match;
-- mask selects everything alive: a plain native hnswlib query;
+- mask selects at least half the graph: a native query for more neighbours than asked, the
+  ones the mask refuses dropped in bulk (no Python per candidate); if too few remain,
 - otherwise: hnswlib with the mask as its filter (checked per candidate).
 
 hnswlib is not safe for concurrent add and query, but queries may run together: a
@@ -30,11 +34,14 @@ import hnswlib
 import numpy as np
 import numpy.typing as npt
 
+from coordd.domain.memory import IndexHit
 from coordd.domain.models import SearchFilter as Filter
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
+SNAPSHOT_FORMAT = 2
+"""Raised whenever what a graph keeps changes (2: revisions and filter counts)."""
 
 
 class ReadWriteLock:
@@ -100,6 +107,12 @@ class Element:
     expire: float  # epoch seconds, inf if never
     review: float  # epoch seconds, inf if never stale
     vector: FloatArray  # unit length
+    revision: int = 0  # the entry's revision (which version of it this is)
+
+    @property
+    def timed(self) -> bool:
+        """Whether the clock can change what a search makes of it (expiry, staleness)."""
+        return self.expire != math.inf or self.review != math.inf
 
 
 def normalize(vector: FloatArray) -> FloatArray:
@@ -126,11 +139,20 @@ class _Graph:
         self.expire = np.full(capacity, math.inf)
         self.review = np.full(capacity, math.inf)
         self.ns = np.zeros(capacity, dtype=np.int32)
+        self.revision = np.zeros(capacity, dtype=np.int64)
+        self.timed = np.zeros(capacity, dtype=bool)
         self.vectors = np.zeros((capacity, dim), dtype=np.float32)
         self.tags: list[frozenset[str]] = [frozenset()] * capacity
         self.tasks: list[str] = [""] * capacity
         self.keys: list[tuple[str, str] | None] = [None] * capacity
         self.ns_ids: dict[str, int] = {}
+        self.ns_names: list[str] = []  # by namespace id
+        # Counts kept on every put and remove, so a search can tell that its filter admits
+        # everything without building a mask over every element.
+        self.alive_count = 0
+        self.timed_count = 0
+        self.ns_alive: dict[int, int] = {}  # namespace id -> alive elements
+        self.earliest = math.inf  # no alive element expires or goes stale before (lower bound)
 
     def _grow(self, need: int) -> None:
         if need <= self.capacity:
@@ -143,6 +165,8 @@ class _Graph:
         self.expire = np.concatenate([self.expire, np.full(extra, math.inf)])
         self.review = np.concatenate([self.review, np.full(extra, math.inf)])
         self.ns = np.concatenate([self.ns, np.zeros(extra, dtype=np.int32)])
+        self.revision = np.concatenate([self.revision, np.zeros(extra, dtype=np.int64)])
+        self.timed = np.concatenate([self.timed, np.zeros(extra, dtype=bool)])
         self.vectors = np.concatenate([self.vectors, np.zeros((extra, self.dim), np.float32)])
         self.tags += [frozenset()] * extra
         self.tasks += [""] * extra
@@ -167,11 +191,24 @@ class _Graph:
                     self._grow(label + 1)
                 self.labels[key] = label
             labels.append(label)
+            if self.alive[label]:
+                self._forget(label)
+            ns_id = self.ns_ids.get(e.namespace)
+            if ns_id is None:
+                ns_id = self.ns_ids[e.namespace] = len(self.ns_names)
+                self.ns_names.append(e.namespace)
             self.alive[label] = True
+            self.alive_count += 1
+            self.ns_alive[ns_id] = self.ns_alive.get(ns_id, 0) + 1
             self.tier[label] = e.tier
             self.expire[label] = e.expire
             self.review[label] = e.review
-            self.ns[label] = self.ns_ids.setdefault(e.namespace, len(self.ns_ids))
+            self.ns[label] = ns_id
+            self.revision[label] = e.revision
+            self.timed[label] = e.timed
+            if e.timed:
+                self.timed_count += 1
+                self.earliest = min(self.earliest, e.expire, e.review)
             self.vectors[label] = e.vector
             self.tags[label] = e.tags
             self.tasks[label] = e.task_id
@@ -187,14 +224,47 @@ class _Graph:
         if label is None:
             return
         self.hnsw.mark_deleted(label)
+        self._forget(label)
         self.alive[label] = False
         self.keys[label] = None
         self.free.append(label)
 
+    def _forget(self, label: int) -> None:
+        """Take an alive element out of the counts (before it is removed or replaced)."""
+        self.alive_count -= 1
+        ns_id = int(self.ns[label])
+        left = self.ns_alive[ns_id] - 1
+        if left:
+            self.ns_alive[ns_id] = left
+        else:
+            del self.ns_alive[ns_id]
+        if self.timed[label]:
+            self.timed_count -= 1
+            self.timed[label] = False
+
+    def admits_all(self, f: Filter) -> bool:
+        """Whether *f* passes every alive element (then no mask is needed)."""
+        if f.tier or f.tags or f.task_id:
+            return False
+        if self.timed_count and f.now >= self.earliest:
+            n = self.next_label
+            timed = self.alive[:n] & self.timed[:n]
+            self.earliest = float(
+                min(
+                    self.expire[:n][timed].min(initial=math.inf),
+                    self.review[:n][timed].min(initial=math.inf),
+                )
+            )
+            if f.now >= self.earliest:
+                return False
+        names = self.ns_names
+        return all(names[i] in f.namespaces for i in self.ns_alive)
+
     def mask(self, f: Filter) -> npt.NDArray[np.bool_]:
         n = self.next_label
-        wanted = [i for ns, i in self.ns_ids.items() if ns in f.namespaces]
-        m = self.alive[:n] & np.isin(self.ns[:n], wanted) & (self.expire[:n] > f.now)
+        readable = np.zeros(len(self.ns_names), dtype=bool)
+        readable[[i for ns, i in self.ns_ids.items() if ns in f.namespaces]] = True
+        m = self.alive[:n] & readable[self.ns[:n]] & (self.expire[:n] > f.now)
         if not f.include_stale:
             m &= self.review[:n] > f.now
         if f.tier:
@@ -276,7 +346,7 @@ class VectorIndex:
 
     def try_search(
         self, query: FloatArray, k: int, f: Filter, ef: int = 0
-    ) -> list[tuple[str, str, float]] | None:
+    ) -> list[IndexHit] | None:
         """Search now if no writer holds the index, else None (without waiting).
 
         A search takes well under a millisecond: callers on an event loop run it inline,
@@ -290,53 +360,88 @@ class VectorIndex:
         finally:
             self.lock.release_read()
 
-    def search(
-        self, query: FloatArray, k: int, f: Filter, ef: int = 0
-    ) -> list[tuple[str, str, float]]:
-        """The k nearest (namespace, key, cosine distance) among elements passing *f*."""
+    def search(self, query: FloatArray, k: int, f: Filter, ef: int = 0) -> list[IndexHit]:
+        """The k nearest elements passing *f*, nearest first, by cosine distance."""
         self.lock.read()
         try:
             return self._search(query, k, f, ef)
         finally:
             self.lock.release_read()
 
-    def _search(
-        self, query: FloatArray, k: int, f: Filter, ef: int
-    ) -> list[tuple[str, str, float]]:
+    def _search(self, query: FloatArray, k: int, f: Filter, ef: int) -> list[IndexHit]:
         graph = self._graphs.get(query.shape[0])
-        if graph is None:
+        if graph is None or not graph.alive_count:
             return []
         q = normalize(query)
+        ef = ef or self.ef_search
+        if graph.admits_all(f):
+            if graph.alive_count * graph.dim <= self.exact_limit:
+                return self._hits(graph, *self._exact(graph, graph.alive[: graph.next_label], q, k))
+            return self._hits(graph, *self._knn(graph, q, min(k, graph.alive_count), ef))
         mask = graph.mask(f)
         allowed = int(mask.sum())
         if allowed == 0:
             return []
         k = min(k, allowed)
         if allowed * graph.dim <= self.exact_limit:
-            labels = np.flatnonzero(mask)
-            dist = 1.0 - graph.vectors[labels] @ q
-            top = np.argpartition(dist, k - 1)[:k] if k < len(labels) else np.arange(len(labels))
-            top = top[np.argsort(dist[top])]
-            found = [(int(labels[i]), float(dist[i])) for i in top]
-        else:
-            everything = allowed == int(graph.alive[: graph.next_label].sum())
-            # ef is the graph's state, not the query's: readers set it and query under one
-            # short lock (a native call), so concurrent searches keep their own ef.
-            with self._query_lock:
-                graph.hnsw.set_ef(max(ef or self.ef_search, k))
-                ids, dists = graph.hnsw.knn_query(
-                    q,
-                    k=k,
-                    num_threads=1,
-                    filter=None if everything else (lambda label: bool(mask[label])),
-                )
-            found = [(int(i), float(d)) for i, d in zip(ids[0], dists[0], strict=True)]
-        out = []
-        for label, distance in found:
-            key = graph.keys[label]
-            if key is not None:
-                out.append((key[0], key[1], distance))
-        return out
+            return self._hits(graph, *self._exact(graph, mask, q, k))
+        if 2 * allowed >= graph.alive_count:
+            # Most elements pass: ask the graph for enough more neighbours that k of them
+            # pass (twice the expected number), and drop the refused ones in bulk.
+            wide = min(graph.alive_count, math.ceil(2 * k * graph.alive_count / allowed))
+            labels, distances = self._knn(graph, q, wide, max(ef, wide))
+            passing = mask[labels]
+            if int(passing.sum()) >= k:
+                return self._hits(graph, labels[passing][:k], distances[passing][:k])
+        return self._hits(graph, *self._knn(graph, q, k, ef, mask))
+
+    @staticmethod
+    def _exact(
+        graph: _Graph, mask: npt.NDArray[np.bool_], q: FloatArray, k: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        labels = np.flatnonzero(mask)
+        k = min(k, len(labels))
+        dist = 1.0 - graph.vectors[labels] @ q
+        top = np.argpartition(dist, k - 1)[:k] if k < len(labels) else np.arange(len(labels))
+        top = top[np.argsort(dist[top])]
+        return labels[top], dist[top]
+
+    def _knn(
+        self,
+        graph: _Graph,
+        q: FloatArray,
+        k: int,
+        ef: int,
+        mask: npt.NDArray[np.bool_] | None = None,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        # ef is the graph's state, not the query's: readers set it and query under one short
+        # lock (a native call), so concurrent searches keep their own ef.
+        with self._query_lock:
+            graph.hnsw.set_ef(max(ef, k))
+            ids, dists = graph.hnsw.knn_query(
+                q,
+                k=k,
+                num_threads=1,
+                filter=None if mask is None else (lambda label: bool(mask[label])),
+            )
+        return ids[0].astype(np.int64), dists[0]
+
+    @staticmethod
+    def _hits(
+        graph: _Graph, labels: npt.NDArray[np.int64], distances: npt.NDArray[np.float32]
+    ) -> list[IndexHit]:
+        keys = graph.keys
+        return [
+            IndexHit(key[0], key[1], distance, revision, timed)
+            for label, distance, revision, timed in zip(
+                labels.tolist(),
+                distances.tolist(),
+                graph.revision[labels].tolist(),
+                graph.timed[labels].tolist(),
+                strict=True,
+            )
+            if (key := keys[label]) is not None
+        ]
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -346,6 +451,7 @@ class VectorIndex:
         tmp.mkdir(parents=True, exist_ok=True)
         with self.lock:
             meta: dict[str, Any] = {
+                "format": SNAPSHOT_FORMAT,
                 "identity": identity,
                 "cursors": dict(self.cursors),
                 "graphs": {},
@@ -376,6 +482,9 @@ class VectorIndex:
             meta = pickle.load(fh)
         if meta.get("identity") != identity:
             logger.warning("index snapshot in %s is of another database; rebuilding", folder)
+            return False
+        if meta.get("format") != SNAPSHOT_FORMAT:
+            logger.warning("index snapshot in %s is of an older coordd; rebuilding", folder)
             return False
         graphs: dict[int, _Graph] = {}
         for dim, state in meta["graphs"].items():

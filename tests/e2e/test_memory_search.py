@@ -206,3 +206,29 @@ async def ingest_ns(client: AsyncClient, data: np.ndarray) -> None:
 
     for start in range(0, len(data), 64):
         await asyncio.gather(*(put(i) for i in range(start, min(start + 64, len(data)))))
+
+
+async def test_hits_are_the_version_the_index_holds_never_an_older_or_expired_one(
+    connect, db_clock
+) -> None:
+    """Hits come from a cache of hydrated entries, good for one revision each; entries with an
+    expiry are checked against the database clock on every search."""
+    a = await connect("a")
+    near = [1.0, 0.0, 0.0, 0.0]
+    await a.memory.put(NS, "fact", {"v": 1}, embedding=near)
+    await a.memory.put(NS, "brief", {"v": 1}, embedding=[0.9, 0.1, 0.0, 0.0], ttl=60)
+    await a.memory.put(NS, "far", {"v": 1}, embedding=[0.0, 0.0, 1.0, 0.0])
+    hits = await a.memory.search(near, 3, NS)
+    assert [(h.entry.key, h.entry.value) for h in hits][:2] == [
+        ("fact", {"v": 1}),
+        ("brief", {"v": 1}),
+    ]
+    await a.memory.put(NS, "fact", {"v": 2}, embedding=near)  # a new revision, same vector
+    hits = await a.memory.search(near, 3, NS)
+    assert hits[0].entry.value == {"v": 2} and hits[0].entry.revision == a.session.revision(NS)
+    db_clock.advance(61)  # "brief" expires; nothing was written, the index's clock is older
+    hits = await a.memory.search(near, 3, NS)
+    assert [h.entry.key for h in hits] == ["fact", "far"]
+    await a.memory.delete(NS, "fact")
+    hits = await a.memory.search(near, 3, NS)
+    assert [h.entry.key for h in hits] == ["far"]

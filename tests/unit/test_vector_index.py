@@ -36,7 +36,7 @@ def test_reused_labels_never_drop_a_live_entry() -> None:
     f = SearchFilter(namespaces=frozenset({NS}))
     for seed in range(8):
         hits = index.search(element("q", 100 + seed).vector, 4, f)
-        assert [(ns, key) for ns, key, _ in hits] == [(NS, "k3")]
+        assert [(h.namespace, h.key) for h in hits] == [(NS, "k3")]
 
 
 def test_every_live_entry_is_found_after_churn() -> None:
@@ -54,5 +54,45 @@ def test_every_live_entry_is_found_after_churn() -> None:
     assert sorted(key for _, key in list(index.keys())) == sorted(live)
     f = SearchFilter(namespaces=frozenset({NS}))
     for key, seed in live.items():  # each entry is its own nearest neighbour
-        [(ns, found, distance)] = index.search(element(key, seed).vector, 1, f)
-        assert (ns, found) == (NS, key) and distance < 1e-4
+        [hit] = index.search(element(key, seed).vector, 1, f)
+        assert (hit.namespace, hit.key) == (NS, key) and hit.distance < 1e-4
+
+
+def timed(key: str, seed: int, namespace: str = NS, expire: float = math.inf) -> Element:
+    vector = np.random.default_rng(seed).normal(size=8).astype(np.float32)
+    return Element(namespace, key, 1, frozenset(), "", expire, math.inf, normalize(vector))
+
+
+def test_a_filter_that_admits_everything_is_known_from_counts() -> None:
+    """Without a mask when the filter passes all (every namespace present readable, nothing
+    expired yet); with one as soon as it does not."""
+    index = VectorIndex(exact_limit=0)
+    index.apply([timed(f"k{i}", i) for i in range(20)], [])
+    index.apply([timed("soon", 99, expire=100.0), timed("other", 98, namespace="acme/x")], [])
+    both = frozenset({NS, "acme/x"})
+    query = timed("soon", 99).vector
+    [graph] = index._graphs.values()
+    assert graph.admits_all(SearchFilter(namespaces=both, now=50.0))
+    assert not graph.admits_all(SearchFilter(namespaces=both, now=100.0))
+    assert not graph.admits_all(SearchFilter(namespaces=frozenset({NS}), now=50.0))
+    hits = index.search(query, 3, SearchFilter(namespaces=both, now=50.0))
+    assert hits[0].key == "soon" and hits[0].timed
+    hits = index.search(query, 22, SearchFilter(namespaces=both, now=100.0))
+    assert "soon" not in {h.key for h in hits} and len(hits) == 21
+    index.apply([], [(NS, "soon"), ("acme/x", "other")])
+    assert graph.admits_all(SearchFilter(namespaces=frozenset({NS}), now=100.0))
+    assert graph.alive_count == 20 and graph.timed_count == 0
+
+
+def test_a_filter_passing_most_elements_returns_only_those_it_passes() -> None:
+    """Most elements pass: the graph is asked for more neighbours and the refused ones are
+    dropped in bulk; the answer holds k of the passing ones, the nearest first."""
+    index = VectorIndex(exact_limit=0)
+    index.apply([timed(f"a{i}", i) for i in range(150)], [])
+    index.apply([timed(f"b{i}", 1000 + i, namespace="acme/hidden") for i in range(50)], [])
+    f = SearchFilter(namespaces=frozenset({NS}))
+    for seed in range(10):
+        query = timed("q", 5000 + seed).vector
+        hits = index.search(query, 10, f, ef=200)
+        assert len(hits) == 10 and all(h.namespace == NS for h in hits)
+        assert [h.distance for h in hits] == sorted(h.distance for h in hits)
