@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from coordd.domain.clock import Clock, SystemClock
+from coordd.domain.consistency import answer_within
 from coordd.domain.context import Notifier
 from coordd.domain.models import Identity
 from coordd.vocabulary import AgreementState as AgreementState
@@ -113,6 +114,42 @@ class Proposal:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VoteCast:
+    """Vote: accept (or reject, with *reason*) agreement *id* in the caller's seat."""
+
+    namespace: str
+    id: str
+    accept: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgreementKey:
+    namespace: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgreementAwait:
+    """AwaitAgreement: the agreement once decided, waiting up to *wait*."""
+
+    namespace: str
+    id: str
+    wait: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgreementListing:
+    """ListAgreements: agreements after id *after*, in *state* and by *proposer* if given."""
+
+    namespace: str
+    state: AgreementState | None
+    proposer: str
+    after: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AgreementView:
     """An agreement as one call left or saw it.
 
@@ -138,20 +175,11 @@ class AgreementPage:
 class AgreementStore(Protocol):
     async def propose(self, who: Identity, proposal: Proposal) -> AgreementView: ...
 
-    async def vote(
-        self, who: Identity, namespace: str, agreement_id: str, accept: bool, reason: str
-    ) -> AgreementView: ...
+    async def vote(self, who: Identity, vote: VoteCast) -> AgreementView: ...
 
     async def get(self, namespace: str, agreement_id: str) -> AgreementView: ...
 
-    async def list(
-        self,
-        namespace: str,
-        state: AgreementState | None,
-        proposer: str,
-        after: str,
-        limit: int,
-    ) -> AgreementPage: ...
+    async def list(self, q: AgreementListing) -> AgreementPage: ...
 
     async def sweep(self, limit: int = 1000) -> int: ...
 
@@ -171,16 +199,22 @@ class AgreementService:
     async def propose(self, who: Identity, proposal: Proposal) -> AgreementView:
         return await self._store.propose(who, proposal)
 
-    async def vote(
-        self, who: Identity, namespace: str, agreement_id: str, accept: bool, reason: str
+    async def vote(self, who: Identity, vote: VoteCast) -> AgreementView:
+        return await self._store.vote(who, vote)
+
+    async def get(self, key: AgreementKey) -> AgreementView:
+        return await self._store.get(key.namespace, key.id)
+
+    async def wait(
+        self,
+        namespace: str,
+        agreement_id: str,
+        wait: timedelta,
+        time_remaining: float | None = None,
     ) -> AgreementView:
-        return await self._store.vote(who, namespace, agreement_id, accept, reason)
-
-    async def get(self, namespace: str, agreement_id: str) -> AgreementView:
-        return await self._store.get(namespace, agreement_id)
-
-    async def wait(self, namespace: str, agreement_id: str, wait: timedelta) -> AgreementView:
-        """The agreement once decided, or as it stands when *wait* runs out."""
+        """The agreement once decided, or as it stands when *wait* runs out (or just before
+        the call's deadline, *time_remaining* seconds away)."""
+        wait = answer_within(wait, time_remaining)
         view = await self._store.get(namespace, agreement_id)
         if view.agreement.decided or wait <= timedelta(0):
             return view
@@ -197,16 +231,6 @@ class AgreementService:
                 pause = min(remaining, self._notifier.recheck_s, max(to_deadline, 0) + 0.001)
                 await self._notifier.wait(changed, pause)
 
-    async def list(
-        self,
-        namespace: str,
-        state: AgreementState | None,
-        proposer: str,
-        after: str,
-        limit: int,
-    ) -> AgreementPage:
-        return await self._store.list(namespace, state, proposer, after, limit)
-
     async def sweep(self) -> int:
         """Record the expiry of agreements whose deadline passed; return how many."""
         return await self._store.sweep()
@@ -214,3 +238,7 @@ class AgreementService:
     async def purge(self) -> int:
         """Remove decided agreements past their retention; return how many."""
         return await self._store.purge()
+
+    # Last in the class: the name `list` would shadow the builtin in later annotations.
+    async def list(self, q: AgreementListing) -> AgreementPage:
+        return await self._store.list(q)

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from coordd.domain.agreements import (
     Agreement,
+    AgreementListing,
     AgreementPage,
     AgreementState,
     AgreementView,
@@ -24,6 +25,7 @@ from coordd.domain.agreements import (
     Participant,
     Proposal,
     TransitionWrite,
+    VoteCast,
     WriteMode,
 )
 from coordd.domain.models import Identity
@@ -153,12 +155,11 @@ class AgreementStore:
         check(row, Call(p.namespace, p.id))
         return self._view(p.namespace, p.id, row, created=row.status == "ok")
 
-    async def vote(
-        self, who: Identity, namespace: str, agreement_id: str, accept: bool, reason: str
-    ) -> AgreementView:
+    async def vote(self, who: Identity, vote: VoteCast) -> AgreementView:
+        namespace, agreement_id, accept = vote.namespace, vote.id, vote.accept
         row = await self._db.fetchone(
             f"SELECT {_COLUMNS} FROM coordd.vote_agreement(%s, %s, %s, %s, %s, %s)",
-            (namespace, agreement_id, who.agent_id, who.role, accept, reason),
+            (namespace, agreement_id, who.agent_id, who.role, accept, vote.reason),
         )
         if row.status == "ok":
             return self._view(namespace, agreement_id, row)
@@ -183,17 +184,11 @@ class AgreementStore:
         check(row, Call(namespace, agreement_id, not_found=_NOT_FOUND))
         return self._view(namespace, agreement_id, row)
 
-    async def list(
-        self,
-        namespace: str,
-        state: AgreementState | None,
-        proposer: str,
-        after: str,
-        limit: int,
-    ) -> AgreementPage:
+    async def list(self, q: AgreementListing) -> AgreementPage:
+        namespace, state, limit = q.namespace, q.state, q.limit
         rows = await self._db.fetchall(
             f"SELECT {_COLUMNS} FROM coordd.list_agreements(%s, %s, %s, %s, %s)",
-            (namespace, state.value if state else "", proposer, after, limit + 1),
+            (namespace, state.value if state else "", q.proposer, q.after, limit + 1),
         )
         if not rows:
             rev = await self._db.fetchone("SELECT coordd.ns_revision(%s) AS revision", (namespace,))

@@ -106,3 +106,10 @@ async def test_wait_gives_up_and_answers_pending() -> None:
     view = await service.wait("ns", "ag", timedelta(seconds=0.1))
     assert view.agreement.state is AgreementState.PENDING
     assert (await service.wait("ns", "ag", timedelta(0))).agreement.state is AgreementState.PENDING
+
+
+async def test_wait_answers_at_once_when_the_callers_deadline_is_too_near() -> None:
+    store = FakeStore(decide_after=99, db_time=T0 - timedelta(hours=1))
+    service = AgreementService(store, FakeNotifier())  # type: ignore[arg-type]
+    view = await service.wait("ns", "ag", timedelta(minutes=5), time_remaining=0.01)
+    assert view.agreement.state is AgreementState.PENDING and store.reads == 1
