@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from coordd import audit
 from coordd.domain.models import Claim, Identity
-from coordd.storage.admin import AdminStore
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForceRelease:
+    """ForceReleaseClaim: release the live claim on *resource*, whoever holds it."""
+
+    namespace: str
+    resource: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Purge:
+    """PurgeNamespace: delete every claim, key, entry and agreement of *namespace*."""
+
+    namespace: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,38 +34,48 @@ class ForceReleased:
     claim: Claim | None
 
 
+class AdminStore(Protocol):
+    async def force_release(
+        self, namespace: str, resource: str, operator: str, reason: str
+    ) -> tuple[int, Claim | None]: ...
+
+    async def purge(
+        self, namespace: str, operator: str, reason: str
+    ) -> tuple[int, dict[str, int]]: ...
+
+
 class AdminService:
     def __init__(self, store: AdminStore) -> None:
         self._store = store
 
-    async def force_release(
-        self, who: Identity, namespace: str, resource: str, reason: str
-    ) -> ForceReleased:
-        """Release the live claim on *resource* whoever holds it."""
-        revision, claim = await self._store.force_release(namespace, resource, who.agent_id, reason)
+    async def force_release(self, who: Identity, r: ForceRelease) -> ForceReleased:
+        """Release the live claim on ``r.resource`` whoever holds it; audited if one was."""
+        revision, claim = await self._store.force_release(
+            r.namespace, r.resource, who.agent_id, r.reason
+        )
         if claim is not None:
             audit.record(
                 audit.ADMIN,
                 who,
-                namespace,
+                r.namespace,
                 action="force_release",
-                resource=resource,
+                resource=r.resource,
                 holder_agent_id=claim.holder_agent_id,
                 fencing_token=claim.fencing_token,
-                reason=reason,
+                reason=r.reason,
                 revision=revision,
             )
         return ForceReleased(revision=revision, claim=claim)
 
-    async def purge(self, who: Identity, namespace: str, reason: str) -> tuple[int, dict[str, int]]:
-        """Delete every claim, key, entry and agreement of *namespace*."""
-        revision, removed = await self._store.purge(namespace, who.agent_id, reason)
+    async def purge(self, who: Identity, p: Purge) -> tuple[int, dict[str, int]]:
+        """Delete every claim, key, entry and agreement of ``p.namespace``; audited."""
+        revision, removed = await self._store.purge(p.namespace, who.agent_id, p.reason)
         audit.record(
             audit.ADMIN,
             who,
-            namespace,
+            p.namespace,
             action="purge",
-            reason=reason,
+            reason=p.reason,
             revision=revision,
             removed=sum(removed.values()),
         )

@@ -7,8 +7,7 @@ and no namespace it based its decision on has changed since the revision it read
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from coordd.domain.models import Change, Claim, Fence
@@ -47,10 +46,18 @@ class GateVerdict:
         return not self.lost_claims and not self.moved_namespaces
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateCheck:
+    """CheckGate: are *fences* live and the namespaces in *read* (namespace -> the revision
+    read) unmoved, counting only changes of *kinds* (empty: every kind)?"""
+
+    fences: list[Fence]
+    read: dict[str, int]
+    kinds: list[str]
+
+
 class GateStore(Protocol):
-    async def check(
-        self, fences: Sequence[Fence], read: Mapping[str, int], kinds: Collection[str]
-    ) -> GateVerdict: ...
+    async def check(self, q: GateCheck) -> GateVerdict: ...
 
 
 class GateService:
@@ -59,9 +66,8 @@ class GateService:
     def __init__(self, store: GateStore) -> None:
         self._store = store
 
-    async def check(
-        self, fences: Sequence[Fence], read: Mapping[str, int], kinds: Collection[str]
-    ) -> GateVerdict:
-        if not fences and not read:
+    async def check(self, q: GateCheck) -> GateVerdict:
+        """Nothing to check passes without a round trip; namespaces go in name order."""
+        if not q.fences and not q.read:
             return GateVerdict(lost_claims=[], moved_namespaces=[])
-        return await self._store.check(fences, dict(sorted(read.items())), kinds)
+        return await self._store.check(replace(q, read=dict(sorted(q.read.items()))))

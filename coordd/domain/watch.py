@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from coordd.domain.context import Notifier
 from coordd.domain.models import Change
 from coordd.errors import RevisionCompactedError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchQuery:
+    """Watch: *namespace*'s change log (or every namespace under it, *prefix*), from
+    *start_revision* (0: only new changes), resuming after the revisions in *after*."""
+
+    namespace: str
+    prefix: bool
+    start_revision: int
+    after: dict[str, int]
 
 
 class ChangeStore(Protocol):
@@ -32,17 +44,12 @@ class WatchService:
         self._store = store
         self._notifier = notifier
 
-    async def watch(
-        self,
-        namespace: str,
-        prefix: bool,
-        start_revision: int,
-        after: dict[str, int] | None = None,
-    ) -> AsyncIterator[list[Change]]:
+    async def watch(self, q: WatchQuery) -> AsyncIterator[list[Change]]:
         """Batches of whole revisions, in order per namespace; each revision exactly once.
 
-        *after* maps namespaces to the last revision the caller already has (a resume).
+        ``q.after`` maps namespaces to the last revision the caller already has (a resume).
         """
+        namespace, prefix, start_revision = q.namespace, q.prefix, q.start_revision
         async with self._notifier.follow(namespace, prefix) as changed:
             if start_revision > 0:
                 cursors: dict[str, int] = {}
@@ -51,7 +58,7 @@ class WatchService:
                 positions = await self._store.positions(namespace, prefix)
                 cursors = {ns: revision for ns, (revision, _) in positions.items()}
                 default_after = 0
-            cursors.update(after or {})
+            cursors.update(q.after)
             await self._store.check_compaction(namespace, prefix, cursors, default_after)
             while True:
                 changed.clear()  # before reading: a change after the read sets it again

@@ -1,4 +1,5 @@
-"""GateService over gRPC: the check before a side effect outside coordd."""
+"""GateService over gRPC: the check before a side effect outside coordd (authorize, read
+the request, call the gate, respond)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,14 @@ from typing import Any
 import grpc
 
 from coordd.domain import gate
-from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
-from coordd.domain.models import Fence
 from coordd.server import convert
-from coordd.server.base import ServicerBase, check_fence
+from coordd.server.base import ServicerBase
+from coordd.server.requests import gate as requests
 from coordd.v1 import gate_service_pb2 as pb
 from coordd.v1 import gate_service_pb2_grpc as pb_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def _check_request(c: v.Checker, req: pb.CheckGateRequest, read: dict[str, int]) -> None:
-    if len(req.fences) > gate.MAX_FENCES:
-        c.fail("fences", f"must list at most {gate.MAX_FENCES} fences")
-    for i, fence in enumerate(req.fences[: gate.MAX_FENCES]):
-        check_fence(c, fence, True, f"fences[{i}]")
-    if len(read) > gate.MAX_READ_NAMESPACES:
-        c.fail("read", f"must have at most {gate.MAX_READ_NAMESPACES} namespaces")
-    else:
-        c.vector("read", read)
-    for i, kind in enumerate(req.kinds):
-        if kind not in gate.CHANGE_KINDS:
-            c.fail(f"kinds[{i}]", f"must be one of {', '.join(gate.CHANGE_KINDS)}")
-    if len(set(req.kinds)) != len(req.kinds):
-        c.fail("kinds", "must not contain duplicates")
 
 
 class GateServicer(ServicerBase, pb_grpc.GateServiceServicer):
@@ -46,12 +30,7 @@ class GateServicer(ServicerBase, pb_grpc.GateServiceServicer):
         if bounded:
             for namespace in sorted({f.namespace for f in req.fences} | set(read)):
                 self.authorize(Operation.READ, namespace)
-        with v.checking() as c:
-            _check_request(c, req, read)
-        fences = [
-            Fence(namespace=f.namespace, resource=f.resource, token=f.token) for f in req.fences
-        ]
-        verdict = await self._gate.check(fences, read, list(req.kinds))
+        verdict = await self._gate.check(requests.check_gate(req))
         return pb.CheckGateResponse(
             header=self.header("", 0),
             passed=verdict.passed,

@@ -1,4 +1,4 @@
-"""WatchService over gRPC."""
+"""WatchService over gRPC: authorize, read the request, stream the change log."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import grpc
 
-from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.watch import WatchService
 from coordd.server import convert
 from coordd.server.base import ServicerBase
+from coordd.server.requests import watch as requests
 from coordd.v1 import watch_service_pb2 as pb
 from coordd.v1 import watch_service_pb2_grpc as pb_grpc
 
@@ -29,13 +29,7 @@ class WatchServicer(ServicerBase, pb_grpc.WatchServiceServicer):
             self.authorize_subtree(Operation.READ, req.namespace)
         else:
             self.authorize(Operation.READ, req.namespace)
-        after = dict(req.after.revisions)
-        with v.checking() as c:
-            c.namespace("namespace", req.namespace)
-            if req.start_revision < 0:
-                c.fail("start_revision", "must be >= 0 (0 = only new changes)")
-            c.vector("after", after)
-        async for batch in self._watch.watch(req.namespace, req.prefix, req.start_revision, after):
+        async for batch in self._watch.watch(requests.watch(req)):
             last = batch[-1]
             yield pb.WatchResponse(
                 header=self.header(last.namespace, last.revision),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-
-from coordd.domain.gate import GateVerdict, LostClaim, MovedNamespace
+from coordd.domain.gate import GateCheck, GateVerdict, LostClaim, MovedNamespace
 from coordd.domain.models import Change, Claim, Fence
 from coordd.storage.db import Database, Row, from_row
 
@@ -42,11 +40,10 @@ class GateStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def check(
-        self, fences: Sequence[Fence], read: Mapping[str, int], kinds: Collection[str]
-    ) -> GateVerdict:
+    async def check(self, q: GateCheck) -> GateVerdict:
         """Both questions in one pipelined round trip."""
-        kind_list = list(kinds) or None
+        fences, read = q.fences, q.read
+        kind_list = q.kinds or None
         lost_rows, moved_rows = await self._db.fetch_batch(
             [
                 (
