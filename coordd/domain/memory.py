@@ -351,14 +351,7 @@ class MemoryStore(EntryReader, Protocol):
     ) -> tuple[int, bool]: ...
 
     async def list_entries(
-        self,
-        prefix: str,
-        tier: int,
-        tags: list[str],
-        task_id: str,
-        include_stale: bool,
-        after: tuple[str, str],
-        limit: int,
+        self, q: Listing, after: tuple[str, str], limit: int
     ) -> tuple[int, list[MemoryEntry]]: ...
 
     async def history(
@@ -466,9 +459,7 @@ class MemoryService:
         revision, entries = await at_least(
             q.prefix,
             q.min_revision,
-            lambda: self._store.list_entries(
-                q.prefix, q.tier, q.tags, q.task_id, q.include_stale, (ns, key), q.limit + 1
-            ),
+            lambda: self._store.list_entries(q, (ns, key), q.limit + 1),
             wait_s,
         )
         page = entries[: q.limit]

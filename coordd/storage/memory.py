@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from coordd.domain.memory import Compaction, TaskEnd
+from coordd.domain.memory import Compaction, Listing, TaskEnd
 from coordd.domain.models import (
     EntryRef,
     Fence,
@@ -225,16 +225,11 @@ class MemoryStore:
         return row.ns_revision, row.deleted > 0
 
     async def list_entries(
-        self,
-        prefix: str,
-        tier: int,
-        tags: list[str],
-        task_id: str,
-        include_stale: bool,
-        after: tuple[str, str],
-        limit: int,
+        self, q: Listing, after: tuple[str, str], limit: int
     ) -> tuple[int, list[MemoryEntry]]:
-        """A page of entries under *prefix*, and the revision of *prefix* they reflect."""
+        """Up to *limit* entries under ``q.prefix`` after *after* (namespace, key), and the
+        revision of the prefix they reflect."""
+        prefix = q.prefix
         rows = await self._db.fetchall(
             "SELECT coordd.ns_revision(%s) AS ns_revision, e.* FROM (SELECT 1) one"
             " LEFT JOIN LATERAL ("
@@ -251,12 +246,12 @@ class MemoryStore:
                 prefix + "0",
                 after[0],
                 after[1],
-                tier,
-                tier,
-                tags,
-                task_id,
-                task_id,
-                include_stale,
+                q.tier,
+                q.tier,
+                q.tags,
+                q.task_id,
+                q.task_id,
+                q.include_stale,
                 limit,
             ),
         )

@@ -68,9 +68,8 @@ class FakeStore:
         self.calls.append(("get", (namespace, key, as_of)))
         return self._revision(), None
 
-    async def list_entries(self, *args: Any) -> Any:
-        self.calls.append(("list_entries", args))
-        *_, after, limit = args
+    async def list_entries(self, q: Listing, after: tuple[str, str], limit: int) -> Any:
+        self.calls.append(("list_entries", (q, after, limit)))
         later = [e for e in self.entries if (e.namespace, e.key) > after]
         return self._revision(), later[:limit]
 
