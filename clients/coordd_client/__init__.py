@@ -42,7 +42,7 @@ from coordd.errors import (
     VoteAlreadyCastError,
 )
 
-from ._admin import AsyncAdmin
+from ._admin import Admin, AsyncAdmin
 from ._agreements import (
     AgreementHandle,
     Agreements,
@@ -51,13 +51,13 @@ from ._agreements import (
     Proposing,
 )
 from ._cache import CacheConfig, CacheStats
-from ._claims import AsyncClaims, HeldClaim
-from ._client import Admin, AsyncClient, Claims, Client, Context, Idempotency, Memory
-from ._context import AsyncContext
+from ._claims import AsyncClaims, Claims, HeldClaim
+from ._client import AsyncClient, Client
+from ._context import AsyncContext, Context
 from ._errors import ClaimHeldError, ClaimLostError, IdempotentTaskFailedError
 from ._gate import GateResult, LostClaim, MovedNamespace
-from ._idempotency import AsyncIdempotency, fingerprint
-from ._memory import AsyncMemory
+from ._idempotency import AsyncIdempotency, Idempotency, fingerprint
+from ._memory import AsyncMemory, Memory
 from ._models import (
     Acknowledgement,
     AcquireAllResult,

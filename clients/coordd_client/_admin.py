@@ -6,6 +6,7 @@ from coordd.v1 import admin_service_pb2 as pb
 from coordd.v1 import admin_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
+from ._blocking import Face, blocking
 from ._core import Service
 from ._models import ForceReleaseResult, PurgeResult
 
@@ -51,3 +52,10 @@ class AsyncAdmin(Service):
             self._stub.PurgeNamespace, pb.PurgeNamespaceRequest(namespace=namespace, reason=reason)
         )
         return PurgeResult(removed=dict(resp.removed), revision=resp.header.revision)
+
+
+class Admin(Face[AsyncAdmin]):
+    """Blocking ``client.admin``; see ``AsyncAdmin``."""
+
+    force_release = blocking(AsyncAdmin.force_release)
+    purge_namespace = blocking(AsyncAdmin.purge_namespace)

@@ -15,6 +15,7 @@ from coordd.v1 import claim_service_pb2 as pb
 from coordd.v1 import claim_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
+from ._blocking import Face, blocking, blocking_context
 from ._core import Service
 from ._errors import ClaimHeldError, ClaimLostError
 from ._models import AcquireAllResult, AcquireResult, Claim, ClaimList, Fence
@@ -269,3 +270,20 @@ class HeldClaim:
     def _mark_released(self) -> None:
         self._lost_why = "released"
         self.lost_event.set()
+
+
+class Claims(Face[AsyncClaims]):
+    """Blocking ``client.claims``; see ``AsyncClaims`` for the semantics of each call."""
+
+    acquire = blocking(AsyncClaims.acquire)
+    acquire_any = blocking(AsyncClaims.acquire_any)
+    acquire_all = blocking(AsyncClaims.acquire_all)
+    renew = blocking(AsyncClaims.renew)
+    release = blocking(AsyncClaims.release)
+    get = blocking(AsyncClaims.get)
+    list = blocking(AsyncClaims.list)
+    hold = blocking_context(AsyncClaims.hold)
+
+    def renew_held(self, held: HeldClaim, *, progress: str | None = None) -> None:
+        """Renew a claim held by ``hold()`` now, recording progress."""
+        self._loop.run(held.renew(progress=progress))

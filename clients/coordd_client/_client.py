@@ -1,7 +1,9 @@
 """``AsyncClient`` (asyncio) and ``Client`` (blocking): one logic, two faces.
 
 The blocking client runs the asyncio client on a private event-loop thread, so both share
-every line of request building, error translation, renewal and session bookkeeping.
+every line of request building, error translation, renewal and session bookkeeping. Each
+service's blocking face (``Claims``, ``Memory``, ...) sits beside its asyncio twin in the
+service's module, one line a method, so a new method is written in one file.
 """
 
 from __future__ import annotations
@@ -11,24 +13,24 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Self
 
-from ._admin import AsyncAdmin
+from ._admin import Admin, AsyncAdmin
 from ._agreements import Agreements, AsyncAgreements
-from ._blocking import Face, LoopThread, blocking, blocking_context, blocking_iter, connected
+from ._blocking import Face, LoopThread, blocking, connected
 from ._cache import CacheConfig
-from ._claims import AsyncClaims, HeldClaim
+from ._claims import AsyncClaims, Claims
 from ._closing import Closing
-from ._context import AsyncContext
+from ._context import AsyncContext, Context
 from ._convert import seconds
 from ._core import DEFAULT_TIMEOUT, Core, open_channel, read_token
 from ._gate import GateResult, check_gate
-from ._idempotency import AsyncIdempotency
-from ._memory import AsyncMemory
+from ._idempotency import AsyncIdempotency, Idempotency
+from ._memory import AsyncMemory, Memory
 from ._models import (
     Fence,
     TLSConfig,
 )
 from ._session import Session
-from ._watch import AsyncWatch
+from ._watch import AsyncWatch, Watch
 
 
 class AsyncClient:
@@ -146,76 +148,6 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-class Memory(Face[AsyncMemory]):
-    """Blocking ``client.memory``; see ``AsyncMemory`` for each call."""
-
-    put = blocking(AsyncMemory.put)
-    put_many = blocking(AsyncMemory.put_many)
-    get = blocking(AsyncMemory.get)
-    delete = blocking(AsyncMemory.delete)
-    list = blocking(AsyncMemory.list)
-    history = blocking(AsyncMemory.history)
-    search = blocking(AsyncMemory.search)
-    start_task = blocking(AsyncMemory.start_task)
-    end_task = blocking(AsyncMemory.end_task)
-    compact_episodes = blocking(AsyncMemory.compact_episodes)
-    set_policy = blocking(AsyncMemory.set_policy)
-    get_policy = blocking(AsyncMemory.get_policy)
-
-
-class Claims(Face[AsyncClaims]):
-    """Blocking ``client.claims``; see ``AsyncClaims`` for the semantics of each call."""
-
-    acquire = blocking(AsyncClaims.acquire)
-    acquire_any = blocking(AsyncClaims.acquire_any)
-    acquire_all = blocking(AsyncClaims.acquire_all)
-    renew = blocking(AsyncClaims.renew)
-    release = blocking(AsyncClaims.release)
-    get = blocking(AsyncClaims.get)
-    list = blocking(AsyncClaims.list)
-    hold = blocking_context(AsyncClaims.hold)
-
-    def renew_held(self, held: HeldClaim, *, progress: str | None = None) -> None:
-        """Renew a claim held by ``hold()`` now, recording progress."""
-        self._loop.run(held.renew(progress=progress))
-
-
-class Idempotency(Face[AsyncIdempotency]):
-    """Blocking ``client.idempotency``; see ``AsyncIdempotency`` (``once`` runs the work in
-    the calling thread)."""
-
-    begin = blocking(AsyncIdempotency.begin)
-    complete = blocking(AsyncIdempotency.complete)
-    fail = blocking(AsyncIdempotency.fail)
-    get = blocking(AsyncIdempotency.get)
-    once = blocking(AsyncIdempotency.once)
-
-
-class Admin(Face[AsyncAdmin]):
-    """Blocking ``client.admin``; see ``AsyncAdmin``."""
-
-    force_release = blocking(AsyncAdmin.force_release)
-    purge_namespace = blocking(AsyncAdmin.purge_namespace)
-
-
-class Context(Face[AsyncContext]):
-    """Blocking ``client.context``; see ``AsyncContext``."""
-
-    post = blocking(AsyncContext.post)
-    inbox = blocking(AsyncContext.inbox)
-    take = blocking(AsyncContext.take)
-    sent = blocking(AsyncContext.sent)
-    ack = blocking(AsyncContext.ack)
-    subscribe = blocking_iter(AsyncContext.subscribe)
-
-
-class Watch(Face[AsyncWatch]):
-    """Blocking ``client.watch``: ``for event in client.watch(namespace)``; see
-    ``AsyncWatch.__call__``."""
-
-    __call__ = blocking_iter(AsyncWatch.__call__)
 
 
 class Client(Closing, Face[AsyncClient]):

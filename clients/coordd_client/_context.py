@@ -14,6 +14,7 @@ from coordd.v1 import context_service_pb2_grpc as pb_grpc
 from coordd.vocabulary import Delivery
 
 from . import _convert as cv
+from ._blocking import Face, blocking, blocking_iter
 from ._core import Service
 from ._models import ContextEntry, Fence
 from ._resume import Resumer
@@ -195,3 +196,14 @@ class AsyncContext(Service):
                 entry = self._received(cv.context_entry(resp.entry))
                 after_id = entry.id
                 yield entry
+
+
+class Context(Face[AsyncContext]):
+    """Blocking ``client.context``; see ``AsyncContext``."""
+
+    post = blocking(AsyncContext.post)
+    inbox = blocking(AsyncContext.inbox)
+    take = blocking(AsyncContext.take)
+    sent = blocking(AsyncContext.sent)
+    ack = blocking(AsyncContext.ack)
+    subscribe = blocking_iter(AsyncContext.subscribe)

@@ -16,7 +16,7 @@ from coordd.v1 import idempotency_service_pb2 as pb
 from coordd.v1 import idempotency_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
-from ._blocking import call_in_caller
+from ._blocking import Face, blocking, call_in_caller
 from ._core import Service
 from ._errors import IdempotentTaskFailedError
 from ._models import BeginResult, Fence, IdempotencyRecord, IdempotencyState
@@ -188,3 +188,14 @@ class AsyncIdempotency(Service):
                 raise
             await self.complete(namespace, key, begun.attempt, encode_result(value), fence=fence)
             return value
+
+
+class Idempotency(Face[AsyncIdempotency]):
+    """Blocking ``client.idempotency``; see ``AsyncIdempotency`` (``once`` runs the work in
+    the calling thread)."""
+
+    begin = blocking(AsyncIdempotency.begin)
+    complete = blocking(AsyncIdempotency.complete)
+    fail = blocking(AsyncIdempotency.fail)
+    get = blocking(AsyncIdempotency.get)
+    once = blocking(AsyncIdempotency.once)

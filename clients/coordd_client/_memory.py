@@ -15,6 +15,7 @@ from coordd.v1 import memory_service_pb2_grpc as pb_grpc
 from coordd.vocabulary import TaskOutcome, Tier, WriteMode
 
 from . import _convert as cv
+from ._blocking import Face, blocking
 from ._core import Service
 from ._models import (
     EntryRef,
@@ -347,3 +348,20 @@ def _policy(msg: pb.NamespacePolicy) -> NamespacePolicy:
         else None,
         episodic_max_count=msg.episodic_max_count,
     )
+
+
+class Memory(Face[AsyncMemory]):
+    """Blocking ``client.memory``; see ``AsyncMemory`` for each call."""
+
+    put = blocking(AsyncMemory.put)
+    put_many = blocking(AsyncMemory.put_many)
+    get = blocking(AsyncMemory.get)
+    delete = blocking(AsyncMemory.delete)
+    list = blocking(AsyncMemory.list)
+    history = blocking(AsyncMemory.history)
+    search = blocking(AsyncMemory.search)
+    start_task = blocking(AsyncMemory.start_task)
+    end_task = blocking(AsyncMemory.end_task)
+    compact_episodes = blocking(AsyncMemory.compact_episodes)
+    set_policy = blocking(AsyncMemory.set_policy)
+    get_policy = blocking(AsyncMemory.get_policy)

@@ -10,6 +10,7 @@ from coordd.v1 import watch_service_pb2 as pb
 from coordd.v1 import watch_service_pb2_grpc as pb_grpc
 
 from . import _convert as cv
+from ._blocking import Face, blocking_iter
 from ._core import Service
 from ._models import ChangeEvent
 from ._resume import Resumer
@@ -71,3 +72,10 @@ class AsyncWatch(Service):
                     seen[msg.namespace] = max(seen.get(msg.namespace, 0), msg.revision)
                 if until_revision is not None and seen.get(namespace, 0) >= until_revision:
                     return
+
+
+class Watch(Face[AsyncWatch]):
+    """Blocking ``client.watch``: ``for event in client.watch(namespace)``; see
+    ``AsyncWatch.__call__``."""
+
+    __call__ = blocking_iter(AsyncWatch.__call__)
