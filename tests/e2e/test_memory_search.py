@@ -113,6 +113,9 @@ async def test_grants_filter_before_ranking(start_daemon, tmp_path) -> None:
             await writer.memory.put("kb/secret", f"s{i}", i, embedding=(target + 0.01 * i).tolist())
         for i in range(30):
             await writer.memory.put("kb/public", f"p{i}", i, embedding=rng.normal(size=16).tolist())
+        # The reader learns the writer's revisions (as a context entry would carry them), so
+        # its search reflects every write above, not whatever the index had caught up with.
+        reader.session.merge(writer.session.vector)
         hits = await reader.memory.search(target.tolist(), 10, "kb")
         assert len(hits) == 10, "k results when k readable entries match"
         assert all(h.entry.namespace == "kb/public" for h in hits)
