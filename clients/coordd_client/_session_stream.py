@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
 
 from coordd import rpc_status, telemetry
 from coordd.v1 import session_service_pb2 as pb
@@ -32,6 +31,12 @@ _CODES = {c.value[0]: c for c in grpc.StatusCode}
 _SESSION_SERVICE = SESSION_METHOD.split("/")[1].encode()
 _HEALTH_CHECK = b"\n" + bytes([len(_SESSION_SERVICE)]) + _SESSION_SERVICE
 _SERVING = b"\x08\x01"
+
+
+def _expire(future: asyncio.Future[pb.SessionResponse]) -> None:
+    """The request's deadline passed before its answer came."""
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class _Fallback(Exception):
@@ -110,8 +115,9 @@ class SessionChannel:
         rid = next(self._ids)
         req = pb.SessionRequest(id=rid, method=method, payload=payload)
         if timeout is not None:
-            req.timeout.CopyFrom(duration_pb2.Duration(nanos=int(timeout % 1 * 1e9)))
-            req.timeout.seconds = int(timeout)
+            deadline = req.timeout
+            deadline.seconds = int(timeout)
+            deadline.nanos = int(timeout % 1 * 1e9)
         for key, value in metadata or ():
             if key not in _IDENTITY_KEYS and isinstance(value, str):
                 req.metadata[key] = value
@@ -136,8 +142,10 @@ class SessionChannel:
         if self._call is None:
             self._open()
         call = self._call
-        future: asyncio.Future[pb.SessionResponse] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[pb.SessionResponse] = loop.create_future()
         self._pending[rid] = future
+        expiry = None
         try:
             try:
                 async with self._write_lock:
@@ -149,8 +157,10 @@ class SessionChannel:
                     self._pending.pop(rid, None)
                     return await self._exchange(req, timeout, retry=False)
                 raise _rpc_error(grpc.StatusCode.UNAVAILABLE, "session stream ended") from exc
-            async with asyncio.timeout(timeout):
-                resp = await future
+            # The deadline fails the answer's future: cheaper than a Timeout context per call.
+            if timeout is not None:
+                expiry = loop.call_later(timeout, _expire, future)
+            resp = await future
         except TimeoutError:
             self._cancel(call, rid)
             raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
@@ -159,6 +169,8 @@ class SessionChannel:
             raise
         finally:
             self._pending.pop(rid, None)
+            if expiry is not None:
+                expiry.cancel()
         if resp.code == 0:
             return resp.payload
         code = _CODES.get(resp.code, grpc.StatusCode.UNKNOWN)

@@ -37,6 +37,8 @@ AUTHORIZATION_KEY = "authorization"
 
 _identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("coordd_identity")
 
+_DEV_IDENTITIES_KEPT = 4096
+
 # Services that answer without credentials (probes, tooling).
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
@@ -52,6 +54,9 @@ class Authenticator:
     def __init__(self, mode: str, policy: Policy) -> None:
         self.mode = mode
         self.policy = policy
+        # dev mode: identities already checked, by (agent id, role); every call of an agent
+        # names the same pair, so it is checked once (bounded: cleared when full).
+        self._dev_identities: dict[tuple[str, str], Identity] = {}
 
     def identify(
         self,
@@ -80,12 +85,17 @@ class Authenticator:
             return who
         agent_id = values.get(AGENT_ID_KEY, "")
         role = values.get(AGENT_ROLE_KEY, "")
+        if (known := self._dev_identities.get((agent_id, role))) is not None:
+            return known
         if not agent_id:
             raise UnauthenticatedError(f"missing '{AGENT_ID_KEY}' metadata (dev mode)")
         for key, value in ((AGENT_ID_KEY, agent_id), (AGENT_ROLE_KEY, role)):
             if value and (problem := agent_id_problem(value)):
                 raise UnauthenticatedError(f"metadata '{key}' {problem}")
-        return Identity(agent_id=agent_id, role=role)
+        if len(self._dev_identities) >= _DEV_IDENTITIES_KEPT:
+            self._dev_identities.clear()
+        who = self._dev_identities[agent_id, role] = Identity(agent_id=agent_id, role=role)
+        return who
 
     def _from_certificate(self, auth_context: Mapping[str, Iterable[bytes]]) -> Identity:
         """mtls: the agent id is the client certificate's SPIFFE ID (its URI SAN

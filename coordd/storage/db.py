@@ -17,6 +17,7 @@ from opentelemetry.util.types import AttributeValue
 from psycopg import AsyncConnection
 from psycopg.rows import RowMaker, no_result
 
+from coordd import telemetry
 from coordd.domain.models import Fence
 from coordd.errors import (
     CoorddError,
@@ -112,6 +113,19 @@ def _refusal(exc: Exception) -> CoorddError | None:
     return None
 
 
+def _raise_translated(exc: psycopg.DatabaseError | psycopg_pool.PoolTimeout) -> None:
+    """Raise the coordd error for a psycopg failure: a SQL function's refusal, or
+    StorageUnavailableError for connectivity; return for anything else (re-raised as is)."""
+    if (refused := _refusal(exc)) is not None:
+        raise refused from None
+    if not isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        return
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return
+    logger.warning("storage unavailable: %s", exc)
+    raise StorageUnavailableError("storage unavailable; retry shortly") from exc
+
+
 class Database:
     """An async psycopg pool in autocommit mode: every coordd operation is one statement.
 
@@ -163,24 +177,30 @@ class Database:
             async with self.pool.connection() as conn:
                 yield conn
         except (psycopg.DatabaseError, psycopg_pool.PoolTimeout) as exc:
-            if (refused := _refusal(exc)) is not None:
-                raise refused from None
-            if not isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
-                raise
-            if isinstance(exc, psycopg.errors.QueryCanceled):
-                raise
-            logger.warning("storage unavailable: %s", exc)
-            raise StorageUnavailableError("storage unavailable; retry shortly") from exc
+            _raise_translated(exc)
+            raise
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """One statement's rows on a borrowed connection, errors as :meth:`connection` has
+        them. Every statement of the daemon comes here: plain getconn/putconn instead of
+        two context managers (autocommit connections have no transaction to end)."""
+        try:
+            conn = await self.pool.getconn()
+            try:
+                cur = await conn.execute(sql, params)
+                return await cur.fetchall()
+            finally:
+                await self.pool.putconn(conn)
+        except (psycopg.DatabaseError, psycopg_pool.PoolTimeout) as exc:
+            _raise_translated(exc)
+            raise
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row:
         """Run one statement and return its single row."""
-        with _tracer.start_as_current_span(_span_name(sql), attributes=_DB_ATTRS):
-            async with self.connection() as conn:
-                cur = await conn.execute(sql, params)
-                row = await cur.fetchone()
-        if row is None:  # pragma: no cover - every coordd function returns a row
+        rows = await self.fetchall(sql, params)
+        if not rows:  # pragma: no cover - every coordd function returns a row
             raise RuntimeError(f"no row from {sql.split('(')[0]}")
-        return row
+        return rows[0]
 
     async def fetch_batch(self, ops: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Row]]:
         """Run statements pipelined in one transaction (one commit); the rows of each."""
@@ -196,10 +216,11 @@ class Database:
                 return [await cur.fetchall() for cur in cursors]
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        # A span that records nothing still costs about 8 us to start and end.
+        if not telemetry.tracing_configured():
+            return await self._fetch(sql, params)
         with _tracer.start_as_current_span(_span_name(sql), attributes=_DB_ATTRS):
-            async with self.connection() as conn:
-                cur = await conn.execute(sql, params)
-                return await cur.fetchall()
+            return await self._fetch(sql, params)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         async with self.connection() as conn:
