@@ -85,29 +85,30 @@ class IdempotencyService:
         return await self._store.begin(who, b)
 
     async def complete(self, who: Identity, c: Completion) -> tuple[int, IdempotencyRecord]:
-        finish = Finish(
-            namespace=c.namespace,
-            key=c.key,
-            attempt=c.attempt,
-            outcome="completed",
-            result=c.result,
-            error="",
-            fence=c.fence,
-        )
-        return await self._store.finish(who, finish)
+        return await self._finish(who, c, "completed", result=c.result)
 
     async def fail(self, who: Identity, f: Failure) -> tuple[int, IdempotencyRecord]:
         """A retryable failure releases the key for the next Begin; any other is final."""
-        finish = Finish(
-            namespace=f.namespace,
-            key=f.key,
-            attempt=f.attempt,
-            outcome="released" if f.retryable else "failed",
-            result=None,
-            error=f.error,
-            fence=f.fence,
+        return await self._finish(who, f, "released" if f.retryable else "failed", error=f.error)
+
+    async def _finish(
+        self,
+        who: Identity,
+        end: Completion | Failure,
+        outcome: str,
+        result: bytes | None = None,
+        error: str = "",
+    ) -> tuple[int, IdempotencyRecord]:
+        ended = Finish(
+            namespace=end.namespace,
+            key=end.key,
+            attempt=end.attempt,
+            outcome=outcome,
+            result=result,
+            error=error,
+            fence=end.fence,
         )
-        return await self._store.finish(who, finish)
+        return await self._store.finish(who, ended)
 
     async def get(self, read: RecordRead, wait_s: float) -> tuple[int, IdempotencyRecord | None]:
         """The record (None if absent) at ``read.min_revision`` or later, waiting up to

@@ -23,19 +23,14 @@ class WatchQuery:
 
 
 class ChangeStore(Protocol):
-    async def positions(self, namespace: str, prefix: bool) -> dict[str, tuple[int, int]]: ...
+    async def positions(self, q: WatchQuery) -> dict[str, tuple[int, int]]: ...
 
     async def check_compaction(
-        self, namespace: str, prefix: bool, cursors: dict[str, int], default_after: int
+        self, q: WatchQuery, cursors: dict[str, int], default_after: int
     ) -> None: ...
 
     async def after(
-        self,
-        namespace: str,
-        prefix: bool,
-        cursors: dict[str, int],
-        default_after: int,
-        limit: int = 500,
+        self, q: WatchQuery, cursors: dict[str, int], default_after: int
     ) -> tuple[list[Change], bool]: ...
 
 
@@ -49,20 +44,19 @@ class WatchService:
 
         ``q.after`` maps namespaces to the last revision the caller already has (a resume).
         """
-        namespace, prefix, start_revision = q.namespace, q.prefix, q.start_revision
-        async with self._notifier.follow(namespace, prefix) as changed:
-            if start_revision > 0:
+        async with self._notifier.follow(q.namespace, q.prefix) as changed:
+            if q.start_revision > 0:
                 cursors: dict[str, int] = {}
-                default_after = start_revision - 1
+                default_after = q.start_revision - 1
             else:  # only what happens from now on
-                positions = await self._store.positions(namespace, prefix)
+                positions = await self._store.positions(q)
                 cursors = {ns: revision for ns, (revision, _) in positions.items()}
                 default_after = 0
             cursors.update(q.after)
-            await self._store.check_compaction(namespace, prefix, cursors, default_after)
+            await self._store.check_compaction(q, cursors, default_after)
             while True:
                 changed.clear()  # before reading: a change after the read sets it again
-                batch, more = await self._store.after(namespace, prefix, cursors, default_after)
+                batch, more = await self._store.after(q, cursors, default_after)
                 if batch:
                     for change in batch:
                         expected = cursors.get(change.namespace, default_after) + 1

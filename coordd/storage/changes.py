@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from coordd.domain.models import Change
+from coordd.domain.watch import WatchQuery
 from coordd.errors import RevisionCompactedError
-from coordd.storage.db import Database
+from coordd.storage.db import Database, from_row
 
 
 def _scope(namespace: str, prefix: bool) -> tuple[str, bool, str, str]:
@@ -22,37 +23,33 @@ class ChangeStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def positions(self, namespace: str, prefix: bool) -> dict[str, tuple[int, int]]:
+    async def positions(self, q: WatchQuery) -> dict[str, tuple[int, int]]:
         """Current (revision, compact_revision) of each namespace in scope."""
         rows = await self._db.fetchall(
             "SELECT c.name, c.revision, c.compact_revision FROM coordd.namespaces c WHERE "
             + _SCOPE_SQL.replace("c.namespace", "c.name"),
-            _scope(namespace, prefix),
+            _scope(q.namespace, q.prefix),
         )
         return {r.name: (r.revision, r.compact_revision) for r in rows}
 
     async def check_compaction(
-        self, namespace: str, prefix: bool, cursors: dict[str, int], default_after: int
+        self, q: WatchQuery, cursors: dict[str, int], default_after: int
     ) -> None:
         """Raise RevisionCompactedError if a cursor points before a namespace's kept log."""
+        scope = _scope(q.namespace, q.prefix)
         row = await self._db.fetchall(
             "SELECT c.name, c.compact_revision FROM coordd.namespaces c"
             " LEFT JOIN unnest(%s::text[], %s::bigint[]) AS cur(ns, rev) ON cur.ns = c.name"
             " WHERE "
             + _SCOPE_SQL.replace("c.namespace", "c.name")
             + " AND c.compact_revision > coalesce(cur.rev, %s) + 1 LIMIT 1",
-            (list(cursors), list(cursors.values()), *_scope(namespace, prefix), default_after),
+            (list(cursors), list(cursors.values()), *scope, default_after),
         )
         if row:
             raise RevisionCompactedError(row[0].name, row[0].compact_revision)
 
     async def after(
-        self,
-        namespace: str,
-        prefix: bool,
-        cursors: dict[str, int],
-        default_after: int,
-        limit: int = 500,
+        self, q: WatchQuery, cursors: dict[str, int], default_after: int, limit: int = 500
     ) -> tuple[list[Change], bool]:
         """Changes after each namespace's cursor (default_after where it has none), in order,
         and whether more may follow at once (the read reached *limit*).
@@ -62,14 +59,15 @@ class ChangeStore:
         """
         sql = (
             "SELECT c.namespace, c.revision, c.seq, c.kind, c.key, c.op, c.agent_id,"
-            " c.create_time, coalesce(c.data::text, '') FROM coordd.changes c"
+            " c.create_time AS time, coalesce(c.data::text, '') AS data_json FROM coordd.changes c"
             " LEFT JOIN unnest(%s::text[], %s::bigint[]) AS cur(ns, rev) ON cur.ns = c.namespace"
             " WHERE " + _SCOPE_SQL + " AND c.revision > coalesce(cur.rev, %s)"
             " ORDER BY c.namespace, c.revision, c.seq LIMIT %s"
         )
-        params = (list(cursors), list(cursors.values()), *_scope(namespace, prefix), default_after)
+        scope = _scope(q.namespace, q.prefix)
+        params = (list(cursors), list(cursors.values()), *scope, default_after)
         rows = await self._db.fetchall(sql, (*params, limit))
-        changes = [Change(*r) for r in rows]
+        changes = [from_row(Change, r) for r in rows]
         if len(changes) < limit:
             return changes, False
         last = (changes[-1].namespace, changes[-1].revision)
@@ -78,11 +76,11 @@ class ChangeStore:
             return whole, True
         rows = await self._db.fetchall(  # one revision larger than the limit: take it all
             "SELECT c.namespace, c.revision, c.seq, c.kind, c.key, c.op, c.agent_id,"
-            " c.create_time, coalesce(c.data::text, '') FROM coordd.changes c"
+            " c.create_time AS time, coalesce(c.data::text, '') AS data_json FROM coordd.changes c"
             " WHERE c.namespace = %s AND c.revision = %s ORDER BY c.seq",
             last,
         )
-        return [Change(*r) for r in rows], True
+        return [from_row(Change, r) for r in rows], True
 
     async def compact(self, retention: timedelta, limit: int = 1000) -> int:
         """Drop change rows older than *retention*; return how many."""

@@ -107,21 +107,16 @@ class ChangeStore:
         self.batches = batches
         self.cursors_seen: list[dict[str, int]] = []
 
-    async def positions(self, namespace: str, prefix: bool) -> dict[str, tuple[int, int]]:
+    async def positions(self, q: WatchQuery) -> dict[str, tuple[int, int]]:
         return {"ns": (5, 0)}
 
     async def check_compaction(
-        self, namespace: str, prefix: bool, cursors: dict[str, int], default_after: int
+        self, q: WatchQuery, cursors: dict[str, int], default_after: int
     ) -> None:
         return None
 
     async def after(
-        self,
-        namespace: str,
-        prefix: bool,
-        cursors: dict[str, int],
-        default_after: int,
-        limit: int = 500,
+        self, q: WatchQuery, cursors: dict[str, int], default_after: int
     ) -> tuple[list[Change], bool]:
         self.cursors_seen.append(dict(cursors))
         return (self.batches.pop(0) if self.batches else []), False

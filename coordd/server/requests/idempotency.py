@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from coordd.domain import idempotency as idem
 from coordd.domain import validation as v
+from coordd.domain.models import Fence
 from coordd.server import convert
 from coordd.server.base import check_fence
 from coordd.v1 import idempotency_service_pb2 as pb
@@ -31,34 +34,35 @@ def begin_idempotency(req: pb.BeginIdempotencyRequest) -> idem.Begin:
     )
 
 
-def complete_idempotency(req: pb.CompleteIdempotencyRequest) -> idem.Completion:
+def _attempt_end(
+    req: pb.CompleteIdempotencyRequest | pb.FailIdempotencyRequest,
+    own: Callable[[v.Checker], None],
+) -> Fence | None:
+    """Check what ending an attempt always names (key, attempt, fence) and *own* fields."""
     with v.checking() as c:
         _key(c, req.namespace, req.key)
         c.positive("attempt", req.attempt)
-        c.blob("result", req.result, v.RESULT_MAX_BYTES)
+        own(c)
         check_fence(c, req.fence, req.HasField("fence"))
+    return convert.fence(req.fence, req.HasField("fence"))
+
+
+def complete_idempotency(req: pb.CompleteIdempotencyRequest) -> idem.Completion:
+    fence = _attempt_end(req, lambda c: c.blob("result", req.result, v.RESULT_MAX_BYTES))
     return idem.Completion(
-        namespace=req.namespace,
-        key=req.key,
-        attempt=req.attempt,
-        result=req.result,
-        fence=convert.fence(req.fence, req.HasField("fence")),
+        namespace=req.namespace, key=req.key, attempt=req.attempt, result=req.result, fence=fence
     )
 
 
 def fail_idempotency(req: pb.FailIdempotencyRequest) -> idem.Failure:
-    with v.checking() as c:
-        _key(c, req.namespace, req.key)
-        c.positive("attempt", req.attempt)
-        c.text("error", req.error, v.ERROR_TEXT_MAX_BYTES)
-        check_fence(c, req.fence, req.HasField("fence"))
+    fence = _attempt_end(req, lambda c: c.text("error", req.error, v.ERROR_TEXT_MAX_BYTES))
     return idem.Failure(
         namespace=req.namespace,
         key=req.key,
         attempt=req.attempt,
         retryable=req.retryable,
         error=req.error,
-        fence=convert.fence(req.fence, req.HasField("fence")),
+        fence=fence,
     )
 
 
