@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
-from coordd.domain.access import Operation, Policy
+from coordd.domain.access import Operation
 from coordd.domain.agreements import AgreementService
 from coordd.server import agreement_convert as ac
 from coordd.server import convert
-from coordd.server.base import ServicerBase
+from coordd.server.base import Ctx, ServicerBase
 from coordd.server.requests import agreements as requests
 from coordd.v1 import agreement_service_pb2 as pb
 from coordd.v1 import agreement_service_pb2_grpc as pb_grpc
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
-
-class AgreementServicer(ServicerBase, pb_grpc.AgreementServiceServicer):
-    def __init__(self, agreements: AgreementService, policy: Policy, server_id: str) -> None:
-        super().__init__(policy, server_id)
-        self._agreements = agreements
-
+class AgreementServicer(ServicerBase[AgreementService], pb_grpc.AgreementServiceServicer):
     async def ProposeAgreement(
         self, req: pb.ProposeAgreementRequest, ctx: Ctx
     ) -> pb.ProposeAgreementResponse:
@@ -30,7 +20,7 @@ class AgreementServicer(ServicerBase, pb_grpc.AgreementServiceServicer):
         proposal = requests.propose_agreement(req)
         for namespace in sorted({w.namespace for w in proposal.writes} - {req.namespace}):
             self.authorize(Operation.WRITE, namespace)  # the transition writes there
-        out = await self._agreements.propose(who, proposal)
+        out = await self._service.propose(who, proposal)
         return pb.ProposeAgreementResponse(
             header=self.header(req.namespace, out.revision),
             agreement=ac.agreement_message(out.agreement),
@@ -39,7 +29,7 @@ class AgreementServicer(ServicerBase, pb_grpc.AgreementServiceServicer):
 
     async def Vote(self, req: pb.VoteRequest, ctx: Ctx) -> pb.VoteResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        out = await self._agreements.vote(who, requests.vote(req))
+        out = await self._service.vote(who, requests.vote(req))
         return pb.VoteResponse(
             header=self.header(req.namespace, out.revision),
             agreement=ac.agreement_message(out.agreement),
@@ -47,7 +37,7 @@ class AgreementServicer(ServicerBase, pb_grpc.AgreementServiceServicer):
 
     async def GetAgreement(self, req: pb.GetAgreementRequest, ctx: Ctx) -> pb.GetAgreementResponse:
         self.authorize(Operation.READ, req.namespace)
-        out = await self._agreements.get(requests.get_agreement(req))
+        out = await self._service.get(requests.get_agreement(req))
         return pb.GetAgreementResponse(
             header=self.header(req.namespace, out.revision),
             agreement=ac.agreement_message(out.agreement),
@@ -58,7 +48,7 @@ class AgreementServicer(ServicerBase, pb_grpc.AgreementServiceServicer):
     ) -> pb.AwaitAgreementResponse:
         self.authorize(Operation.READ, req.namespace)
         q = requests.await_agreement(req)
-        out = await self._agreements.wait(q.namespace, q.id, q.wait, ctx.time_remaining())
+        out = await self._service.wait(q.namespace, q.id, q.wait, ctx.time_remaining())
         return pb.AwaitAgreementResponse(
             header=self.header(req.namespace, out.revision),
             decided=out.agreement.decided,
@@ -69,7 +59,7 @@ class AgreementServicer(ServicerBase, pb_grpc.AgreementServiceServicer):
         self, req: pb.ListAgreementsRequest, ctx: Ctx
     ) -> pb.ListAgreementsResponse:
         self.authorize(Operation.READ, req.namespace)
-        page = await self._agreements.list(requests.list_agreements(req))
+        page = await self._service.list(requests.list_agreements(req))
         return pb.ListAgreementsResponse(
             header=self.header(req.namespace, page.revision),
             agreements=[ac.agreement_message(a) for a in page.agreements],

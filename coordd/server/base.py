@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any, Generic, TypeVar
+
+import grpc
 from opentelemetry import trace
 
 from coordd import audit
@@ -21,8 +24,17 @@ def check_fence(c: v.Checker, fence: common_pb2.Fence, present: bool, field: str
         c.positive(f"{field}.token", fence.token)
 
 
-class ServicerBase:
-    def __init__(self, policy: Policy, server_id: str) -> None:
+Ctx = grpc.aio.ServicerContext[Any, Any]
+"""The context every RPC method receives."""
+
+S = TypeVar("S")
+
+
+class ServicerBase(Generic[S]):
+    """A servicer over the domain service *S* that its RPCs call (``self._service``)."""
+
+    def __init__(self, service: S, policy: Policy, server_id: str) -> None:
+        self._service = service
         self._policy = policy
         self._server_id = server_id
 

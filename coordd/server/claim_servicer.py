@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from coordd import telemetry
-from coordd.domain.access import Operation, Policy
+from coordd.domain.access import Operation
 from coordd.domain.claims import ClaimService
 from coordd.server import convert
-from coordd.server.base import ServicerBase
+from coordd.server.base import Ctx, ServicerBase
 from coordd.server.requests import claims as requests
 from coordd.v1 import claim_service_pb2 as pb
 from coordd.v1 import claim_service_pb2_grpc as pb_grpc
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
-
-class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
-    def __init__(self, claims: ClaimService, policy: Policy, server_id: str) -> None:
-        super().__init__(policy, server_id)
-        self._claims = claims
-
+class ClaimServicer(ServicerBase[ClaimService], pb_grpc.ClaimServiceServicer):
     async def AcquireClaim(self, req: pb.AcquireClaimRequest, ctx: Ctx) -> pb.AcquireClaimResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
         ask = requests.acquire_claim(req)
-        out = await self._claims.acquire(who, ask, ctx.time_remaining())
+        out = await self._service.acquire(who, ask, ctx.time_remaining())
         telemetry.span_attributes(
             resource=req.resource,
             acquired=out.acquired,
@@ -42,7 +32,7 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
         self, req: pb.AcquireAnyClaimRequest, ctx: Ctx
     ) -> pb.AcquireAnyClaimResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        out = await self._claims.acquire_any(who, requests.acquire_any_claim(req))
+        out = await self._service.acquire_any(who, requests.acquire_any_claim(req))
         return pb.AcquireAnyClaimResponse(
             header=self.header(req.namespace, out.revision),
             acquired=out.acquired,
@@ -53,7 +43,7 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
         self, req: pb.AcquireClaimsRequest, ctx: Ctx
     ) -> pb.AcquireClaimsResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        out = await self._claims.acquire_all(who, requests.acquire_claims(req))
+        out = await self._service.acquire_all(who, requests.acquire_claims(req))
         return pb.AcquireClaimsResponse(
             header=self.header(req.namespace, out.revision),
             acquired=out.acquired,
@@ -62,19 +52,19 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
 
     async def RenewClaim(self, req: pb.RenewClaimRequest, ctx: Ctx) -> pb.RenewClaimResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        out = await self._claims.renew(who, requests.renew_claim(req))
+        out = await self._service.renew(who, requests.renew_claim(req))
         return pb.RenewClaimResponse(
             header=self.header(req.namespace, out.revision), claim=convert.claim(out.claim)
         )
 
     async def ReleaseClaim(self, req: pb.ReleaseClaimRequest, ctx: Ctx) -> pb.ReleaseClaimResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        out = await self._claims.release(who, requests.release_claim(req))
+        out = await self._service.release(who, requests.release_claim(req))
         return pb.ReleaseClaimResponse(header=self.header(req.namespace, out.revision))
 
     async def GetClaim(self, req: pb.GetClaimRequest, ctx: Ctx) -> pb.GetClaimResponse:
         self.authorize(Operation.READ, req.namespace)
-        out = await self._claims.get(requests.get_claim(req))
+        out = await self._service.get(requests.get_claim(req))
         return pb.GetClaimResponse(
             header=self.header(req.namespace, out.revision),
             found=out.claim is not None,
@@ -83,7 +73,7 @@ class ClaimServicer(ServicerBase, pb_grpc.ClaimServiceServicer):
 
     async def ListClaims(self, req: pb.ListClaimsRequest, ctx: Ctx) -> pb.ListClaimsResponse:
         self.authorize(Operation.READ, req.namespace)
-        page = await self._claims.list(requests.list_claims(req))
+        page = await self._service.list(requests.list_claims(req))
         return pb.ListClaimsResponse(
             header=self.header(req.namespace, page.revision),
             claims=[convert.claim_message(cl) for cl in page.claims],

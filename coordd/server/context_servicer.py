@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
-import grpc
-
-from coordd.domain.access import Operation, Policy
+from coordd.domain.access import Operation
 from coordd.domain.consistency import wait_budget
 from coordd.domain.context import ContextService
 from coordd.server import convert
-from coordd.server.base import ServicerBase
+from coordd.server.base import Ctx, ServicerBase
 from coordd.server.requests import context as requests
 from coordd.v1 import context_service_pb2 as pb
 from coordd.v1 import context_service_pb2_grpc as pb_grpc
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
-
-class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
-    def __init__(self, service: ContextService, policy: Policy, server_id: str) -> None:
-        super().__init__(policy, server_id)
-        self._context = service
-
+class ContextServicer(ServicerBase[ContextService], pb_grpc.ContextServiceServicer):
     async def PostContext(self, req: pb.PostContextRequest, ctx: Ctx) -> pb.PostContextResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        entry = await self._context.post(who, requests.post_context(req))
+        entry = await self._service.post(who, requests.post_context(req))
         return pb.PostContextResponse(
             header=self.header(req.namespace, entry.id), entry=convert.context_entry(entry)
         )
@@ -36,7 +27,7 @@ class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
         if req.role and req.role != who.role:  # someone else's inbox
             self.authorize(Operation.ADMIN, req.namespace)
         read = requests.read_context(req)
-        revision, entries = await self._context.read(who, read, wait_budget(ctx.time_remaining()))
+        revision, entries = await self._service.read(who, read, wait_budget(ctx.time_remaining()))
         return pb.ReadContextResponse(
             header=self.header(req.namespace, revision),
             entries=[convert.context_entry(e) for e in entries],
@@ -45,7 +36,7 @@ class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
 
     async def AckContext(self, req: pb.AckContextRequest, ctx: Ctx) -> pb.AckContextResponse:
         who = self.authorize(Operation.READ, req.namespace)
-        revision, acked = await self._context.ack(who, requests.ack_context(req))
+        revision, acked = await self._service.ack(who, requests.ack_context(req))
         return pb.AckContextResponse(
             header=self.header(req.namespace, revision), acknowledged_ids=acked
         )
@@ -55,7 +46,7 @@ class ContextServicer(ServicerBase, pb_grpc.ContextServiceServicer):
     ) -> AsyncIterator[pb.SubscribeContextResponse]:
         who = self.authorize(Operation.READ, req.namespace)
         query = requests.subscribe_context(req)
-        async for revision, entry in self._context.subscribe(who, query):
+        async for revision, entry in self._service.subscribe(who, query):
             yield pb.SubscribeContextResponse(
                 header=self.header(req.namespace, revision), entry=convert.context_entry(entry)
             )

@@ -3,26 +3,16 @@ the request, call the gate, respond)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from coordd.domain import gate
-from coordd.domain.access import Operation, Policy
+from coordd.domain.access import Operation
 from coordd.server import convert
-from coordd.server.base import ServicerBase
+from coordd.server.base import Ctx, ServicerBase
 from coordd.server.requests import gate as requests
 from coordd.v1 import gate_service_pb2 as pb
 from coordd.v1 import gate_service_pb2_grpc as pb_grpc
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
-
-class GateServicer(ServicerBase, pb_grpc.GateServiceServicer):
-    def __init__(self, service: gate.GateService, policy: Policy, server_id: str) -> None:
-        super().__init__(policy, server_id)
-        self._gate = service
-
+class GateServicer(ServicerBase[gate.GateService], pb_grpc.GateServiceServicer):
     async def CheckGate(self, req: pb.CheckGateRequest, ctx: Ctx) -> pb.CheckGateResponse:
         read = dict(req.read.revisions)
         # Authorized like reads of every namespace named: a gate reveals no more than a read.
@@ -30,7 +20,7 @@ class GateServicer(ServicerBase, pb_grpc.GateServiceServicer):
         if bounded:
             for namespace in sorted({f.namespace for f in req.fences} | set(read)):
                 self.authorize(Operation.READ, namespace)
-        verdict = await self._gate.check(requests.check_gate(req))
+        verdict = await self._service.check(requests.check_gate(req))
         return pb.CheckGateResponse(
             header=self.header("", 0),
             passed=verdict.passed,

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from coordd import telemetry
-from coordd.domain.access import Operation, Policy
+from coordd.domain.access import Operation
 from coordd.domain.consistency import wait_budget
 from coordd.domain.idempotency import IdempotencyService
 from coordd.server import convert
-from coordd.server.base import ServicerBase
+from coordd.server.base import Ctx, ServicerBase
 from coordd.server.requests import idempotency as requests
 from coordd.v1 import idempotency_service_pb2 as pb
 from coordd.v1 import idempotency_service_pb2_grpc as pb_grpc
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
-
-class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
-    def __init__(self, service: IdempotencyService, policy: Policy, server_id: str) -> None:
-        super().__init__(policy, server_id)
-        self._idem = service
-
+class IdempotencyServicer(ServicerBase[IdempotencyService], pb_grpc.IdempotencyServiceServicer):
     async def BeginIdempotency(
         self, req: pb.BeginIdempotencyRequest, ctx: Ctx
     ) -> pb.BeginIdempotencyResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        out = await self._idem.begin(who, requests.begin_idempotency(req))
+        out = await self._service.begin(who, requests.begin_idempotency(req))
         rec = out.record
         telemetry.span_attributes(
             key=req.key, idempotency_outcome=out.state.value, attempt=rec.attempt
@@ -47,7 +37,7 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
         self, req: pb.CompleteIdempotencyRequest, ctx: Ctx
     ) -> pb.CompleteIdempotencyResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        revision, rec = await self._idem.complete(who, requests.complete_idempotency(req))
+        revision, rec = await self._service.complete(who, requests.complete_idempotency(req))
         return pb.CompleteIdempotencyResponse(
             header=self.header(req.namespace, revision), record=convert.idempotency_record(rec)
         )
@@ -56,7 +46,7 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
         self, req: pb.FailIdempotencyRequest, ctx: Ctx
     ) -> pb.FailIdempotencyResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        revision, rec = await self._idem.fail(who, requests.fail_idempotency(req))
+        revision, rec = await self._service.fail(who, requests.fail_idempotency(req))
         return pb.FailIdempotencyResponse(
             header=self.header(req.namespace, revision), record=convert.idempotency_record(rec)
         )
@@ -66,7 +56,7 @@ class IdempotencyServicer(ServicerBase, pb_grpc.IdempotencyServiceServicer):
     ) -> pb.GetIdempotencyResponse:
         self.authorize(Operation.READ, req.namespace)
         read = requests.get_idempotency(req)
-        revision, rec = await self._idem.get(read, wait_budget(ctx.time_remaining()))
+        revision, rec = await self._service.get(read, wait_budget(ctx.time_remaining()))
         return pb.GetIdempotencyResponse(
             header=self.header(req.namespace, revision),
             found=rec is not None,

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
-from coordd.domain.access import Operation, Policy
+from coordd.domain.access import Operation
 from coordd.domain.consistency import wait_budget
 from coordd.domain.memory import MemoryService
 from coordd.server import convert
-from coordd.server.base import ServicerBase
+from coordd.server.base import Ctx, ServicerBase
 from coordd.server.interceptors import current_identity
 from coordd.server.requests import memory as requests
 from coordd.telemetry import current_trace_id
 from coordd.v1 import memory_service_pb2 as pb
 from coordd.v1 import memory_service_pb2_grpc as pb_grpc
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
-
-class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
-    def __init__(self, memory: MemoryService, policy: Policy, server_id: str) -> None:
-        super().__init__(policy, server_id)
-        self._memory = memory
-
+class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer):
     async def PutMemory(self, req: pb.PutMemoryRequest, ctx: Ctx) -> pb.PutMemoryResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        entry = await self._memory.put(who, current_trace_id(), requests.put_memory(req))
+        entry = await self._service.put(who, current_trace_id(), requests.put_memory(req))
         return pb.PutMemoryResponse(  # the caller has the embedding: not echoed back
             header=self.header(req.namespace, entry.revision),
             entry=convert.memory_entry(entry, with_embedding=False),
@@ -38,7 +28,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         for ns in dict.fromkeys(e.namespace for e in req.entries):
             who = self.authorize(Operation.WRITE, ns)
         writes = requests.put_memories(req)
-        entries = await self._memory.put_many(who, current_trace_id(), writes)
+        entries = await self._service.put_many(who, current_trace_id(), writes)
         return pb.PutMemoriesResponse(
             results=[
                 pb.PutMemoryResponse(
@@ -52,7 +42,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
     async def GetMemory(self, req: pb.GetMemoryRequest, ctx: Ctx) -> pb.GetMemoryResponse:
         self.authorize(Operation.READ, req.namespace)
         read = requests.get_memory(req)
-        revision, entry = await self._memory.get(read, wait_budget(ctx.time_remaining()))
+        revision, entry = await self._service.get(read, wait_budget(ctx.time_remaining()))
         return pb.GetMemoryResponse(
             header=self.header(req.namespace, revision),
             found=entry is not None,
@@ -61,13 +51,13 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
 
     async def DeleteMemory(self, req: pb.DeleteMemoryRequest, ctx: Ctx) -> pb.DeleteMemoryResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        revision, deleted = await self._memory.delete(who, requests.delete_memory(req))
+        revision, deleted = await self._service.delete(who, requests.delete_memory(req))
         return pb.DeleteMemoryResponse(header=self.header(req.namespace, revision), deleted=deleted)
 
     async def ListMemory(self, req: pb.ListMemoryRequest, ctx: Ctx) -> pb.ListMemoryResponse:
         self.authorize_subtree(Operation.READ, req.namespace_prefix)
         listing = requests.list_memory(req)
-        page = await self._memory.list(listing, wait_budget(ctx.time_remaining()))
+        page = await self._service.list(listing, wait_budget(ctx.time_remaining()))
         return pb.ListMemoryResponse(
             header=self.header(req.namespace_prefix, page.revision),
             entries=[convert.memory_entry(e, with_embedding=False) for e in page.entries],
@@ -79,7 +69,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
     ) -> pb.MemoryHistoryResponse:
         self.authorize(Operation.READ, req.namespace)
         read = requests.memory_history(req)
-        page = await self._memory.history(read, wait_budget(ctx.time_remaining()))
+        page = await self._service.history(read, wait_budget(ctx.time_remaining()))
         return pb.MemoryHistoryResponse(
             header=self.header(req.namespace, page.revision),
             versions=[convert.memory_entry(e) for e in page.entries],
@@ -91,7 +81,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         # read, filtered before ranking (MemorySearch.readable).
         who = current_identity()
         query = requests.search_memory(req)
-        revision, hits = await self._memory.search(who, query, wait_budget(ctx.time_remaining()))
+        revision, hits = await self._service.search(who, query, wait_budget(ctx.time_remaining()))
         return pb.SearchMemoryResponse(
             header=self.header(req.namespace_prefixes[0], revision),
             hits=[
@@ -102,7 +92,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
 
     async def StartTask(self, req: pb.StartTaskRequest, ctx: Ctx) -> pb.StartTaskResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        revision, expires = await self._memory.start_task(who, requests.start_task(req))
+        revision, expires = await self._service.start_task(who, requests.start_task(req))
         return pb.StartTaskResponse(
             header=self.header(req.namespace, revision),
             lease_expire_time=convert.timestamp(expires),
@@ -110,7 +100,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
 
     async def EndTask(self, req: pb.EndTaskRequest, ctx: Ctx) -> pb.EndTaskResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        out = await self._memory.end_task(who, current_trace_id(), requests.end_task(req))
+        out = await self._service.end_task(who, current_trace_id(), requests.end_task(req))
         return pb.EndTaskResponse(
             header=self.header(req.namespace, out.revision),
             removed=out.removed,
@@ -122,7 +112,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
     ) -> pb.CompactEpisodesResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
         summary = requests.compact_episodes(req)
-        entry = await self._memory.compact(who, current_trace_id(), summary)
+        entry = await self._service.compact(who, current_trace_id(), summary)
         return pb.CompactEpisodesResponse(
             header=self.header(req.namespace, entry.revision),
             summary=convert.memory_entry(entry),
@@ -133,7 +123,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
     ) -> pb.SetNamespacePolicyResponse:
         who = self.authorize(Operation.ADMIN, req.namespace)
         policy = requests.set_namespace_policy(req)
-        revision = await self._memory.set_policy(who, req.namespace, policy)
+        revision = await self._service.set_policy(who, req.namespace, policy)
         return pb.SetNamespacePolicyResponse(
             header=self.header(req.namespace, revision), policy=convert.policy_message(policy)
         )
@@ -142,7 +132,7 @@ class MemoryServicer(ServicerBase, pb_grpc.MemoryServiceServicer):
         self, req: pb.GetNamespacePolicyRequest, ctx: Ctx
     ) -> pb.GetNamespacePolicyResponse:
         self.authorize(Operation.READ, req.namespace)
-        revision, policy = await self._memory.get_policy(requests.get_namespace_policy(req))
+        revision, policy = await self._service.get_policy(requests.get_namespace_policy(req))
         return pb.GetNamespacePolicyResponse(
             header=self.header(req.namespace, revision), policy=convert.policy_message(policy)
         )
