@@ -34,11 +34,7 @@ class AsyncAdmin(Service):
             self._stub.ForceReleaseClaim,
             pb.ForceReleaseClaimRequest(namespace=namespace, resource=resource, reason=reason),
         )
-        return ForceReleaseResult(
-            released=resp.released,
-            claim=cv.claim(resp.claim) if resp.HasField("claim") else None,
-            revision=resp.header.revision,
-        )
+        return cv.result(ForceReleaseResult, resp)
 
     async def purge_namespace(self, namespace: str, *, reason: str = "") -> PurgeResult:
         """Delete every claim, idempotency key, memory entry, context entry and agreement of
@@ -51,7 +47,7 @@ class AsyncAdmin(Service):
         resp = await self._core.call(
             self._stub.PurgeNamespace, pb.PurgeNamespaceRequest(namespace=namespace, reason=reason)
         )
-        return PurgeResult(removed=dict(resp.removed), revision=resp.header.revision)
+        return cv.result(PurgeResult, resp)
 
 
 class Admin(Face[AsyncAdmin]):

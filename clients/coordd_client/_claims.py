@@ -24,11 +24,7 @@ logger = logging.getLogger("coordd_client")
 
 
 def _acquire_result(resp: pb.AcquireClaimResponse | pb.AcquireAnyClaimResponse) -> AcquireResult:
-    return AcquireResult(
-        acquired=resp.acquired,
-        claim=cv.claim(resp.claim) if resp.HasField("claim") else None,
-        revision=resp.header.revision,
-    )
+    return cv.result(AcquireResult, resp)
 
 
 class AsyncClaims(Service):
@@ -92,11 +88,7 @@ class AsyncClaims(Service):
                 namespace=namespace, resources=resources, ttl=cv.duration(ttl), progress=progress
             ),
         )
-        return AcquireAllResult(
-            acquired=resp.acquired,
-            claims=[cv.claim(c) for c in resp.claims],
-            revision=resp.header.revision,
-        )
+        return cv.result(AcquireAllResult, resp)
 
     async def renew(
         self,
@@ -150,11 +142,7 @@ class AsyncClaims(Service):
                 page_token=page_token,
             ),
         )
-        return ClaimList(
-            claims=[cv.claim(c) for c in resp.claims],
-            next_page_token=resp.next_page_token,
-            revision=resp.header.revision,
-        )
+        return cv.result(ClaimList, resp)
 
     @contextlib.asynccontextmanager
     async def hold(

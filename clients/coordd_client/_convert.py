@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 
 from coordd import wire
 from coordd.v1 import agreement_service_pb2 as agreement_pb
@@ -55,6 +56,15 @@ def fence(value: Fence | None) -> common_pb2.Fence | None:
     if value is None:
         return None
     return common_pb2.Fence(namespace=value.namespace, resource=value.resource, token=value.token)
+
+
+R = TypeVar("R")
+
+
+def result(cls: type[R], resp: Message, **given: Any) -> R:
+    """The result type *cls* read from response *resp*: fields by name (``wire``), the
+    revision from its header, and the fields in *given* as given."""
+    return wire.from_message(cls, resp, revision=resp.header.revision, **given)  # type: ignore[attr-defined]
 
 
 def claim(msg: claim_pb.Claim) -> Claim:

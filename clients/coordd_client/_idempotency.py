@@ -86,15 +86,8 @@ class AsyncIdempotency(Service):
                 retention=cv.duration(retention),
             ),
         )
-        return BeginResult(
-            state=IdempotencyState.of_number(resp.state),
-            attempt=resp.attempt,
-            result=resp.result,
-            error=resp.error,
-            retry_after=resp.retry_after.ToTimedelta(),
-            lease_expire_time=cv.opt_dt(resp, "lease_expire_time"),
-            revision=resp.header.revision,
-        )
+        # An unset retry_after reads as zero, not None (BeginResult.retry_after is a timedelta).
+        return cv.result(BeginResult, resp, retry_after=resp.retry_after.ToTimedelta())
 
     async def complete(
         self, namespace: str, key: str, attempt: int, result: bytes, *, fence: Fence | None = None
