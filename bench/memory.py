@@ -3,7 +3,7 @@
 Same data on both sides (N x 384 clustered vectors: 200 Gaussian centres, sigma 0.35, as in the
 anchors' comparison; queries are data points moved by a little noise), loaded the same way
 (COPY). pgvector then builds its HNSW index (m=16, ef_construction=64, its defaults); coordd
-builds its index at start (m=16, ef_construction=200, its defaults) — the cold start — and again
+builds its index at start (m=16, ef_construction=100, its defaults) — the cold start — and again
 from the snapshot it saved at shutdown. Search is compared at equal recall@10 against exact
 brute force: each side at the smallest ef reaching ~0.95 and ~0.99, 1 and 8 clients, through
 coordd's gRPC API vs psycopg with binary vectors (pgvector.psycopg). Ingest: new vectors through

@@ -40,6 +40,7 @@ class IndexHit(NamedTuple):
 
 class SearchIndex(Protocol):
     cursors: dict[str, int]
+    epoch: int
 
     def namespaces(self) -> set[str]: ...
 
@@ -81,6 +82,15 @@ class HitCache:
         self._max_bytes = max_bytes
         self._bytes = 0
         self._entries: OrderedDict[tuple[str, str], MemoryEntry] = OrderedDict()
+        self._epoch = 0
+
+    def follow(self, epoch: int) -> None:
+        """Forget everything when the index was emptied or rebuilt since (*epoch* moved): a
+        database emptied under the daemon starts its revisions again."""
+        if epoch != self._epoch:
+            self._entries.clear()
+            self._bytes = 0
+            self._epoch = epoch
 
     def get(self, hit: IndexHit) -> MemoryEntry | None:
         """The entry of *hit* at the revision the index holds, if kept."""
@@ -177,6 +187,7 @@ class MemorySearch:
             wait_s,
         )
         index = self._indexer.index
+        self._cache.follow(index.epoch)
         # Read before searching: the index may move on meanwhile, never back.
         revision = index.cursors.get(q.namespace_prefixes[0], 0)
         vector = np.frombuffer(q.embedding, dtype="<f4").astype(np.float32)

@@ -121,6 +121,29 @@ def embedding_bytes(values: Sequence[float]) -> bytes:
     return np.asarray(values, dtype="<f4").tobytes() if len(values) else b""
 
 
+class HitMessages:
+    """Search hits converted once per hydrated entry object.
+
+    The search's hit cache hands back the same entry object for as long as that version is
+    current, so its message is kept beside it (holding the object, so its ``id`` stays its
+    own); bounded by count, oldest out first.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self._capacity = capacity
+        self._messages: dict[int, tuple[models.MemoryEntry, mem_pb.MemoryEntry]] = {}
+
+    def get(self, e: models.MemoryEntry) -> mem_pb.MemoryEntry:
+        kept = self._messages.get(id(e))
+        if kept is not None and kept[0] is e:
+            return kept[1]
+        message = memory_entry(e, with_embedding=False)
+        self._messages[id(e)] = (e, message)
+        if len(self._messages) > self._capacity:
+            del self._messages[next(iter(self._messages))]
+        return message
+
+
 def memory_entry(e: models.MemoryEntry, *, with_embedding: bool = True) -> mem_pb.MemoryEntry:
     return mem_pb.MemoryEntry(
         namespace=e.namespace,

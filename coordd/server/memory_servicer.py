@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordd.domain.access import Operation
+from coordd.domain.access import Operation, Policy
 from coordd.domain.consistency import wait_budget
 from coordd.domain.memory import MemoryService
 from coordd.server import convert
@@ -15,6 +15,10 @@ from coordd.v1 import memory_service_pb2_grpc as pb_grpc
 
 
 class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer):
+    def __init__(self, service: MemoryService, policy: Policy, server_id: str) -> None:
+        super().__init__(service, policy, server_id)
+        self._hit_messages = convert.HitMessages()
+
     async def PutMemory(self, req: pb.PutMemoryRequest, ctx: Ctx) -> pb.PutMemoryResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
         entry = await self._service.put(who, current_trace_id(), requests.put_memory(req))
@@ -84,10 +88,7 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
         revision, hits = await self._service.search(who, query, wait_budget(ctx.time_remaining()))
         return pb.SearchMemoryResponse(
             header=self.header(req.namespace_prefixes[0], revision),
-            hits=[
-                pb.SearchHit(entry=convert.memory_entry(e, with_embedding=False), distance=d)
-                for e, d in hits
-            ],
+            hits=[pb.SearchHit(entry=self._hit_messages.get(e), distance=d) for e, d in hits],
         )
 
     async def StartTask(self, req: pb.StartTaskRequest, ctx: Ctx) -> pb.StartTaskResponse:

@@ -110,6 +110,7 @@ class MemoryIndexer:
         async with self._lock:
             self.index.apply([], [(ns, key) for ns, key in list(self.index.keys())])
             self.index.cursors = {}
+            self.index.epoch += 1
 
     def dirty(self, namespace: str) -> None:
         """This daemon wrote memory in *namespace*: catch up with it soon."""
@@ -185,6 +186,7 @@ class MemoryIndexer:
                             last_log = time.monotonic()
                             logger.info("vector index: rebuilt %d/%d", done, total)
             self.index.cursors = cursors
+            self.index.epoch += 1
 
     async def catch_up(self, namespaces: list[str] | None = None) -> int:
         """Apply memory changes committed after the revisions the index reflects.

@@ -284,7 +284,9 @@ class VectorIndex:
     def __init__(
         self,
         m: int = 16,
-        ef_construction: int = 200,
+        # 100, not hnswlib's 200: on 100k x 384 clustered vectors it reaches the same recall
+        # (0.956 at ef 16, 0.997 at ef 48) for half the CPU per insert (bench/RESULTS.md).
+        ef_construction: int = 100,
         ef_search: int = 128,
         exact_limit: int = 2_000_000,
     ) -> None:
@@ -298,6 +300,8 @@ class VectorIndex:
         self.lock = ReadWriteLock()
         self._query_lock = threading.Lock()
         self.cursors: dict[str, int] = {}  # namespace -> revision reflected
+        self.epoch = 0
+        """Moved whenever the index is emptied or rebuilt (what was derived from it is void)."""
 
     def __len__(self) -> int:
         return len(self._where)
