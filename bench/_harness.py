@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -21,24 +20,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 log = logging.getLogger("bench")
-
-
-def ab_parser(
-    scenario: str, doc: str | None, *, seconds: float, reps: int, clients: str, quick: str
-) -> argparse.ArgumentParser:
-    """The flags of an A/B scenario measured at several concurrency levels (``--seconds``,
-    ``--reps``, ``--clients``, ``--quick`` described by *quick*); a scenario adds its own."""
-    parser = argparse.ArgumentParser(prog=f"python -m bench {scenario}", description=doc)
-    parser.add_argument("--seconds", type=float, default=seconds, help="per measured run")
-    parser.add_argument("--reps", type=int, default=reps, help="A/B repetitions (interleaved)")
-    parser.add_argument("--clients", default=clients, help="comma-separated concurrency levels")
-    parser.add_argument("--quick", action="store_true", help=quick)
-    return parser
-
-
-def client_levels(args: argparse.Namespace) -> list[int]:
-    """The concurrency levels ``--clients`` names."""
-    return [int(x) for x in args.clients.split(",")]
 
 
 def setup_logging() -> None:

@@ -19,19 +19,17 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bench._cli import ab_parser, client_levels, scenario_args
 from bench._cpu import CpuWindow, postmaster_pid, rss_mb
 from bench._echo import EchoRun, echo_server, run_echo
 from bench._harness import (
     Stats,
-    ab_parser,
-    client_levels,
     log,
     machine,
     median,
     postgres,
     print_table,
     result_line,
-    setup_logging,
 )
 from bench._procs import daemon_process
 
@@ -148,11 +146,8 @@ def main(argv: list[str]) -> int:
     parser = ab_parser(
         "claims", __doc__, seconds=8.0, reps=2, clients="1,32", quick="2 s runs, 1 rep (smoke test)"
     )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.reps = 2.0, 1
+    args = scenario_args(parser, argv, seconds=2.0, reps=1)
     levels = client_levels(args)
-    setup_logging()
     print(f"machine: {machine()}")
     results: dict[tuple[str, int], list[Run]] = {}
     echoes: dict[tuple[str, int], list[EchoRun]] = {}

@@ -25,18 +25,16 @@ import uuid
 
 import psycopg
 
+from bench._cli import ab_parser, client_levels, scenario_args
 from bench._cpu import CpuWindow, postmaster_pid
 from bench._harness import (
     Stats,
-    ab_parser,
-    client_levels,
     log,
     machine,
     median,
     postgres,
     print_table,
     result_line,
-    setup_logging,
 )
 from bench._procs import daemon_process
 
@@ -227,11 +225,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--batched-items", type=int, default=8000, help="entries queued for the batched run"
     )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.reps, args.posts, args.batched_items = 2.0, 1, 60, 2000
+    args = scenario_args(parser, argv, seconds=2.0, reps=1, posts=60, batched_items=2000)
     levels = client_levels(args)
-    setup_logging()
     print(f"machine: {machine()}")
     results: dict[tuple[str, int], list[tuple[Stats, CpuWindow]]] = {}
     with postgres() as dsn, daemon_process(dsn) as daemon:

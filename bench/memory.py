@@ -31,6 +31,7 @@ from typing import TypeVar
 import numpy as np
 import psycopg
 
+from bench._cli import scenario_args
 from bench._cpu import CpuWindow, postmaster_pid
 from bench._harness import (
     Progress,
@@ -40,7 +41,6 @@ from bench._harness import (
     postgres,
     print_table,
     result_line,
-    setup_logging,
 )
 
 DIM = 384
@@ -310,11 +310,9 @@ def main(argv: list[str]) -> int:
         "--ingest-batched", type=int, default=10_000, help="vectors ingested per side in batches"
     )
     parser.add_argument("--quick", action="store_true", help="10k vectors, short runs")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.n, args.queries, args.seconds, args.ingest = 10_000, 100, 2.0, 500
-        args.ingest_batched = 2000
-    setup_logging()
+    args = scenario_args(
+        parser, argv, n=10_000, queries=100, seconds=2.0, ingest=500, ingest_batched=2000
+    )
     print(f"machine: {machine()}")
     data, queries = dataset(args.n, args.queries)
     log.info("exact top-10 of %d queries over %d vectors", len(queries), len(data))

@@ -34,18 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench._cli import ab_parser, client_levels, scenario_args
 from bench._cpu import CpuWindow, postmaster_pid
-from bench._harness import (
-    ab_parser,
-    client_levels,
-    log,
-    machine,
-    median,
-    postgres,
-    print_table,
-    result_line,
-    setup_logging,
-)
+from bench._harness import log, machine, median, postgres, print_table, result_line
 from bench._procs import daemon_process, stop_process
 from bench.claims import CoorddWorker, Run, run_clients
 
@@ -197,11 +188,8 @@ def main(argv: list[str]) -> int:
     parser = ab_parser(
         "peers", __doc__, seconds=6.0, reps=1, clients="1,32", quick="2 s runs (smoke test)"
     )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds, args.reps = 2.0, 1
+    args = scenario_args(parser, argv, seconds=2.0, reps=1)
     levels = client_levels(args)
-    setup_logging()
     for binary in _missing():
         print(INSTALL_HINT[binary])
     if _missing():

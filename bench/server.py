@@ -21,8 +21,9 @@ from typing import Any
 
 import grpc
 
+from bench._cli import scenario_args
 from bench._cpu import CpuWindow, rss_mb
-from bench._harness import Stats, log, machine, postgres, print_table, result_line, setup_logging
+from bench._harness import Stats, log, machine, postgres, print_table, result_line
 
 METHOD = "/bench.Claims/AcquireRelease"
 # Each call uses its own namespace, so the server model, not one namespace's lock, is measured.
@@ -121,10 +122,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench server", description=__doc__)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds = 2.0
-    setup_logging()
+    args = scenario_args(parser, argv, seconds=2.0)
     print(f"machine: {machine()}")
     rows = []
     figures: dict[str, float] = {}

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench._cli import scenario_args
 from bench._cpu import CpuWindow
 from bench._harness import (
     Stats,
@@ -32,7 +33,6 @@ from bench._harness import (
     postgres,
     print_table,
     result_line,
-    setup_logging,
 )
 from bench._procs import daemon_process
 
@@ -289,7 +289,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hit-calls", type=int, default=20_000)
     parser.add_argument("--tax-rounds", type=int, default=3)
     parser.add_argument("--tax-seconds", type=float, default=4.0)
-    args = parser.parse_args(argv)
-    setup_logging()
+    args = scenario_args(parser, argv)
     with postgres() as dsn:
         return asyncio.run(run(args, dsn))
