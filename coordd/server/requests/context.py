@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from coordd import wire
 from coordd.domain import context as cx
 from coordd.domain import validation as v
 from coordd.domain.models import ContextPost, ContextQuery
@@ -38,18 +39,13 @@ def post_context(req: pb.PostContextRequest) -> ContextPost:
             c.fail("delivery", "must be DELIVERY_EACH or DELIVERY_ANY")
         c.vector("sender_vector", vector)
         check_fence(c, req.fence, req.HasField("fence"))
-    return ContextPost(
-        namespace=req.namespace,
-        to_role=req.to_role,
-        to_agent_id=req.to_agent_id,
+    return wire.from_message(
+        ContextPost,
+        req,
         context_type=context_type,
-        content_json=req.content_json,
-        task_id=req.task_id,
-        correlation_id=req.correlation_id,
         ttl=ttl or v.CONTEXT_TTL_DEFAULT,
         delivery=convert.delivery(req.delivery),
         sender_vector=vector,
-        fence=convert.fence(req.fence, req.HasField("fence")),
     )
 
 
@@ -63,15 +59,11 @@ def read_context(req: pb.ReadContextRequest) -> cx.InboxRead:
         if req.role:
             c.identifier("role", req.role)
         c.min_revision("min_revision", req.min_revision)
-    query = ContextQuery(
-        namespace=req.namespace,
-        unread_only=req.unread_only,
-        context_type=req.context_type,
-        task_id=req.task_id,
-        after_id=req.after_id,
+    query = wire.from_message(
+        ContextQuery,
+        req,
         limit=req.page_size or v.DEFAULT_PAGE_SIZE,
         lease=lease or v.CONTEXT_LEASE_DEFAULT,
-        sent=req.sent,
     )
     return cx.InboxRead(query=query, as_role=req.role, min_revision=req.min_revision)
 

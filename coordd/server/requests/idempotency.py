@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from coordd import wire
 from coordd.domain import idempotency as idem
 from coordd.domain import validation as v
 from coordd.domain.models import Fence
@@ -49,25 +50,16 @@ def _attempt_end(
 
 def complete_idempotency(req: pb.CompleteIdempotencyRequest) -> idem.Completion:
     fence = _attempt_end(req, lambda c: c.blob("result", req.result, v.RESULT_MAX_BYTES))
-    return idem.Completion(
-        namespace=req.namespace, key=req.key, attempt=req.attempt, result=req.result, fence=fence
-    )
+    return wire.from_message(idem.Completion, req, fence=fence)
 
 
 def fail_idempotency(req: pb.FailIdempotencyRequest) -> idem.Failure:
     fence = _attempt_end(req, lambda c: c.text("error", req.error, v.ERROR_TEXT_MAX_BYTES))
-    return idem.Failure(
-        namespace=req.namespace,
-        key=req.key,
-        attempt=req.attempt,
-        retryable=req.retryable,
-        error=req.error,
-        fence=fence,
-    )
+    return wire.from_message(idem.Failure, req, fence=fence)
 
 
 def get_idempotency(req: pb.GetIdempotencyRequest) -> idem.RecordRead:
     with v.checking() as c:
         _key(c, req.namespace, req.key)
         c.min_revision("min_revision", req.min_revision)
-    return idem.RecordRead(namespace=req.namespace, key=req.key, min_revision=req.min_revision)
+    return wire.from_message(idem.RecordRead, req)

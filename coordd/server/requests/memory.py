@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from coordd import wire
 from coordd.domain import memory as m
 from coordd.domain import validation as v
 from coordd.domain.memory_writes import check_tags, check_write
-from coordd.domain.models import EntryRef, MemoryWrite, NamespacePolicy
+from coordd.domain.models import MemoryWrite, NamespacePolicy
 from coordd.errors import FieldViolation, InvalidArgumentError
 from coordd.server import convert
 from coordd.server.base import check_fence
@@ -60,27 +61,15 @@ def put_memory(req: pb.PutMemoryRequest) -> MemoryWrite:
             c.fail("confidence", "must be between 0 and 1")
         c.text("request_id", req.request_id, 128)
         check_fence(c, req.fence, req.HasField("fence"))
-    return MemoryWrite(
-        namespace=req.namespace,
-        key=req.key,
-        tier=Tier(req.tier),
-        value_json=req.value_json,
-        text=req.text,
+    # The other fields are the request's, as they are (tier checked above).
+    return wire.from_message(
+        MemoryWrite,
+        req,
         embedding=convert.embedding_bytes(req.embedding),
         dim=len(req.embedding),
-        tags=list(req.tags),
-        task_id=req.task_id,
         mode=WriteMode.of_number(req.write_mode),
-        expected_revision=expected,
         ttl=ttl,
-        derived_from=[
-            EntryRef(namespace=r.namespace, key=r.key, revision=r.revision)
-            for r in req.derived_from
-        ],
         review_time=review_time,
-        confidence=req.confidence,
-        fence=convert.fence(req.fence, req.HasField("fence")),
-        request_id=req.request_id,
     )
 
 
@@ -108,24 +97,15 @@ def get_memory(req: pb.GetMemoryRequest) -> m.KeyRead:
     with v.checking() as c:
         _key(c, req.namespace, req.key)
         c.min_revision("min_revision", req.min_revision)
-    return m.KeyRead(
-        namespace=req.namespace,
-        key=req.key,
-        as_of=convert.instant(req.as_of, req.HasField("as_of"), "as_of"),
-        min_revision=req.min_revision,
-    )
+    as_of = convert.instant(req.as_of, req.HasField("as_of"), "as_of")
+    return wire.from_message(m.KeyRead, req, as_of=as_of)
 
 
 def delete_memory(req: pb.DeleteMemoryRequest) -> m.Deletion:
     with v.checking() as c:
         _key(c, req.namespace, req.key)
         check_fence(c, req.fence, req.HasField("fence"))
-    return m.Deletion(
-        namespace=req.namespace,
-        key=req.key,
-        expected_revision=req.expected_revision if req.HasField("expected_revision") else None,
-        fence=convert.fence(req.fence, req.HasField("fence")),
-    )
+    return wire.from_message(m.Deletion, req)
 
 
 def list_memory(req: pb.ListMemoryRequest) -> m.Listing:
@@ -151,12 +131,11 @@ def memory_history(req: pb.MemoryHistoryRequest) -> m.HistoryRead:
         _key(c, req.namespace, req.key)
         c.page_size("page_size", req.page_size)
         c.min_revision("min_revision", req.min_revision)
-    return m.HistoryRead(
-        namespace=req.namespace,
-        key=req.key,
+    return wire.from_message(
+        m.HistoryRead,
+        req,
         after=convert.decode_page_token(req.page_token),
         limit=req.page_size or v.DEFAULT_PAGE_SIZE,
-        min_revision=req.min_revision,
     )
 
 
