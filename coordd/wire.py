@@ -18,14 +18,17 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for an aware datetime (None stays unset)."""
     if value is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    # Arithmetic on the datetime, not Timestamp.FromDatetime (calendar.timegm): several times
+    # faster, and pages of context entries carry two or more timestamps each.
+    delta = (value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
 
 
 def datetime_of(ts: timestamp_pb2.Timestamp) -> datetime:
     """An aware UTC datetime for a Timestamp."""
-    return ts.ToDatetime(tzinfo=UTC)
+    return _datetime_of(ts)
 
 
 def duration(value: timedelta) -> duration_pb2.Duration:

@@ -20,6 +20,7 @@ from coordd.v1 import watch_service_pb2 as watch_pb
 from coordd.vocabulary import DecisionCause, Delivery, Tier, WriteMode
 
 from ._models import (
+    Acknowledgement,
     Agreement,
     ChangeEvent,
     Claim,
@@ -75,13 +76,30 @@ def idempotency_record(msg: idem_pb.IdempotencyRecord) -> IdempotencyRecord:
     return wire.from_message(IdempotencyRecord, msg)
 
 
+_DELIVERY_LABELS = {d.number: d.value for d in Delivery}
+
+
 def context_entry(msg: ctx_pb.ContextEntry) -> ContextEntry:
-    return wire.from_message(
-        ContextEntry,
-        msg,
+    # Field by field rather than wire.from_message: take(n) reads up to 1,000 entries a call.
+    return ContextEntry(
+        namespace=msg.namespace,
+        id=msg.id,
+        from_agent_id=msg.from_agent_id,
+        from_role=msg.from_role,
+        to_role=msg.to_role,
+        to_agent_id=msg.to_agent_id,
+        context_type=msg.context_type,
         content=json.loads(msg.content_json) if msg.content_json else None,
-        delivery=Delivery.label_of(msg.delivery, "each"),
+        task_id=msg.task_id,
+        correlation_id=msg.correlation_id,
+        delivery=_DELIVERY_LABELS.get(msg.delivery, "each"),
         sender_vector=dict(msg.sender_vector.revisions),
+        create_time=dt(msg.create_time),
+        expire_time=dt(msg.expire_time),
+        acks=[
+            Acknowledgement(agent_id=a.agent_id, role=a.role, ack_time=dt(a.ack_time))
+            for a in msg.acks
+        ],
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -104,13 +104,45 @@ def delivery(number: int) -> Delivery:
     return Delivery.of_number(number, Delivery.EACH)
 
 
+_DELIVERY_NUMBERS = {d.value: d.number for d in Delivery}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_time(target: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """Fill a message's Timestamp field in place (passing a Timestamp to a constructor copies
+    it, which costs more than the arithmetic)."""
+    delta = value - _EPOCH
+    target.seconds = delta.days * 86_400 + delta.seconds
+    target.nanos = delta.microseconds * 1000
+
+
 def context_entry(entry: models.ContextEntry) -> ctx_pb.ContextEntry:
-    return wire.to_message(
-        ctx_pb.ContextEntry,
-        entry,
-        sender_vector=common_pb2.VersionVector(revisions=entry.sender_vector),
+    # Field by field, sub-messages filled in place, rather than wire.to_message: a take answers
+    # with up to 1,000 entries, and this was most of the daemon's CPU per entry (11 -> 2.5 us).
+    msg = ctx_pb.ContextEntry(
+        id=entry.id,
+        namespace=entry.namespace,
+        from_agent_id=entry.from_agent_id,
+        from_role=entry.from_role,
+        to_role=entry.to_role,
+        to_agent_id=entry.to_agent_id,
+        context_type=entry.context_type,
+        content_json=entry.content_json,
+        task_id=entry.task_id,
+        correlation_id=entry.correlation_id,
+        delivery=_DELIVERY_NUMBERS[entry.delivery],  # type: ignore[arg-type]
         revision=entry.id,
     )
+    _set_time(msg.create_time, entry.create_time)
+    _set_time(msg.expire_time, entry.expire_time)
+    if entry.sender_vector:
+        msg.sender_vector.revisions.update(entry.sender_vector)
+    else:
+        msg.sender_vector.SetInParent()  # present and empty, as before
+    for a in entry.acks:
+        ack = msg.acks.add(agent_id=a.agent_id, role=a.role)
+        _set_time(ack.ack_time, a.ack_time)
+    return msg
 
 
 def change_event(change: models.Change) -> watch_pb.ChangeEvent:

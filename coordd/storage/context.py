@@ -21,18 +21,40 @@ from coordd.storage.outcomes import Call, check
 
 
 def _entry(namespace: str, row: Row) -> ContextEntry:
-    acks = [
-        Acknowledgement(
-            agent_id=a["agent_id"], role=a["role"], ack_time=datetime.fromisoformat(a["ack_time"])
-        )
-        for a in json.loads(row.acks)
-    ]
-    return from_row(
-        ContextEntry,
-        row,
+    # Field by field (not from_row), and no JSON parsing for the common empty receipts and
+    # vectors: a take returns up to 1,000 rows.
+    acks = (
+        []
+        if row.acks == "[]"
+        else [
+            Acknowledgement(
+                agent_id=a["agent_id"],
+                role=a["role"],
+                ack_time=datetime.fromisoformat(a["ack_time"]),
+            )
+            for a in json.loads(row.acks)
+        ]
+    )
+    vector = (
+        {}
+        if row.sender_vector == "{}"
+        else {str(k): int(v) for k, v in json.loads(row.sender_vector).items()}
+    )
+    return ContextEntry(
         namespace=namespace,
+        id=row.id,
+        from_agent_id=row.from_agent_id,
+        from_role=row.from_role,
+        to_role=row.to_role,
+        to_agent_id=row.to_agent_id,
+        context_type=row.context_type,
         content_json=row.content,
-        sender_vector={str(k): int(v) for k, v in json.loads(row.sender_vector).items()},
+        task_id=row.task_id,
+        correlation_id=row.correlation_id,
+        delivery=row.delivery,
+        sender_vector=vector,
+        create_time=row.create_time,
+        expire_time=row.expire_time,
         acks=acks,
     )
 
