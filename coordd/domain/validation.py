@@ -35,6 +35,17 @@ IDEMPOTENCY_LEASE_MAX = timedelta(hours=24)
 IDEMPOTENCY_RETENTION_DEFAULT = timedelta(hours=24)
 IDEMPOTENCY_RETENTION_MIN = timedelta(minutes=1)
 IDEMPOTENCY_RETENTION_MAX = timedelta(days=30)
+AGREEMENT_MAX_PARTICIPANTS = 64
+AGREEMENT_MAX_SEATS = 256
+AGREEMENT_MAX_WRITES = 100
+AGREEMENT_DEADLINE_MIN = timedelta(milliseconds=100)
+AGREEMENT_DEADLINE_MAX = timedelta(days=7)
+AGREEMENT_RETENTION_DEFAULT = timedelta(hours=24)
+AGREEMENT_RETENTION_MIN = timedelta(minutes=1)
+AGREEMENT_RETENTION_MAX = timedelta(days=30)
+AGREEMENT_WAIT_MAX = timedelta(minutes=5)
+REASON_MAX_BYTES = 1024
+"""A caller's stated reason: a vote's, an admin action's."""
 
 
 CONTEXT_TYPE_MAX_BYTES = 64

@@ -14,17 +14,6 @@ from coordd.server import convert
 from coordd.v1 import agreement_service_pb2 as pb
 from coordd.vocabulary import AgreementState, WriteMode
 
-MAX_PARTICIPANTS = 64
-MAX_SEATS = 256
-MAX_WRITES = 100
-REASON_MAX_BYTES = 1024
-DEADLINE_MIN = timedelta(milliseconds=100)
-DEADLINE_MAX = timedelta(days=7)
-RETENTION_DEFAULT = timedelta(hours=24)
-RETENTION_MIN = timedelta(minutes=1)
-RETENTION_MAX = timedelta(days=30)
-WAIT_MAX = timedelta(minutes=5)
-
 
 def _id(c: v.Checker, namespace: str, agreement_id: str) -> None:
     c.namespace("namespace", namespace)
@@ -32,8 +21,8 @@ def _id(c: v.Checker, namespace: str, agreement_id: str) -> None:
 
 
 def _participants(c: v.Checker, participants: list[pb.Participant]) -> None:
-    if not 1 <= len(participants) <= MAX_PARTICIPANTS:
-        c.fail("participants", f"must list 1 to {MAX_PARTICIPANTS} participants")
+    if not 1 <= len(participants) <= v.AGREEMENT_MAX_PARTICIPANTS:
+        c.fail("participants", f"must list 1 to {v.AGREEMENT_MAX_PARTICIPANTS} participants")
         return
     agents: set[str] = set()
     roles: set[str] = set()
@@ -53,19 +42,21 @@ def _participants(c: v.Checker, participants: list[pb.Participant]) -> None:
             total += 1
         else:
             c.identifier(f"{field}.role", p.role)
-            if not 0 <= p.count <= MAX_SEATS:
-                c.fail(f"{field}.count", f"must be between 0 and {MAX_SEATS} (0 means 1)")
+            if not 0 <= p.count <= v.AGREEMENT_MAX_SEATS:
+                c.fail(
+                    f"{field}.count", f"must be between 0 and {v.AGREEMENT_MAX_SEATS} (0 means 1)"
+                )
             if p.role in roles:
                 c.fail(f"{field}.role", "names a role listed before (raise its count instead)")
             roles.add(p.role)
             total += max(p.count, 1)
-    if total > MAX_SEATS:
-        c.fail("participants", f"must have at most {MAX_SEATS} seats in total")
+    if total > v.AGREEMENT_MAX_SEATS:
+        c.fail("participants", f"must have at most {v.AGREEMENT_MAX_SEATS} seats in total")
 
 
 def _writes(c: v.Checker, writes: list[pb.TransitionWrite]) -> None:
-    if len(writes) > MAX_WRITES:
-        c.fail("writes", f"must have at most {MAX_WRITES} writes")
+    if len(writes) > v.AGREEMENT_MAX_WRITES:
+        c.fail("writes", f"must have at most {v.AGREEMENT_MAX_WRITES} writes")
         return
     keys: set[tuple[str, str]] = set()
     for i, w in enumerate(writes):
@@ -119,8 +110,10 @@ def propose_agreement(req: pb.ProposeAgreementRequest) -> ag.Proposal:
         _participants(c, list(req.participants))
         c.json("transition_json", req.transition_json)
         _writes(c, list(req.writes))
-        c.duration("deadline", deadline, DEADLINE_MIN, DEADLINE_MAX, required=True)
-        c.duration("retention", retention, RETENTION_MIN, RETENTION_MAX)
+        c.duration(
+            "deadline", deadline, v.AGREEMENT_DEADLINE_MIN, v.AGREEMENT_DEADLINE_MAX, required=True
+        )
+        c.duration("retention", retention, v.AGREEMENT_RETENTION_MIN, v.AGREEMENT_RETENTION_MAX)
     assert deadline is not None
     ctx = trace.get_current_span().get_span_context()
     return ag.Proposal(
@@ -131,7 +124,7 @@ def propose_agreement(req: pb.ProposeAgreementRequest) -> ag.Proposal:
         writes=[_transition_write(w) for w in req.writes],
         deadline=deadline,
         accept=req.accept,
-        retention=retention or RETENTION_DEFAULT,
+        retention=retention or v.AGREEMENT_RETENTION_DEFAULT,
         fingerprint=hashlib.sha256(req.SerializeToString(deterministic=True)).digest(),
         trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else "",
     )
@@ -140,7 +133,7 @@ def propose_agreement(req: pb.ProposeAgreementRequest) -> ag.Proposal:
 def vote(req: pb.VoteRequest) -> ag.VoteCast:
     with v.checking() as c:
         _id(c, req.namespace, req.id)
-        c.text("reason", req.reason, REASON_MAX_BYTES)
+        c.text("reason", req.reason, v.REASON_MAX_BYTES)
     return ag.VoteCast(namespace=req.namespace, id=req.id, accept=req.accept, reason=req.reason)
 
 
@@ -154,7 +147,7 @@ def await_agreement(req: pb.AwaitAgreementRequest) -> ag.AgreementAwait:
     wait = convert.duration(req.wait, req.HasField("wait"), "wait")
     with v.checking() as c:
         _id(c, req.namespace, req.id)
-        c.duration("wait", wait, timedelta(0), WAIT_MAX)
+        c.duration("wait", wait, timedelta(0), v.AGREEMENT_WAIT_MAX)
     return ag.AgreementAwait(namespace=req.namespace, id=req.id, wait=wait or timedelta(0))
 
 
