@@ -257,6 +257,10 @@ BEGIN
             ORDER BY r.ord;
         RETURN;
     END IF;
+    -- The token rule below (take: token = rev; our own live claim: keep token, acquire time
+    -- and, without new progress, progress) is acquire_claim's, written out again on purpose:
+    -- a shared helper would add a call and an unnest to acquire_claim, the hottest statement.
+    -- Change both together.
     RETURN QUERY
     WITH granted AS (
         INSERT INTO coordd.claims AS k (namespace, resource, holder_agent_id, holder_role,
