@@ -68,6 +68,16 @@ _PUT = (
 )
 
 
+_PUT_MANY = (
+    "SELECT status, ns_revision, revision, create_revision, write_time, expire_time,"
+    " value, current_revision, current_token FROM coordd.memory_put_many("
+    "%s::text[], %s::text[], %s::smallint[], %s::jsonb[], %s::text[], %s::bytea[],"
+    " %s::integer[], %s::jsonb[], %s::text[], %s::text[], %s::bigint[], %s::interval[],"
+    " %s::jsonb[], %s::timestamptz[], %s::real[], %s, %s, %s, %s::text[], %s::text[],"
+    " %s::text[], %s::bigint[])"
+)
+
+
 def _put_params(who: Identity, trace_id: str, w: MemoryWrite) -> tuple[Any, ...]:
     return (
         w.namespace,
@@ -139,29 +149,23 @@ class MemoryStore:
     ) -> list[MemoryEntry]:
         """Apply *writes* in order in one transaction: all, or none and the first refusal.
 
-        The namespaces are locked first, in name order, so batches over the same namespaces
-        queue instead of deadlocking; the writes then go pipelined, one round trip.
+        One statement (coordd.memory_put_many): it locks the namespaces first, in name order,
+        so batches over the same namespaces queue instead of deadlocking, and holds the locks
+        only while PostgreSQL applies the writes.
         """
         namespaces = sorted({w.namespace for w in writes})
+        columns: list[list[Any]] = [
+            list(c) for c in zip(*(_put_params(who, trace_id, w) for w in writes), strict=True)
+        ]
+        columns[7] = [Jsonb(w.tags) for w in writes]  # ragged: one JSON array per entry
         async with self._db.connection() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO coordd.namespaces (name, revision)"
-                " SELECT unnest(%s::text[]), 0 ON CONFLICT DO NOTHING",
-                (namespaces,),
+            cur = await conn.execute(
+                _PUT_MANY, [*columns[:15], who.agent_id, who.role, trace_id, *columns[18:]]
             )
-            await conn.execute(
-                "SELECT 1 FROM coordd.namespaces WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
-                (namespaces,),
-            )
-            async with conn.pipeline() as pipeline:
-                cursors = [await conn.execute(_PUT, _put_params(who, trace_id, w)) for w in writes]
-                await pipeline.sync()
-                rows = [await cur.fetchone() for cur in cursors]
-            # A refusal raises here, inside the transaction: nothing is written.
+            rows = await cur.fetchall()
+            # A refusal (the last row) raises here, inside the transaction: nothing is written.
             entries = [
-                _put_result(who, trace_id, w, row)
-                for w, row in zip(writes, rows, strict=True)
-                if row is not None
+                _put_result(who, trace_id, w, row) for w, row in zip(writes, rows, strict=False)
             ]
         for ns in namespaces:  # the index takes the whole batch in one catch-up
             self._writes.written(ns)

@@ -17,7 +17,13 @@ NS = "acme/bulk"
 
 async def test_put_many_writes_every_entry_in_order_and_feeds_search(aclient) -> None:
     writes = [
-        MemoryPut(namespace=NS, key=f"k{i}", value={"i": i}, embedding=[1.0, float(i), 0.5])
+        MemoryPut(
+            namespace=NS,
+            key=f"k{i}",
+            value={"i": i},
+            embedding=[1.0, float(i), 0.5],
+            tags=[f"t{j}" for j in range(i % 3)],  # of different lengths in one batch
+        )
         for i in range(50)
     ]
     entries = await aclient.memory.put_many(writes)
@@ -27,6 +33,7 @@ async def test_put_many_writes_every_entry_in_order_and_feeds_search(aclient) ->
     assert aclient.session.revision(NS) == revisions[-1]
     got = await aclient.memory.get(NS, "k7")
     assert got is not None and got.value == {"i": 7} and got.revision == revisions[7]
+    assert got.tags == ["t0"] and [e.tags for e in entries[:3]] == [[], ["t0"], ["t0", "t1"]]
     hits = await aclient.memory.search([1.0, 7.0, 0.5], 1, NS)  # read-your-writes: indexed
     assert hits[0].entry.key == "k7"
 

@@ -159,6 +159,37 @@ BEGIN
     RETURN res;
 END $$;
 
+-- PutMemories: the writes of one batch in one statement, in order, all or nothing. Every
+-- namespace of the batch is locked first, in name order (batches over the same namespaces
+-- queue instead of deadlocking), then each entry is a memory_put; the first refusal is the
+-- last row returned, and the caller rolls the transaction back. Arguments are memory_put's,
+-- one array element per entry, except the caller's identity and trace (one for all) and the
+-- tags (a JSON array per entry: SQL arrays cannot be ragged).
+CREATE OR REPLACE FUNCTION coordd.memory_put_many(
+    p_ns text[], p_key text[], p_tier smallint[], p_value jsonb[], p_text text[],
+    p_embedding bytea[], p_dim integer[], p_tags jsonb[], p_task text[], p_mode text[],
+    p_expected bigint[], p_ttl interval[], p_derived jsonb[], p_review timestamptz[],
+    p_confidence real[], p_agent text, p_role text, p_trace text, p_request text[],
+    p_fence_ns text[], p_fence_resource text[], p_fence_token bigint[]
+) RETURNS SETOF coordd.memory_result
+LANGUAGE plpgsql AS $$
+DECLARE
+    res coordd.memory_result;
+BEGIN
+    INSERT INTO coordd.namespaces (name, revision)
+    SELECT DISTINCT unnest(p_ns), 0 ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM coordd.namespaces WHERE name = ANY(p_ns) ORDER BY name FOR UPDATE;
+    FOR i IN 1 .. coalesce(array_length(p_key, 1), 0) LOOP
+        res := coordd.memory_put(p_ns[i], p_key[i], p_tier[i], p_value[i], p_text[i],
+            p_embedding[i], p_dim[i], ARRAY(SELECT jsonb_array_elements_text(p_tags[i])),
+            p_task[i], p_mode[i], p_expected[i], p_ttl[i], p_derived[i], p_review[i],
+            p_confidence[i], p_agent, p_role, p_trace, p_request[i], p_fence_ns[i],
+            p_fence_resource[i], p_fence_token[i]);
+        RETURN NEXT res;
+        EXIT WHEN res.status <> 'ok';
+    END LOOP;
+END $$;
+
 -- Delete keys of a namespace (retired to history), logging each: used by DeleteMemory,
 -- EndTask, CompactEpisodes and retention. The caller holds the namespace lock; seq starts at
 -- p_seq. Returns how many were deleted.
