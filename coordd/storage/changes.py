@@ -37,7 +37,7 @@ class ChangeStore:
     ) -> None:
         """Raise RevisionCompactedError if a cursor points before a namespace's kept log."""
         scope = _scope(q.namespace, q.prefix)
-        row = await self._db.fetchall(
+        behind = await self._db.fetchall(
             "SELECT c.name, c.compact_revision FROM coordd.namespaces c"
             " LEFT JOIN unnest(%s::text[], %s::bigint[]) AS cur(ns, rev) ON cur.ns = c.name"
             " WHERE "
@@ -45,8 +45,8 @@ class ChangeStore:
             + " AND c.compact_revision > coalesce(cur.rev, %s) + 1 LIMIT 1",
             (list(cursors), list(cursors.values()), *scope, default_after),
         )
-        if row:
-            raise RevisionCompactedError(row[0].name, row[0].compact_revision)
+        for first in behind:  # at most one (LIMIT 1)
+            raise RevisionCompactedError(first.name, first.compact_revision)
 
     async def after(
         self, q: WatchQuery, cursors: dict[str, int], default_after: int, limit: int = 500
