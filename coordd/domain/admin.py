@@ -54,29 +54,25 @@ class AdminService:
             r.namespace, r.resource, who.agent_id, r.reason
         )
         if claim is not None:
-            audit.record(
-                audit.ADMIN,
-                who,
-                r.namespace,
-                action="force_release",
-                resource=r.resource,
-                holder_agent_id=claim.holder_agent_id,
-                fencing_token=claim.fencing_token,
-                reason=r.reason,
-                revision=revision,
-            )
+            holder, token = claim.holder_agent_id, claim.fencing_token
+            released: dict[str, str | int] = {
+                "resource": r.resource,
+                "holder_agent_id": holder,
+                "fencing_token": token,
+            }
+            _audit(who, r.namespace, "force_release", r.reason, revision, **released)
         return ForceReleased(revision=revision, claim=claim)
 
     async def purge(self, who: Identity, p: Purge) -> tuple[int, dict[str, int]]:
         """Delete every claim, key, entry and agreement of ``p.namespace``; audited."""
         revision, removed = await self._store.purge(p.namespace, who.agent_id, p.reason)
-        audit.record(
-            audit.ADMIN,
-            who,
-            p.namespace,
-            action="purge",
-            reason=p.reason,
-            revision=revision,
-            removed=sum(removed.values()),
-        )
+        _audit(who, p.namespace, "purge", p.reason, revision, removed=sum(removed.values()))
         return revision, removed
+
+
+def _audit(
+    who: Identity, namespace: str, action: str, reason: str, revision: int, **details: str | int
+) -> None:
+    audit.record(
+        audit.ADMIN, who, namespace, action=action, reason=reason, revision=revision, **details
+    )

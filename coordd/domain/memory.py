@@ -266,28 +266,32 @@ class Deletion:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Listing:
-    """ListMemory: a page of current entries under *prefix*, after the page token *after*."""
+class PageRead:
+    """A paged read: after the decoded page token *after* ("" = the first page), at most
+    *limit* items, reflecting at least *min_revision*."""
 
-    prefix: str
-    tier: int  # 0 = every tier
-    tags: list[str]
-    task_id: str
-    include_stale: bool
-    after: str  # a decoded page token ("" = from the start)
+    after: str
     limit: int
     min_revision: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HistoryRead:
-    """MemoryHistory: versions of a key, newest first, older than the page token *after*."""
+class Listing(PageRead):
+    """ListMemory: current entries under *prefix* (tier 0 = every tier)."""
+
+    prefix: str
+    tier: int
+    tags: list[str]
+    task_id: str
+    include_stale: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryRead(PageRead):
+    """MemoryHistory: the versions of a key, newest first."""
 
     namespace: str
     key: str
-    after: str  # a decoded page token ("" = from the newest)
-    limit: int
-    min_revision: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
