@@ -8,21 +8,11 @@ import grpc
 from opentelemetry import trace
 
 from coordd import audit
-from coordd.domain import validation as v
 from coordd.domain.access import Operation, Policy
 from coordd.domain.models import Identity
 from coordd.errors import PermissionDeniedError
 from coordd.server.interceptors import current_identity
 from coordd.v1 import common_pb2
-
-
-def check_fence(c: v.Checker, fence: common_pb2.Fence, present: bool, field: str = "fence") -> None:
-    """Validate an optional Fence field (every fenced write shares these rules)."""
-    if present:
-        c.namespace(f"{field}.namespace", fence.namespace)
-        c.name(f"{field}.resource", fence.resource, v.RESOURCE_MAX_BYTES)
-        c.positive(f"{field}.token", fence.token)
-
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 """The context every RPC method receives."""

@@ -7,7 +7,7 @@ from coordd.domain import context as cx
 from coordd.domain import validation as v
 from coordd.domain.models import ContextPost, ContextQuery
 from coordd.server import convert
-from coordd.server.base import check_fence
+from coordd.server.requests import check_fence
 from coordd.v1 import context_service_pb2 as pb
 from coordd.vocabulary import Delivery
 

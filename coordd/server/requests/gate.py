@@ -5,7 +5,7 @@ from __future__ import annotations
 from coordd.domain import gate
 from coordd.domain import validation as v
 from coordd.domain.models import Fence
-from coordd.server.base import check_fence
+from coordd.server.requests import check_fence
 from coordd.v1 import gate_service_pb2 as pb
 
 

@@ -9,7 +9,7 @@ from coordd.domain import idempotency as idem
 from coordd.domain import validation as v
 from coordd.domain.models import Fence
 from coordd.server import convert
-from coordd.server.base import check_fence
+from coordd.server.requests import check_fence
 from coordd.v1 import idempotency_service_pb2 as pb
 
 

@@ -11,7 +11,7 @@ from coordd.domain.memory_writes import check_tags, check_write
 from coordd.domain.models import MemoryWrite, NamespacePolicy
 from coordd.errors import FieldViolation, InvalidArgumentError
 from coordd.server import convert
-from coordd.server.base import check_fence
+from coordd.server.requests import check_fence
 from coordd.v1 import memory_service_pb2 as pb
 from coordd.vocabulary import TaskOutcome, Tier, WriteMode
 
