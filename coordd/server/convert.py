@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import numpy.typing as npt
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from coordd import wire
@@ -147,6 +148,11 @@ def context_entry(entry: models.ContextEntry) -> ctx_pb.ContextEntry:
 
 def change_event(change: models.Change) -> watch_pb.ChangeEvent:
     return wire.to_message(watch_pb.ChangeEvent, change)
+
+
+def embedding_array(values: Sequence[float]) -> npt.NDArray[np.float32]:
+    """A repeated float field as little-endian float32, in one native pass."""
+    return np.asarray(values, dtype="<f4")
 
 
 def embedding_bytes(values: Sequence[float]) -> bytes:

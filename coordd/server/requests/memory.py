@@ -34,6 +34,7 @@ def put_memory(req: pb.PutMemoryRequest) -> MemoryWrite:
     ttl = convert.duration(req.ttl, req.HasField("ttl"), "ttl")
     review_time = convert.instant(req.review_time, req.HasField("review_time"), "review_time")
     expected = req.expected_revision if req.HasField("expected_revision") else None
+    vector = convert.embedding_array(req.embedding)  # read once: checked, then stored
     with v.checking() as c:
         check_write(
             c,
@@ -49,7 +50,7 @@ def put_memory(req: pb.PutMemoryRequest) -> MemoryWrite:
             expected_revision=expected,
             ttl=ttl,
         )
-        _embedding(c, "embedding", req.embedding)
+        _embedding(c, "embedding", vector)
         if len(req.derived_from) > v.MAX_DERIVED:
             c.fail("derived_from", f"must list at most {v.MAX_DERIVED} entries")
         for i, ref in enumerate(req.derived_from):
@@ -65,8 +66,8 @@ def put_memory(req: pb.PutMemoryRequest) -> MemoryWrite:
     return wire.from_message(
         MemoryWrite,
         req,
-        embedding=convert.embedding_bytes(req.embedding),
-        dim=len(req.embedding),
+        embedding=vector.tobytes(),
+        dim=len(vector),
         mode=WriteMode.of_number(req.write_mode),
         ttl=ttl,
         review_time=review_time,
@@ -140,8 +141,9 @@ def memory_history(req: pb.MemoryHistoryRequest) -> m.HistoryRead:
 
 
 def search_memory(req: pb.SearchMemoryRequest) -> m.SearchQuery:
+    vector = convert.embedding_array(req.embedding)  # read once: checked, then sent on
     with v.checking() as c:
-        _embedding(c, "embedding", req.embedding, required=True)
+        _embedding(c, "embedding", vector, required=True)
         if not 1 <= req.k <= v.MAX_SEARCH_K:
             c.fail("k", f"must be between 1 and {v.MAX_SEARCH_K}")
         if not 1 <= len(req.namespace_prefixes) <= v.MAX_PREFIXES:
@@ -155,8 +157,8 @@ def search_memory(req: pb.SearchMemoryRequest) -> m.SearchQuery:
         if not 0 <= req.ef <= SEARCH_EF_MAX:
             c.fail("ef", f"must be between 0 (default) and {SEARCH_EF_MAX}")
     return m.SearchQuery(
-        embedding=convert.embedding_bytes(req.embedding),
-        dim=len(req.embedding),
+        embedding=vector.tobytes(),
+        dim=len(vector),
         k=req.k,
         namespace_prefixes=list(req.namespace_prefixes),
         tier=Tier(req.tier) if req.tier else None,
