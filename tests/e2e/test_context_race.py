@@ -45,6 +45,7 @@ async def test_parallel_takers_hold_disjoint_entries_and_the_log_replays_them(co
     held: dict[int, str] = {}  # entry id -> taker currently holding it (until acked)
     taken: Counter[int] = Counter()
     acked: Counter[int] = Counter()
+    acker: dict[int, str] = {}
 
     async def work(client: AsyncClient) -> None:
         idle = 0
@@ -63,12 +64,21 @@ async def test_parallel_takers_hold_disjoint_entries_and_the_log_replays_them(co
             for i in ids:
                 del held[i]  # released before the ack's answer: a retake would show up above
             fence = lanes.claim.fence if client is takers[0] else None  # type: ignore[union-attr]
-            acked.update(await client.context.ack(NS, ids, fence=fence))
+            done = await client.context.ack(NS, ids, fence=fence)
+            acked.update(done)
+            acker.update(dict.fromkeys(done, client.agent_id))
 
     await asyncio.gather(*(work(c) for c in takers))
     posted = [i for ids in await posting for i in ids]
     assert set(taken) == set(posted) and max(taken.values()) == 1, "an entry was taken twice"
     assert set(acked) == set(posted) and max(acked.values()) == 1, "an entry was acked twice"
+    receipts = {}  # what the posters see: one receipt per entry, naming who acknowledged it
+    for p in posters:
+        cursor = start - 1
+        while page := await p.context.sent(NS, after_id=cursor, limit=50):
+            receipts.update({e.id: [(a.agent_id, a.role) for a in e.acks] for e in page})
+            cursor = page[-1].id
+    assert receipts == {i: [(acker[i], "worker")] for i in posted}
 
     last = max(c.session.revision(NS) for c in [*posters, *takers])
     events = [e async for e in takers[1].watch(NS, start_revision=start, until_revision=last)]

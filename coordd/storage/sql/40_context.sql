@@ -86,15 +86,20 @@ BEGIN
             WHERE namespace = p_ns AND id = ANY(taken);
         END IF;
     END IF;
-    -- One index-friendly branch per kind of entry, merged in id order. A live ANY entry that
-    -- is not acknowledged has no receipts (its acknowledgement writes the only one).
+    -- One index-friendly branch per kind of entry, merged in id order. Receipts: EACH entries'
+    -- in context_acks; an ANY entry's one receipt on its row (migrations/0009), or in
+    -- context_acks if it was acknowledged before that.
     -- The revision is read in the same statement (one snapshot) as the entries.
     SELECT array_agg(r ORDER BY (r).id) INTO page FROM (
         SELECT ROW((SELECT n.revision FROM coordd.namespaces n WHERE n.name = p_ns), e.id,
                e.from_agent_id, e.from_role, e.to_role, e.to_agent_id, e.context_type,
                e.content::text, e.task_id, e.correlation_id, e.delivery, e.sender_vector::text,
                e.create_time, e.expire_time,
-               CASE WHEN e.delivery = 'any' AND NOT e.acked THEN '[]'
+               CASE WHEN e.delivery = 'each' THEN coordd.context_acks_json(p_ns, e.id)
+                    WHEN NOT e.acked THEN '[]'
+                    WHEN e.ack_time IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
+                        'agent_id', e.taker_agent_id, 'role', e.to_role,
+                        'ack_time', e.ack_time))::text
                     ELSE coordd.context_acks_json(p_ns, e.id) END)::coordd.context_row AS r
         FROM (
             SELECT x.* FROM coordd.context_entries x       -- what the caller posted
@@ -144,7 +149,8 @@ BEGIN
 END $$;
 
 -- Acknowledge entries addressed to the caller (its agent id or role). EACH: one receipt per
--- agent. ANY: only the live taker (or anyone, once nobody holds it) acknowledges, exactly once.
+-- agent (context_acks). ANY: only the live taker (or anyone, once nobody holds it)
+-- acknowledges, exactly once; the receipt is the row's taker, role and ack_time.
 -- Lock order as in read_context: the ANY rows (in id order), then the namespace row, then the
 -- fence's claim row. Without a fence the writes come before the namespace row, so the
 -- revision lock is held only for the bump, the log row and the commit.
@@ -183,19 +189,19 @@ BEGIN
             RETURN ROW('fence_stale'::text, rev - 1, NULL::bigint[], current_token);
         END IF;
     END IF;
-    IF any_ids IS NOT NULL THEN
+    IF any_ids IS NOT NULL THEN  -- locked above, still unacknowledged: all are acked now
         UPDATE coordd.context_entries
-        SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL
+        SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL, ack_time = t
         WHERE namespace = p_ns AND id = ANY(any_ids);
     END IF;
-    WITH receipts AS (
+    WITH receipts AS (  -- EACH: one receipt per agent, the first one counts
         INSERT INTO coordd.context_acks (namespace, entry_id, agent_id, role, ack_time)
-        SELECT p_ns, id, p_agent, p_role, t
-        FROM unnest(coalesce(each_ids, '{}') || coalesce(any_ids, '{}')) AS id
+        SELECT p_ns, id, p_agent, p_role, t FROM unnest(each_ids) AS id
         ON CONFLICT DO NOTHING
         RETURNING entry_id
     )
-    SELECT array_agg(entry_id ORDER BY entry_id) INTO acked FROM receipts;
+    SELECT array_agg(id ORDER BY id) INTO acked
+    FROM (SELECT entry_id AS id FROM receipts UNION ALL SELECT unnest(any_ids)) done;
     IF acked IS NULL THEN
         IF rev IS NULL THEN
             RETURN ROW('ok'::text, coordd.ns_revision(p_ns), ARRAY[]::bigint[], 0::bigint);
