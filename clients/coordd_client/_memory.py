@@ -16,7 +16,7 @@ from coordd.vocabulary import TaskOutcome, Tier, WriteMode
 
 from . import _convert as cv
 from ._blocking import Face, blocking
-from ._core import Service
+from ._core import Core, Service
 from ._models import (
     EntryRef,
     Fence,
@@ -79,11 +79,39 @@ def _filters(
     }
 
 
+class _DecodedHits:
+    """Search hits decoded once per distinct entry message (its exact bytes are the key), so
+    the entries a client keeps finding are not decoded again on every search; bounded by the
+    bytes of the messages kept, oldest out first. Entries found again are the same objects:
+    treat them as read-only (as the embedded cache's)."""
+
+    def __init__(self, max_bytes: int = 16 << 20) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: dict[bytes, MemoryEntry] = {}
+
+    def entry(self, msg: pb.MemoryEntry) -> MemoryEntry:
+        raw = msg.SerializeToString(deterministic=True)
+        found = self._entries.get(raw)
+        if found is None:
+            found = self._entries[raw] = _entry(msg)
+            self._bytes += len(raw)
+            while self._bytes > self._max_bytes:
+                oldest = next(iter(self._entries))
+                self._bytes -= len(oldest)
+                del self._entries[oldest]
+        return found
+
+
 class AsyncMemory(Service):
     """``client.memory``. Reads pass this session's revisions, so you always see your writes."""
 
     stub_class = pb_grpc.MemoryServiceStub
     _stub: pb_grpc.MemoryServiceAsyncStub
+
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self._hits = _DecodedHits()
 
     async def put(
         self,
@@ -228,7 +256,8 @@ class AsyncMemory(Service):
         ef: int = 0,
     ) -> builtins.list[SearchHit]:
         """The k nearest entries by cosine distance, after filtering (stale ones excluded
-        unless asked for); reflects at least this session's writes."""
+        unless asked for); reflects at least this session's writes. An entry found again
+        unchanged is the same object as before: treat hits as read-only."""
         prefixes = (
             [namespace_prefixes]
             if isinstance(namespace_prefixes, str)
@@ -252,7 +281,8 @@ class AsyncMemory(Service):
                 ),
             ),
         )
-        return [SearchHit(entry=_entry(h.entry), distance=h.distance) for h in resp.hits]
+        decoded = self._hits.entry
+        return [SearchHit(entry=decoded(h.entry), distance=h.distance) for h in resp.hits]
 
     async def start_task(
         self, namespace: str, task_id: str, *, lease: timedelta | float | None = None
