@@ -3,7 +3,10 @@
 -- The hot paths below (acquire/renew/release, and begin/finish in 20_idempotency.sql) lock
 -- and bump the namespace row by one upsert before the write; if the write then turns out not
 -- to happen (a race lost between the unlocked check and the lock), the bump is undone in the
--- same transaction, before anyone could see it.
+-- same transaction, before anyone could see it. These hot paths spell out the bump and the
+-- change-log insert that the other write functions get from coordd.bump_ns and
+-- coordd.log_change (00_core.sql): each plpgsql call costs about 5-7 us of PostgreSQL CPU, a
+-- tenth of an acquire (measured, bench/RESULTS.md). Keep them in step with those helpers.
 --
 -- Functions live here, not in migrations: every migrate applies every file of this folder, in
 -- name order, with CREATE OR REPLACE, so changing a function is editing it here. Tables, types
@@ -37,7 +40,9 @@ BEGIN
     IF c.resource IS NOT NULL AND c.holder_agent_id <> p_agent AND c.expire_time > t THEN
         RETURN coordd.claim_row('held', coordd.ns_revision(p_ns), c);
     END IF;
-    rev := coordd.bump_ns(p_ns);
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
     -- Take it if free or expired; renew (same token) if it is ours and live.
     INSERT INTO coordd.claims AS k (namespace, resource, holder_agent_id, holder_role,
                                     fencing_token, acquire_time, expire_time, progress)
@@ -60,7 +65,8 @@ BEGIN
         SELECT * INTO c FROM coordd.claims WHERE namespace = p_ns AND resource = p_resource;
         RETURN coordd.claim_row('held', rev - 1, c);
     END IF;
-    PERFORM coordd.log_change(p_ns, rev, 0, 'claim', p_resource,
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'claim', p_resource,
             CASE WHEN c.fencing_token = rev THEN 'acquire' ELSE 'renew' END, p_agent,
             jsonb_build_object('fencing_token', c.fencing_token, 'expire_time', c.expire_time),
             t);
@@ -104,7 +110,9 @@ DECLARE
     c coordd.claims;
     rev bigint;
 BEGIN
-    rev := coordd.bump_ns(p_ns);
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
     UPDATE coordd.claims
     SET expire_time = t + p_ttl, progress = coalesce(p_progress, progress)
     WHERE namespace = p_ns AND resource = p_resource AND holder_agent_id = p_agent
@@ -116,7 +124,8 @@ BEGIN
         WHERE namespace = p_ns AND resource = p_resource AND expire_time > t;
         RETURN coordd.claim_row('not_held', rev - 1, c);
     END IF;
-    PERFORM coordd.log_change(p_ns, rev, 0, 'claim', p_resource, 'renew', p_agent,
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'claim', p_resource, 'renew', p_agent,
             jsonb_build_object('fencing_token', c.fencing_token, 'expire_time', c.expire_time,
                                'progress', c.progress), t);
     PERFORM coordd.notify_watchers(p_ns);
@@ -132,7 +141,9 @@ DECLARE
     c coordd.claims;
     rev bigint;
 BEGIN
-    rev := coordd.bump_ns(p_ns);
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
     DELETE FROM coordd.claims
     WHERE namespace = p_ns AND resource = p_resource AND holder_agent_id = p_agent
       AND fencing_token = p_token AND expire_time > t
@@ -143,7 +154,8 @@ BEGIN
         WHERE namespace = p_ns AND resource = p_resource AND expire_time > t;
         RETURN coordd.claim_row('not_held', rev - 1, c);
     END IF;
-    PERFORM coordd.log_change(p_ns, rev, 0, 'claim', p_resource, 'release', p_agent,
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'claim', p_resource, 'release', p_agent,
             jsonb_build_object('fencing_token', c.fencing_token), t);
     PERFORM coordd.notify_watchers(p_ns);
     RETURN coordd.claim_row('ok', rev, c);

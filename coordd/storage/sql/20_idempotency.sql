@@ -53,7 +53,9 @@ BEGIN
             RETURN coordd.idem_row(verdict, coordd.ns_revision(p_ns), r, t);
         END IF;
     END IF;
-    rev := coordd.bump_ns(p_ns);
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
     SELECT * INTO r FROM coordd.idempotency WHERE namespace = p_ns AND key = p_key FOR UPDATE;
     IF FOUND AND r.expire_time > t THEN
         verdict := coordd.idem_decide(r, p_fp, t);
@@ -80,7 +82,8 @@ BEGIN
             expire_time = EXCLUDED.expire_time
         RETURNING * INTO r;
     END IF;
-    PERFORM coordd.log_change(p_ns, rev, 0, 'idempotency', p_key, op, p_agent,
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'idempotency', p_key, op, p_agent,
             jsonb_build_object('attempt', r.attempt), t);
     PERFORM coordd.notify_watchers(p_ns);
     RETURN coordd.idem_row('acquired', rev, r, t);
@@ -100,7 +103,9 @@ DECLARE
     current_token bigint;
     status text;
 BEGIN
-    rev := coordd.bump_ns(p_ns);
+    INSERT INTO coordd.namespaces AS n (name, revision) VALUES (p_ns, 1)
+    ON CONFLICT (name) DO UPDATE SET revision = n.revision + 1
+    RETURNING n.revision INTO rev;
     current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
     SELECT * INTO r FROM coordd.idempotency WHERE namespace = p_ns AND key = p_key;
     status := CASE
@@ -120,7 +125,8 @@ BEGIN
         lease_expire_time = t
     WHERE namespace = p_ns AND key = p_key
     RETURNING * INTO r;
-    PERFORM coordd.log_change(p_ns, rev, 0, 'idempotency', p_key,
+    INSERT INTO coordd.changes (namespace, revision, seq, kind, key, op, agent_id, data, create_time)
+    VALUES (p_ns, rev, 0, 'idempotency', p_key,
             CASE p_outcome WHEN 'completed' THEN 'complete'
                            WHEN 'failed' THEN 'fail' ELSE 'release' END,
             p_agent, jsonb_build_object('attempt', r.attempt), t);
