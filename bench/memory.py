@@ -49,6 +49,9 @@ SEARCH_COLUMNS = [
     *("recall", "clients", "side", "ef", "recall@10", "QPS", "p50"),
     *("daemon us", "client us", "pg us", "load"),
 ]
+# The ef values tried, the same for both sides (each side runs at the smallest reaching the
+# target recall): steps of about 25 % so neither side overshoots its target by much.
+EF_STEPS = [16, 20, 24, 32, 40, 48, 64, 80, 100, 128, 160, 200, 256, 320, 400, 512, 640, 1000]
 _SERVING = re.compile(r"coordd serving on (\S+)")
 
 
@@ -334,14 +337,14 @@ def main(argv: list[str]) -> int:
                 ef_c, r_c = pick_ef(
                     lambda ef: coordd_search(address, queries, ef, 1, None),
                     target,
-                    [16, 32, 64, 128, 256, 512, 1024],
+                    EF_STEPS,
                     gt,
                 )
                 log.info("pgvector: smallest ef_search reaching recall %.2f", target)
                 ef_p, r_p = pick_ef(
                     lambda ef: pgvector_search(dsn, queries, ef, 1, None),
                     target,
-                    [20, 40, 80, 160, 320, 640, 1000],
+                    EF_STEPS,
                     gt,
                 )
                 for clients in (1, 8):
