@@ -117,10 +117,17 @@ class _WaitQueues:
 
 
 class ClaimService:
-    """Acquire, renew, release and read claims for an identity."""
+    """Claim rules: waiting for a held claim, and a release waking the next waiter.
+
+    Calls the domain adds nothing to (AcquireAnyClaim, AcquireClaims, RenewClaim, GetClaim,
+    ListClaims) go straight to :attr:`store`.
+
+    Attributes:
+        store: The claim store, for calls without a rule here.
+    """
 
     def __init__(self, store: ClaimStore, clock: Clock | None = None) -> None:
-        self._store = store
+        self.store = store
         self._clock = clock or SystemClock()
         self._waiters = _WaitQueues()
 
@@ -129,7 +136,7 @@ class ClaimService:
     ) -> ClaimOutcome:
         """Acquire now, or wait up to ``a.wait`` (first come first served) while someone
         holds it, answering before the caller's deadline (*time_remaining*, seconds)."""
-        outcome = await self._store.acquire(who, a)
+        outcome = await self.store.acquire(who, a)
         wait = answer_within(a.wait, time_remaining)
         if outcome.acquired or wait <= timedelta(0):
             return outcome
@@ -147,7 +154,7 @@ class ClaimService:
                     await asyncio.wait_for(turn.wait(), timeout=max(pause, 0.001))
                 if not self._waiters.is_head(key, turn):
                     continue
-                outcome = await self._store.acquire(who, a)
+                outcome = await self.store.acquire(who, a)
                 if outcome.acquired:
                     return outcome
         finally:
@@ -157,29 +164,11 @@ class ClaimService:
         """How many acquirers wait on *resource* in this daemon."""
         return self._waiters.waiting((namespace, resource))
 
-    async def acquire_any(self, who: Identity, a: AcquireMany) -> ClaimOutcome:
-        """Claim the first free resource of ``a.resources``, in their order."""
-        return await self._store.acquire_any(who, a)
-
-    async def acquire_all(self, who: Identity, a: AcquireMany) -> ClaimsOutcome:
-        """Claim every resource of ``a.resources`` or none (all-or-nothing, one transaction)."""
-        return await self._store.acquire_all(who, a)
-
-    async def renew(self, who: Identity, r: Renewal) -> ClaimOutcome:
-        return await self._store.renew(who, r)
-
     async def release(self, who: Identity, claim: Fence) -> ClaimOutcome:
         """Release *claim* (held by *who* under its token); the next waiter here gets its turn."""
-        outcome = await self._store.release(who, claim)
+        outcome = await self.store.release(who, claim)
         self._waiters.wake((claim.namespace, claim.resource))
         return outcome
-
-    async def get(self, key: ClaimKey) -> ClaimOutcome:
-        return await self._store.get(key)
-
-    # Last in the class: the name `list` would shadow the builtin in later annotations.
-    async def list(self, q: ClaimListing) -> ClaimPage:
-        return await self._store.list(q)
 
 
 def _until_expiry(outcome: ClaimOutcome) -> float:

@@ -75,14 +75,17 @@ class IdempotencyStore(Protocol):
 
 
 class IdempotencyService:
-    """Begin, complete, fail and read idempotency keys for an identity."""
+    """Idempotency rules: what an attempt's end records, and reads at a minimum revision.
+
+    BeginIdempotency (ACQUIRED, COMPLETED or IN_PROGRESS, decided atomically by the
+    database) has no rule here: it goes straight to :attr:`store`.
+
+    Attributes:
+        store: The idempotency store, for calls without a rule here.
+    """
 
     def __init__(self, store: IdempotencyStore) -> None:
-        self._store = store
-
-    async def begin(self, who: Identity, b: Begin) -> BeginOutcome:
-        """ACQUIRED (run it), COMPLETED (here is the result) or IN_PROGRESS (retry later)."""
-        return await self._store.begin(who, b)
+        self.store = store
 
     async def complete(self, who: Identity, c: Completion) -> tuple[int, IdempotencyRecord]:
         return await self._finish(who, c, "completed", result=c.result)
@@ -108,7 +111,7 @@ class IdempotencyService:
             error=error,
             fence=end.fence,
         )
-        return await self._store.finish(who, ended)
+        return await self.store.finish(who, ended)
 
     async def get(self, read: RecordRead, wait_s: float) -> tuple[int, IdempotencyRecord | None]:
         """The record (None if absent) at ``read.min_revision`` or later, waiting up to
@@ -116,6 +119,6 @@ class IdempotencyService:
         return await at_least(
             read.namespace,
             read.min_revision,
-            lambda: self._store.get(read.namespace, read.key),
+            lambda: self.store.get(read.namespace, read.key),
             wait_s,
         )

@@ -32,7 +32,7 @@ class ClaimServicer(ServicerBase[ClaimService], pb_grpc.ClaimServiceServicer):
         self, req: pb.AcquireAnyClaimRequest, ctx: Ctx
     ) -> pb.AcquireAnyClaimResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        out = await self._service.acquire_any(who, requests.acquire_any_claim(req))
+        out = await self._service.store.acquire_any(who, requests.acquire_any_claim(req))
         return pb.AcquireAnyClaimResponse(
             header=self.header(req.namespace, out.revision),
             acquired=out.acquired,
@@ -43,7 +43,7 @@ class ClaimServicer(ServicerBase[ClaimService], pb_grpc.ClaimServiceServicer):
         self, req: pb.AcquireClaimsRequest, ctx: Ctx
     ) -> pb.AcquireClaimsResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        out = await self._service.acquire_all(who, requests.acquire_claims(req))
+        out = await self._service.store.acquire_all(who, requests.acquire_claims(req))
         return pb.AcquireClaimsResponse(
             header=self.header(req.namespace, out.revision),
             acquired=out.acquired,
@@ -52,7 +52,7 @@ class ClaimServicer(ServicerBase[ClaimService], pb_grpc.ClaimServiceServicer):
 
     async def RenewClaim(self, req: pb.RenewClaimRequest, ctx: Ctx) -> pb.RenewClaimResponse:
         who = self.authorize(Operation.CLAIM, req.namespace)
-        out = await self._service.renew(who, requests.renew_claim(req))
+        out = await self._service.store.renew(who, requests.renew_claim(req))
         return pb.RenewClaimResponse(
             header=self.header(req.namespace, out.revision), claim=convert.claim(out.claim)
         )
@@ -64,7 +64,7 @@ class ClaimServicer(ServicerBase[ClaimService], pb_grpc.ClaimServiceServicer):
 
     async def GetClaim(self, req: pb.GetClaimRequest, ctx: Ctx) -> pb.GetClaimResponse:
         self.authorize(Operation.READ, req.namespace)
-        out = await self._service.get(requests.get_claim(req))
+        out = await self._service.store.get(requests.get_claim(req))
         return pb.GetClaimResponse(
             header=self.header(req.namespace, out.revision),
             found=out.claim is not None,
@@ -73,7 +73,7 @@ class ClaimServicer(ServicerBase[ClaimService], pb_grpc.ClaimServiceServicer):
 
     async def ListClaims(self, req: pb.ListClaimsRequest, ctx: Ctx) -> pb.ListClaimsResponse:
         self.authorize(Operation.READ, req.namespace)
-        page = await self._service.list(requests.list_claims(req))
+        page = await self._service.store.list(requests.list_claims(req))
         return pb.ListClaimsResponse(
             header=self.header(req.namespace, page.revision),
             claims=[convert.claim_message(cl) for cl in page.claims],

@@ -18,7 +18,7 @@ class IdempotencyServicer(ServicerBase[IdempotencyService], pb_grpc.IdempotencyS
         self, req: pb.BeginIdempotencyRequest, ctx: Ctx
     ) -> pb.BeginIdempotencyResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        out = await self._service.begin(who, requests.begin_idempotency(req))
+        out = await self._service.store.begin(who, requests.begin_idempotency(req))
         rec = out.record
         telemetry.span_attributes(
             key=req.key, idempotency_outcome=out.state.value, attempt=rec.attempt

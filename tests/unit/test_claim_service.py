@@ -1,5 +1,5 @@
 """ClaimService without I/O: waiting for a held claim (first come first served, woken by a
-release, bounded by the injected clock and the call's deadline), and what reaches storage."""
+release, bounded by the injected clock and the call's deadline)."""
 
 from __future__ import annotations
 
@@ -145,17 +145,3 @@ async def test_no_wait_when_the_call_deadline_is_too_near() -> None:
     out = await ClaimService(store).acquire(B, ask(60), time_remaining=0.01)
     assert not out.acquired and service_calls(store) == ["acquire", "acquire"]
 
-
-async def test_calls_without_rules_reach_storage_as_the_caller() -> None:
-    store = FakeStore()
-    service = ClaimService(store)
-    many = AcquireMany(namespace=NS, resources=["x", "y"], ttl=timedelta(seconds=9), progress="p")
-    await service.acquire_any(A, many)
-    await service.acquire_all(B, many)
-    renewal = Renewal(namespace=NS, resource="x", token=4, ttl=timedelta(seconds=9), progress=None)
-    await service.renew(C, renewal)
-    assert store.calls == [
-        ("acquire_any", (A, many)),
-        ("acquire_all", (B, many)),
-        ("renew", (C, renewal)),
-    ]

@@ -86,9 +86,6 @@ AGREEMENT_PAGE = AgreementListing(namespace="ns", state=None, proposer="", after
 
 FORWARDS: list[tuple[Callable[[Any], Any], str, tuple[Any, ...], tuple[Any, ...]]] = [
     # (service, method, arguments given, what storage receives)
-    (claims, "get", (CLAIM_KEY,), (CLAIM_KEY,)),
-    (claims, "list", (CLAIM_PAGE,), (CLAIM_PAGE,)),
-    (idempotency, "begin", (WHO, BEGIN), (WHO, BEGIN)),
     (memory, "put", (WHO, "trace", "write"), (WHO, "trace", "write")),
     (memory, "put_many", (WHO, "trace", ["w1", "w2"]), (WHO, "trace", ["w1", "w2"])),
     (memory, "start_task", (WHO, TASK), (WHO, "ns", "t", timedelta(minutes=5))),
