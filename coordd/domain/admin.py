@@ -45,12 +45,18 @@ class AdminStore(Protocol):
 
 
 class AdminService:
+    """Operator actions, each audited with who did it, why, and what it removed.
+
+    Attributes:
+        store: The admin store, for calls without a rule here.
+    """
+
     def __init__(self, store: AdminStore) -> None:
-        self._store = store
+        self.store = store
 
     async def force_release(self, who: Identity, r: ForceRelease) -> ForceReleased:
         """Release the live claim on ``r.resource`` whoever holds it; audited if one was."""
-        revision, claim = await self._store.force_release(
+        revision, claim = await self.store.force_release(
             r.namespace, r.resource, who.agent_id, r.reason
         )
         if claim is not None:
@@ -65,7 +71,7 @@ class AdminService:
 
     async def purge(self, who: Identity, p: Purge) -> tuple[int, dict[str, int]]:
         """Delete every claim, key, entry and agreement of ``p.namespace``; audited."""
-        revision, removed = await self._store.purge(p.namespace, who.agent_id, p.reason)
+        revision, removed = await self.store.purge(p.namespace, who.agent_id, p.reason)
         _audit(who, p.namespace, "purge", p.reason, revision, removed=sum(removed.values()))
         return revision, removed
 

@@ -187,23 +187,22 @@ class AgreementStore(Protocol):
 
 
 class AgreementService:
-    """Propose, vote, read and await agreements for an identity."""
+    """Agreement rules: awaiting a decision until the caller's wait or deadline runs out.
+
+    Proposals, votes, reads, lists and the housekeeping sweeps are decided atomically by the
+    database (who may vote, quorum, deadline, the transition writes): they go straight to
+    :attr:`store`.
+
+    Attributes:
+        store: The agreement store, for calls without a rule here.
+    """
 
     def __init__(
         self, store: AgreementStore, notifier: Notifier, clock: Clock | None = None
     ) -> None:
-        self._store = store
+        self.store = store
         self._notifier = notifier
         self._clock = clock or SystemClock()
-
-    async def propose(self, who: Identity, proposal: Proposal) -> AgreementView:
-        return await self._store.propose(who, proposal)
-
-    async def vote(self, who: Identity, vote: VoteCast) -> AgreementView:
-        return await self._store.vote(who, vote)
-
-    async def get(self, key: AgreementKey) -> AgreementView:
-        return await self._store.get(key.namespace, key.id)
 
     async def wait(
         self,
@@ -215,14 +214,14 @@ class AgreementService:
         """The agreement once decided, or as it stands when *wait* runs out (or just before
         the call's deadline, *time_remaining* seconds away)."""
         wait = answer_within(wait, time_remaining)
-        view = await self._store.get(namespace, agreement_id)
+        view = await self.store.get(namespace, agreement_id)
         if view.agreement.decided or wait <= timedelta(0):
             return view
         give_up = self._clock.monotonic() + wait.total_seconds()
         async with self._notifier.follow(namespace, False) as changed:
             while True:
                 changed.clear()  # before reading: a decision after the read sets it again
-                view = await self._store.get(namespace, agreement_id)
+                view = await self.store.get(namespace, agreement_id)
                 remaining = give_up - self._clock.monotonic()
                 if view.agreement.decided or remaining <= 0:
                     return view
@@ -230,15 +229,3 @@ class AgreementService:
                 to_deadline = (view.agreement.deadline_time - view.db_time).total_seconds()
                 pause = min(remaining, self._notifier.recheck_s, max(to_deadline, 0) + 0.001)
                 await self._notifier.wait(changed, pause)
-
-    async def sweep(self) -> int:
-        """Record the expiry of agreements whose deadline passed; return how many."""
-        return await self._store.sweep()
-
-    async def purge(self) -> int:
-        """Remove decided agreements past their retention; return how many."""
-        return await self._store.purge()
-
-    # Last in the class: the name `list` would shadow the builtin in later annotations.
-    async def list(self, q: AgreementListing) -> AgreementPage:
-        return await self._store.list(q)

@@ -56,15 +56,22 @@ class Notifier(Protocol):
 
 
 class ContextService:
+    """Context rules: delivery to one agent, whose inbox a read opens, acks once each in id
+    order, reads at a minimum revision, and subscriptions (backlog, then new entries).
+
+    Attributes:
+        store: The context store, for calls without a rule here.
+    """
+
     def __init__(self, store: ContextStore, notifier: Notifier) -> None:
-        self._store = store
+        self.store = store
         self._notifier = notifier
 
     async def post(self, who: Identity, post: ContextPost) -> ContextEntry:
         # An entry for one agent is delivered to that agent: ANY only makes sense for roles.
         if post.to_agent_id:
             post = replace(post, delivery="each")
-        return await self._store.post(who, post)
+        return await self.store.post(who, post)
 
     async def read(
         self, who: Identity, r: InboxRead, wait_s: float
@@ -76,13 +83,13 @@ class ContextService:
         return await at_least(
             r.query.namespace,
             r.min_revision,
-            lambda: self._store.read(who.agent_id, role, r.query),
+            lambda: self.store.read(who.agent_id, role, r.query),
             wait_s,
         )
 
     async def ack(self, who: Identity, a: Acks) -> tuple[int, list[int]]:
         """Acknowledge each id once, in id order."""
-        return await self._store.ack(who, a.namespace, sorted(set(a.ids)), a.fence)
+        return await self.store.ack(who, a.namespace, sorted(set(a.ids)), a.fence)
 
     async def subscribe(
         self, who: Identity, query: ContextQuery
@@ -92,7 +99,7 @@ class ContextService:
         async with self._notifier.follow(query.namespace, False) as changed:
             while True:
                 changed.clear()  # before reading: a post after the read sets it again
-                revision, entries = await self._store.read(
+                revision, entries = await self.store.read(
                     who.agent_id, who.role, replace(query, after_id=cursor)
                 )
                 for entry in entries:

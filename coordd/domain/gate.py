@@ -61,13 +61,17 @@ class GateStore(Protocol):
 
 
 class GateService:
-    """Answers whether fences and read revisions are still current (one storage round trip)."""
+    """Answers whether fences and read revisions are still current (one storage round trip).
+
+    Attributes:
+        store: The gate store, for calls without a rule here.
+    """
 
     def __init__(self, store: GateStore) -> None:
-        self._store = store
+        self.store = store
 
     async def check(self, q: GateCheck) -> GateVerdict:
         """Nothing to check passes without a round trip; namespaces go in name order."""
         if not q.fences and not q.read:
             return GateVerdict(lost_claims=[], moved_namespaces=[])
-        return await self._store.check(replace(q, read=dict(sorted(q.read.items()))))
+        return await self.store.check(replace(q, read=dict(sorted(q.read.items()))))

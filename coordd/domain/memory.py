@@ -361,9 +361,7 @@ class MemoryStore(EntryReader, Protocol):
         self, namespace: str, key: str, as_of: datetime | None
     ) -> tuple[int, MemoryEntry | None]: ...
 
-    async def delete(
-        self, who: Identity, namespace: str, key: str, expected: int | None, fence: Fence | None
-    ) -> tuple[int, bool]: ...
+    async def delete(self, who: Identity, d: Deletion) -> tuple[int, bool]: ...
 
     async def list_entries(
         self, q: Listing, after: tuple[str, str], limit: int
@@ -373,13 +371,9 @@ class MemoryStore(EntryReader, Protocol):
         self, namespace: str, key: str, before: int, limit: int
     ) -> tuple[int, list[MemoryEntry]]: ...
 
-    async def start_task(
-        self, who: Identity, namespace: str, task_id: str, lease: timedelta
-    ) -> tuple[int, datetime]: ...
+    async def start_task(self, who: Identity, t: TaskStart) -> tuple[int, datetime]: ...
 
-    async def end_task(
-        self, who: Identity, trace_id: str, t: TaskEnd
-    ) -> tuple[int, int, MemoryEntry | None]: ...
+    async def end_task(self, who: Identity, trace_id: str, t: TaskEnd) -> TaskEnded: ...
 
     async def compact(self, who: Identity, trace_id: str, c: Compaction) -> MemoryEntry: ...
 
@@ -389,27 +383,24 @@ class MemoryStore(EntryReader, Protocol):
 
 
 class MemoryService:
-    """Writes stamped with their writer's provenance, reads at a minimum revision, pages,
-    tasks, episodes, namespace policies, and filtered search (:class:`MemorySearch`).
+    """Memory rules: reads at a minimum revision, pages and their tokens, compaction's keys,
+    and filtered search (:class:`MemorySearch`).
 
     A write's own rules (tier, write ordering, task) are checked where the request is read,
     by :func:`coordd.domain.memory_writes.check_write`, which agreement transition writes
-    share; the database applies them atomically (CAS, merge patch, fence, quotas).
+    share; the database applies them atomically (CAS, merge patch, fence, quotas). So
+    PutMemory(ies), DeleteMemory, StartTask, EndTask and the namespace policy calls have no
+    rule here: they go straight to :attr:`store`, with the writer's identity (and trace id)
+    as provenance, never the caller's say.
+
+    Attributes:
+        store: The memory store, for calls without a rule here.
+        search: :meth:`MemorySearch.search` (readable namespaces, filters, ranking).
     """
 
     def __init__(self, store: MemoryStore, search: MemorySearch) -> None:
-        self._store = store
-        self._search = search
-
-    async def put(self, who: Identity, trace_id: str, write: MemoryWrite) -> MemoryEntry:
-        """Write one entry; provenance is *who* and *trace_id*, never the caller's say."""
-        return await self._store.put(who, trace_id, write)
-
-    async def put_many(
-        self, who: Identity, trace_id: str, writes: list[MemoryWrite]
-    ) -> list[MemoryEntry]:
-        """Write every entry or none (one transaction), in order."""
-        return await self._store.put_many(who, trace_id, writes)
+        self.store = store
+        self.search = search.search
 
     async def get(self, read: KeyRead, wait_s: float) -> tuple[int, MemoryEntry | None]:
         """The entry (None if absent) and the revision it reflects: at least
@@ -417,12 +408,9 @@ class MemoryService:
         return await at_least(
             read.namespace,
             read.min_revision,
-            lambda: self._store.get(read.namespace, read.key, read.as_of),
+            lambda: self.store.get(read.namespace, read.key, read.as_of),
             wait_s,
         )
-
-    async def delete(self, who: Identity, d: Deletion) -> tuple[int, bool]:
-        return await self._store.delete(who, d.namespace, d.key, d.expected_revision, d.fence)
 
     async def history(self, q: HistoryRead, wait_s: float) -> MemoryPage:
         """A page of a key's versions, newest first; ``next_after`` resumes after it."""
@@ -430,7 +418,7 @@ class MemoryService:
         revision, versions = await at_least(
             q.namespace,
             q.min_revision,
-            lambda: self._store.history(q.namespace, q.key, before, q.limit + 1),
+            lambda: self.store.history(q.namespace, q.key, before, q.limit + 1),
             wait_s,
         )
         page = versions[: q.limit]
@@ -441,31 +429,10 @@ class MemoryService:
             next_after=str(page[-1].revision) if more else None,
         )
 
-    async def search(
-        self, who: Identity, q: SearchQuery, wait_s: float
-    ) -> tuple[int, list[tuple[MemoryEntry, float]]]:
-        """See :meth:`MemorySearch.search`."""
-        return await self._search.search(who, q, wait_s)
-
-    async def start_task(self, who: Identity, t: TaskStart) -> tuple[int, datetime]:
-        """Start (or renew) a task: its working memory lives until it ends or its lease lapses."""
-        return await self._store.start_task(who, t.namespace, t.task_id, t.lease)
-
-    async def end_task(self, who: Identity, trace_id: str, t: TaskEnd) -> TaskEnded:
-        """End a task: its working memory goes, archived as one episode if asked."""
-        revision, removed, episode = await self._store.end_task(who, trace_id, t)
-        return TaskEnded(revision=revision, removed=removed, episode=episode)
-
     async def compact(self, who: Identity, trace_id: str, c: Compaction) -> MemoryEntry:
         """Replace episodes with a summary whose provenance derives from them."""
         # Each key once: memory_compact counts the episodes it finds against the keys named.
-        return await self._store.compact(who, trace_id, replace(c, keys=sorted(set(c.keys))))
-
-    async def set_policy(self, who: Identity, namespace: str, p: NamespacePolicy) -> int:
-        return await self._store.set_policy(who, namespace, p)
-
-    async def get_policy(self, namespace: str) -> tuple[int, NamespacePolicy]:
-        return await self._store.get_policy(namespace)
+        return await self.store.compact(who, trace_id, replace(c, keys=sorted(set(c.keys))))
 
     # Last in the class: the name `list` would shadow the builtin in later annotations.
     async def list(self, q: Listing, wait_s: float) -> MemoryPage:
@@ -474,7 +441,7 @@ class MemoryService:
         revision, entries = await at_least(
             q.prefix,
             q.min_revision,
-            lambda: self._store.list_entries(q, (ns, key), q.limit + 1),
+            lambda: self.store.list_entries(q, (ns, key), q.limit + 1),
             wait_s,
         )
         page = entries[: q.limit]

@@ -35,8 +35,15 @@ class ChangeStore(Protocol):
 
 
 class WatchService:
+    """Change streams: whole revisions in order per namespace, each exactly once, and a
+    refusal rather than a silent gap when compaction overtakes a stream.
+
+    Attributes:
+        store: The change log, for calls without a rule here.
+    """
+
     def __init__(self, store: ChangeStore, notifier: Notifier) -> None:
-        self._store = store
+        self.store = store
         self._notifier = notifier
 
     async def watch(self, q: WatchQuery) -> AsyncIterator[list[Change]]:
@@ -49,14 +56,14 @@ class WatchService:
                 cursors: dict[str, int] = {}
                 default_after = q.start_revision - 1
             else:  # only what happens from now on
-                positions = await self._store.positions(q)
+                positions = await self.store.positions(q)
                 cursors = {ns: revision for ns, (revision, _) in positions.items()}
                 default_after = 0
             cursors.update(q.after)
-            await self._store.check_compaction(q, cursors, default_after)
+            await self.store.check_compaction(q, cursors, default_after)
             while True:
                 changed.clear()  # before reading: a change after the read sets it again
-                batch, more = await self._store.after(q, cursors, default_after)
+                batch, more = await self.store.after(q, cursors, default_after)
                 if batch:
                     for change in batch:
                         expected = cursors.get(change.namespace, default_after) + 1

@@ -20,7 +20,7 @@ class AgreementServicer(ServicerBase[AgreementService], pb_grpc.AgreementService
         proposal = requests.propose_agreement(req)
         for namespace in sorted({w.namespace for w in proposal.writes} - {req.namespace}):
             self.authorize(Operation.WRITE, namespace)  # the transition writes there
-        out = await self._service.propose(who, proposal)
+        out = await self._service.store.propose(who, proposal)
         return pb.ProposeAgreementResponse(
             header=self.header(req.namespace, out.revision),
             agreement=ac.agreement_message(out.agreement),
@@ -29,7 +29,7 @@ class AgreementServicer(ServicerBase[AgreementService], pb_grpc.AgreementService
 
     async def Vote(self, req: pb.VoteRequest, ctx: Ctx) -> pb.VoteResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        out = await self._service.vote(who, requests.vote(req))
+        out = await self._service.store.vote(who, requests.vote(req))
         return pb.VoteResponse(
             header=self.header(req.namespace, out.revision),
             agreement=ac.agreement_message(out.agreement),
@@ -37,7 +37,8 @@ class AgreementServicer(ServicerBase[AgreementService], pb_grpc.AgreementService
 
     async def GetAgreement(self, req: pb.GetAgreementRequest, ctx: Ctx) -> pb.GetAgreementResponse:
         self.authorize(Operation.READ, req.namespace)
-        out = await self._service.get(requests.get_agreement(req))
+        key = requests.get_agreement(req)
+        out = await self._service.store.get(key.namespace, key.id)
         return pb.GetAgreementResponse(
             header=self.header(req.namespace, out.revision),
             agreement=ac.agreement_message(out.agreement),
@@ -59,7 +60,7 @@ class AgreementServicer(ServicerBase[AgreementService], pb_grpc.AgreementService
         self, req: pb.ListAgreementsRequest, ctx: Ctx
     ) -> pb.ListAgreementsResponse:
         self.authorize(Operation.READ, req.namespace)
-        page = await self._service.list(requests.list_agreements(req))
+        page = await self._service.store.list(requests.list_agreements(req))
         return pb.ListAgreementsResponse(
             header=self.header(req.namespace, page.revision),
             agreements=[ac.agreement_message(a) for a in page.agreements],

@@ -21,7 +21,7 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
 
     async def PutMemory(self, req: pb.PutMemoryRequest, ctx: Ctx) -> pb.PutMemoryResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        entry = await self._service.put(who, current_trace_id(), requests.put_memory(req))
+        entry = await self._service.store.put(who, current_trace_id(), requests.put_memory(req))
         return pb.PutMemoryResponse(  # the caller has the embedding: not echoed back
             header=self.header(req.namespace, entry.revision),
             entry=convert.memory_entry(entry, with_embedding=False),
@@ -32,7 +32,7 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
         for ns in dict.fromkeys(e.namespace for e in req.entries):
             who = self.authorize(Operation.WRITE, ns)
         writes = requests.put_memories(req)
-        entries = await self._service.put_many(who, current_trace_id(), writes)
+        entries = await self._service.store.put_many(who, current_trace_id(), writes)
         return pb.PutMemoriesResponse(
             results=[
                 pb.PutMemoryResponse(
@@ -55,7 +55,7 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
 
     async def DeleteMemory(self, req: pb.DeleteMemoryRequest, ctx: Ctx) -> pb.DeleteMemoryResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        revision, deleted = await self._service.delete(who, requests.delete_memory(req))
+        revision, deleted = await self._service.store.delete(who, requests.delete_memory(req))
         return pb.DeleteMemoryResponse(header=self.header(req.namespace, revision), deleted=deleted)
 
     async def ListMemory(self, req: pb.ListMemoryRequest, ctx: Ctx) -> pb.ListMemoryResponse:
@@ -93,7 +93,7 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
 
     async def StartTask(self, req: pb.StartTaskRequest, ctx: Ctx) -> pb.StartTaskResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        revision, expires = await self._service.start_task(who, requests.start_task(req))
+        revision, expires = await self._service.store.start_task(who, requests.start_task(req))
         return pb.StartTaskResponse(
             header=self.header(req.namespace, revision),
             lease_expire_time=convert.timestamp(expires),
@@ -101,7 +101,7 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
 
     async def EndTask(self, req: pb.EndTaskRequest, ctx: Ctx) -> pb.EndTaskResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
-        out = await self._service.end_task(who, current_trace_id(), requests.end_task(req))
+        out = await self._service.store.end_task(who, current_trace_id(), requests.end_task(req))
         return pb.EndTaskResponse(
             header=self.header(req.namespace, out.revision),
             removed=out.removed,
@@ -124,7 +124,7 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
     ) -> pb.SetNamespacePolicyResponse:
         who = self.authorize(Operation.ADMIN, req.namespace)
         policy = requests.set_namespace_policy(req)
-        revision = await self._service.set_policy(who, req.namespace, policy)
+        revision = await self._service.store.set_policy(who, req.namespace, policy)
         return pb.SetNamespacePolicyResponse(
             header=self.header(req.namespace, revision), policy=convert.policy_message(policy)
         )
@@ -133,7 +133,7 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
         self, req: pb.GetNamespacePolicyRequest, ctx: Ctx
     ) -> pb.GetNamespacePolicyResponse:
         self.authorize(Operation.READ, req.namespace)
-        revision, policy = await self._service.get_policy(requests.get_namespace_policy(req))
+        revision, policy = await self._service.store.get_policy(requests.get_namespace_policy(req))
         return pb.GetNamespacePolicyResponse(
             header=self.header(req.namespace, revision), policy=convert.policy_message(policy)
         )

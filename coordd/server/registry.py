@@ -135,12 +135,11 @@ def _memory(p: Parts) -> Wired:
 
 
 def _agreements(p: Parts) -> Wired:
-    service = AgreementService(AgreementStore(p.db, p.writes), p.notifier)
+    store = AgreementStore(p.db, p.writes)
+    service = AgreementService(store, p.notifier)
     servicer = AgreementServicer(service, p.policy, p.settings.server_id)
     return Wired(
-        servicer,
-        service,
-        {"agreements_expired": service.sweep, "agreements_purged": service.purge},
+        servicer, service, {"agreements_expired": store.sweep, "agreements_purged": store.purge}
     )
 
 

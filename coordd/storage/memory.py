@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from coordd.domain.memory import Compaction, Listing, TaskEnd
+from coordd.domain.memory import Compaction, Deletion, Listing, TaskEnd, TaskEnded, TaskStart
 from coordd.domain.models import (
     EntryRef,
-    Fence,
     Identity,
     MemoryEntry,
     MemoryWrite,
@@ -216,16 +215,14 @@ class MemoryStore:
         row = await self._db.fetchone("SELECT coordd.ns_revision(%s) AS revision", (namespace,))
         return int(row.revision)
 
-    async def delete(
-        self, who: Identity, namespace: str, key: str, expected: int | None, fence: Fence | None
-    ) -> tuple[int, bool]:
+    async def delete(self, who: Identity, d: Deletion) -> tuple[int, bool]:
         row = await self._writes.fetchone(
-            namespace,
+            d.namespace,
             "SELECT status, ns_revision, deleted, current_revision, current_token"
             " FROM coordd.memory_delete(%s, %s, %s, %s, %s, %s, %s)",
-            (namespace, key, expected, who.agent_id, *fence_params(fence)),
+            (d.namespace, d.key, d.expected_revision, who.agent_id, *fence_params(d.fence)),
         )
-        check(row, Call(namespace, key, fence, expected))
+        check(row, Call(d.namespace, d.key, d.fence, d.expected_revision))
         return row.ns_revision, row.deleted > 0
 
     async def list_entries(
@@ -276,19 +273,17 @@ class MemoryStore:
         )
         return _page(rows)
 
-    async def start_task(
-        self, who: Identity, namespace: str, task_id: str, lease: timedelta
-    ) -> tuple[int, datetime]:
+    async def start_task(self, who: Identity, t: TaskStart) -> tuple[int, datetime]:
+        """Start (or renew) a task: its working memory lives until it ends or its lease lapses."""
         row = await self._writes.fetchone(
-            namespace,
+            t.namespace,
             "SELECT * FROM coordd.memory_start_task(%s, %s, %s, %s)",
-            (namespace, task_id, who.agent_id, lease),
+            (t.namespace, t.task_id, who.agent_id, t.lease),
         )
         return row.ns_revision, row.lease_expire_time
 
-    async def end_task(
-        self, who: Identity, trace_id: str, t: TaskEnd
-    ) -> tuple[int, int, MemoryEntry | None]:
+    async def end_task(self, who: Identity, trace_id: str, t: TaskEnd) -> TaskEnded:
+        """End a task: its working memory goes, archived as one episode if asked."""
         row = await self._writes.fetchone(
             t.namespace,
             "SELECT * FROM coordd.memory_end_task(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -310,7 +305,7 @@ class MemoryStore:
         episode = None
         if t.archive:
             _, episode = await self.get(t.namespace, f"task/{t.task_id}", None)
-        return row.ns_revision, row.removed, episode
+        return TaskEnded(revision=row.ns_revision, removed=row.removed, episode=episode)
 
     async def compact(self, who: Identity, trace_id: str, c: Compaction) -> MemoryEntry:
         row = await self._writes.fetchone(

@@ -144,4 +144,3 @@ async def test_no_wait_when_the_call_deadline_is_too_near() -> None:
     await store.acquire(A, ask(0))
     out = await ClaimService(store).acquire(B, ask(60), time_remaining=0.01)
     assert not out.acquired and service_calls(store) == ["acquire", "acquire"]
-

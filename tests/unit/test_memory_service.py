@@ -1,5 +1,5 @@
-"""MemoryService without I/O: pages and their tokens, reads at a minimum revision, what a
-write or task call hands to storage."""
+"""MemoryService without I/O: pages and their tokens, reads at a minimum revision, and the
+keys a compaction names."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ import pytest
 
 from coordd.domain.memory import (
     Compaction,
-    Deletion,
     HistoryRead,
     KeyRead,
     Listing,
     MemorySearch,
     MemoryService,
-    TaskEnd,
 )
-from coordd.domain.models import Fence, Identity, MemoryEntry, MemoryWrite
+from coordd.domain.models import Identity, MemoryEntry
 from coordd.errors import RevisionNotReachedError
-from coordd.vocabulary import TaskOutcome, Tier
+from coordd.vocabulary import Tier
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 WHO = Identity(agent_id="a1", role="writer")
@@ -77,18 +75,6 @@ class FakeStore:
         self.calls.append(("history", (namespace, key, before, limit)))
         older = sorted((e for e in self.entries if e.revision < before), key=lambda e: -e.revision)
         return self._revision(), older[:limit]
-
-    async def put(self, who: Identity, trace_id: str, w: MemoryWrite) -> Any:
-        self.calls.append(("put", (who, trace_id, w)))
-        return entry(w.namespace, w.key)
-
-    async def delete(self, *args: Any) -> Any:
-        self.calls.append(("delete", args))
-        return 8, True
-
-    async def end_task(self, *args: Any) -> Any:
-        self.calls.append(("end_task", args))
-        return 9, 3, None
 
     async def compact(self, *args: Any) -> Any:
         self.calls.append(("compact", args))
@@ -160,25 +146,9 @@ async def test_get_refuses_rather_than_answer_older() -> None:
         await service(store).get(read, wait_s=0)
 
 
-async def test_end_task_and_compaction_reach_storage_as_its_functions_expect() -> None:
+async def test_compaction_names_each_episode_once() -> None:
     store = FakeStore()
     memory = service(store)
-    ended = await memory.end_task(
-        WHO,
-        "trace",
-        TaskEnd(
-            namespace="n",
-            task_id="t",
-            outcome=TaskOutcome.CANCELLED,
-            archive=True,
-            summary_json="",
-            summary_text="",
-            embedding=b"",
-            dim=0,
-        ),
-    )
-    assert (ended.revision, ended.removed, ended.episode) == (9, 3, None)
-    assert store.calls[-1][1][:2] == (WHO, "trace")
     await memory.compact(
         WHO,
         "trace",
@@ -195,13 +165,3 @@ async def test_end_task_and_compaction_reach_storage_as_its_functions_expect() -
     )
     # memory_compact counts the episodes it finds against the keys: each key once.
     assert store.calls[-1][1][2].keys == ["e1", "e2"]
-
-
-async def test_deletes_are_made_as_the_caller_with_its_cas_and_fence() -> None:
-    store = FakeStore()
-    fence = Fence(namespace="n", resource="r", token=3)
-    out = await service(store).delete(
-        WHO, Deletion(namespace="n", key="k", expected_revision=0, fence=fence)
-    )
-    assert out == (8, True)
-    assert store.calls == [("delete", (WHO, "n", "k", 0, fence))]
