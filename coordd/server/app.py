@@ -348,18 +348,21 @@ class Daemon:
 
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        # Handlers first: a SIGTERM that arrives while starting (or just after "serving on")
+        # must still stop gracefully and save the index snapshot, not kill the process (the
+        # next start would then rebuild the whole index).
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
         await self.start()
+        loop.add_signal_handler(signal.SIGHUP, self.reload_policy)
         # Per call the daemon allocates many short-lived containers; with the default
         # threshold (700) the collector ran often enough to show in profiles (3.5 % of the
         # daemon's CPU under bench claims). Everything alive after start-up (modules,
         # descriptors, pools) is moved out of the collector's way for good.
         gc.freeze()
         gc.set_threshold(20_000, 50, 50)
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_policy)
         await stopping.wait()
         logger.info("signal received: shutting down (grace %.1fs)", self.settings.grace_s)
         await self.stop()

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -117,3 +122,32 @@ async def test_subscription_resumes_across_a_daemon_restart(start_daemon) -> Non
     await inbox.aclose()
     await reviewer.close()
     assert got == [0, 1, 2, 3], "resumed after the last entry: nothing lost, nothing twice"
+
+
+def test_sigterm_while_starting_stops_gracefully_and_keeps_the_index(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """An orchestrator may stop the daemon at any time: a SIGTERM during start-up (here, right
+    after the vector index is ready, before "serving on") still shuts down gracefully and
+    saves the index snapshot, so the next start does not rebuild the whole index."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COORDD_")}
+    env["COORDD_INDEX_DIR"] = str(tmp_path / "index")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coordd", "serve", "--dsn", pg_dsn, "--listen", "127.0.0.1:0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    log: list[str] = []
+    for line in proc.stderr:
+        log.append(line)
+        if "vector index ready" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    log += proc.stderr.read().splitlines(keepends=True)
+    proc.stderr.close()
+    assert proc.wait(60) == 0, "".join(log)
+    assert "coordd stopped" in "".join(log)
+    assert (tmp_path / "index" / "meta.pickle").exists()
