@@ -167,9 +167,12 @@ DECLARE
     each_ids bigint[];
     any_ids bigint[];
 BEGIN
+    -- By primary key. "IS FALSE" / "IS TRUE" rather than "NOT acked" / "= 'each'": those would
+    -- make the partial indexes (open queue, held, EACH) eligible, and without fresh statistics
+    -- the planner takes one and filters its whole range for the ids (O(queue) per ack).
     SELECT array_agg(e.id) INTO any_ids FROM (
         SELECT x.id FROM coordd.context_entries x
-        WHERE x.namespace = p_ns AND x.id = ANY(p_ids) AND x.delivery = 'any' AND NOT x.acked
+        WHERE x.namespace = p_ns AND x.id = ANY(p_ids) AND x.delivery = 'any' AND x.acked IS FALSE
           AND x.expire_time > t
           AND (x.to_agent_id = p_agent OR (p_role <> '' AND x.to_role = p_role))
           AND (x.taker_agent_id = p_agent OR x.take_expire_time IS NULL
@@ -179,7 +182,7 @@ BEGIN
     ) e;
     SELECT array_agg(e.id) INTO each_ids
     FROM coordd.context_entries e
-    WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND e.delivery = 'each'
+    WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND (e.delivery = 'each') IS TRUE
       AND e.expire_time > t AND (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role));
     IF p_fence_ns IS NOT NULL THEN  -- namespace, then claim: the order of every fenced write
         rev := coordd.bump_ns(p_ns);
