@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 
+_NUMBERED: dict[type, dict[int, Any]] = {}
+_TERM_NUMBERS: dict[type, dict[Any, int]] = {}
+
+
 class _Lookup:
     """What every vocabulary table offers (mixed into its enum)."""
 
@@ -55,9 +59,9 @@ class _Lookup:
     @classmethod
     def of_number(cls, number: int, default: Any = None) -> Self:
         """The term whose wire number is *number*, else *default* (``ValueError`` if None)."""
-        for term in cls:  # type: ignore[attr-defined]
-            if term.number == number:
-                return term  # type: ignore[no-any-return]
+        term = cls._numbered().get(number)
+        if term is not None:
+            return term
         if default is None:
             raise ValueError(f"{cls.__name__} has no term numbered {number}")
         return default  # type: ignore[no-any-return]
@@ -65,15 +69,21 @@ class _Lookup:
     @classmethod
     def knows(cls, number: int) -> bool:
         """Whether some term is numbered *number* (protobuf lets any int through)."""
-        return any(term.number == number for term in cls)  # type: ignore[attr-defined]
+        return number in cls._numbered()
 
     @classmethod
     def label_of(cls, number: int, default: str = "") -> str:
         """The label of the term numbered *number*, else *default*."""
-        for term in cls:  # type: ignore[attr-defined]
-            if term.number == number:
-                return str(term.label)
-        return default
+        term = cls._numbered().get(number)
+        return str(term.label) if term is not None else default
+
+    @classmethod
+    def _numbered(cls) -> dict[int, Self]:
+        """Terms by wire number, built once per table (these run on every request)."""
+        table = _NUMBERED.get(cls)
+        if table is None:
+            table = _NUMBERED[cls] = {t.number: t for t in cls}  # type: ignore[attr-defined]
+        return table
 
 
 class _Term(_Lookup, enum.StrEnum):
@@ -86,8 +96,12 @@ class _Term(_Lookup, enum.StrEnum):
 
     @property
     def number(self) -> int:  # type: ignore[override]
-        terms = list(type(self))
-        return terms.index(self) + (0 if terms[0].value == "" else 1)
+        numbers = _TERM_NUMBERS.get(type(self))
+        if numbers is None:
+            terms = list(type(self))
+            first = 0 if terms[0].value == "" else 1
+            numbers = _TERM_NUMBERS[type(self)] = {t: i + first for i, t in enumerate(terms)}
+        return numbers[self]
 
 
 class Tier(_Lookup, enum.IntEnum):

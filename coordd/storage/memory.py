@@ -82,7 +82,7 @@ def _put_params(who: Identity, trace_id: str, w: MemoryWrite) -> tuple[Any, ...]
         w.namespace,
         w.key,
         int(w.tier),
-        Jsonb(json.loads(w.value_json)),
+        w.value_json,  # checked JSON text (strict): PostgreSQL parses it once, as jsonb
         w.text,
         w.embedding or None,
         w.dim,
