@@ -49,10 +49,21 @@ class DaemonThread:
     def stop(self, grace: float = 1.0) -> None:
         try:
             self.run(self.daemon.stop(grace))
+            # gRPC cancels the streams it was serving; let those tasks finish on this loop
+            # rather than be destroyed pending when it closes (noise at interpreter exit).
+            self.run(_finish_leftover_tasks(), timeout=10)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
             self.loop.close()
+
+
+async def _finish_leftover_tasks() -> None:
+    leftover = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in leftover:
+        task.cancel()
+    if leftover:
+        await asyncio.wait(leftover, timeout=5)
 
 
 def daemon_settings(dsn: str, **changes: Any) -> Settings:
