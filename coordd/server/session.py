@@ -24,7 +24,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
-from coordd import rpc_status
+from coordd import errors, rpc_status
 from coordd.server.interceptors import Undecodable
 from coordd.v1 import session_service_pb2 as pb
 from coordd.v1 import session_service_pb2_grpc as pb_grpc
@@ -244,6 +244,18 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         stream: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.SessionResponse:
         handler = self._handlers.get(req.method)
+        if handler is None and not req.method:
+            err = errors.InvalidArgumentError(
+                [
+                    errors.FieldViolation(
+                        "method",
+                        "required: a full method name, e.g. /coordd.v1.ClaimService/AcquireClaim",
+                    )
+                ]
+            )
+            return _failure(
+                req.id, err.code, err.message, rpc_status.to_status(err).SerializeToString()
+            )
         if handler is None:
             return _failure(
                 req.id, grpc.StatusCode.UNIMPLEMENTED, f"method {req.method!r} not served here"

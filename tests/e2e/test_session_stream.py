@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 
 from coordd import rpc_status
@@ -89,11 +90,17 @@ async def test_identity_is_the_streams_and_unknown_methods_are_refused(daemon) -
         pb.SessionRequest(id=2, method="/coordd.v1.NoSuchService/Nothing", payload=b""),
         # A streaming method is not a unary call.
         pb.SessionRequest(id=3, method="/coordd.v1.WatchService/Watch", payload=b""),
+        # No method at all is a malformed request, named as such.
+        pb.SessionRequest(id=4, payload=acquire.SerializeToString()),
     )
     assert answers[0].code == 0
     claim = claim_pb.AcquireClaimResponse.FromString(answers[0].payload)
     assert claim.claim.holder_agent_id == "agent-a"
-    assert [a.code for a in answers[1:]] == [grpc.StatusCode.UNIMPLEMENTED.value[0]] * 2
+    assert [a.code for a in answers[1:3]] == [grpc.StatusCode.UNIMPLEMENTED.value[0]] * 2
+    assert answers[3].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    err = rpc_status.from_status(status_pb2.Status.FromString(answers[3].status_details))
+    assert isinstance(err, InvalidArgumentError)
+    assert [v.field for v in err.violations] == ["method"]
 
 
 async def test_a_request_past_its_deadline_is_answered_deadline_exceeded(daemon) -> None:
