@@ -15,6 +15,7 @@ import psycopg_pool
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 from psycopg import AsyncConnection
+from psycopg.pq import ExecStatus
 from psycopg.rows import RowMaker, no_result
 
 from coordd import telemetry
@@ -44,20 +45,34 @@ def _span_name(sql: str) -> str:
 Row = Any
 
 
+_TUPLES = (ExecStatus.TUPLES_OK, ExecStatus.SINGLE_TUPLE, ExecStatus.TUPLES_CHUNK)
+
+
 @functools.cache
 def _row_class(names: tuple[str, ...]) -> Any:
     # rename=True: a column without a usable name (``?column?``, a repeated one) gets ``_N``.
     return collections.namedtuple("Row", names, rename=True)
 
 
-def named_row(cursor: Any) -> RowMaker[Any]:
-    """psycopg row factory: each row a named tuple of its columns (one class per shape)."""
-    desc = cursor.description
-    if desc is None:
-        return no_result
-    row_class = _row_class(tuple(d.name for d in desc))
-    make: RowMaker[Any] = row_class._make
+@functools.cache
+def _row_maker(encoding: str, names: tuple[bytes, ...]) -> RowMaker[Any]:
+    make: RowMaker[Any] = _row_class(tuple(n.decode(encoding) for n in names))._make
     return make
+
+
+def named_row(cursor: Any) -> RowMaker[Any]:
+    """psycopg row factory: each row a named tuple of its columns (one class per shape).
+
+    Runs once per statement: it reads the column names off the result, as psycopg's own
+    ``namedtuple_row`` does, instead of ``cursor.description`` (a Column object per column:
+    10.2 against 1.4 us for a claim's 9 columns, measured in process)."""
+    res = cursor.pgresult
+    if res is None:
+        return no_result
+    nfields = res.nfields
+    if not nfields and res.status not in _TUPLES:  # no tuples (a zero-column SELECT has them)
+        return no_result
+    return _row_maker(cursor.connection.info.encoding, tuple(map(res.fname, range(nfields))))
 
 
 _DB_ATTRS: dict[str, AttributeValue] = {"db.system": "postgresql"}
