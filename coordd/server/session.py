@@ -245,13 +245,8 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     ) -> pb.SessionResponse:
         handler = self._handlers.get(req.method)
         if handler is None and not req.method:
-            err = errors.InvalidArgumentError(
-                [
-                    errors.FieldViolation(
-                        "method",
-                        "required: a full method name, e.g. /coordd.v1.ClaimService/AcquireClaim",
-                    )
-                ]
+            err = errors.InvalidArgumentError.single(
+                "method", "required: a full method name, e.g. /coordd.v1.ClaimService/AcquireClaim"
             )
             return _failure(
                 req.id, err.code, err.message, rpc_status.to_status(err).SerializeToString()
