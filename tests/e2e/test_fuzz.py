@@ -39,6 +39,7 @@ from hypothesis.errors import HypothesisDeprecationWarning
 
 import coordd.v1
 from coordd import rpc_status
+from coordd.v1 import session_service_pb2
 
 FD = descriptor.FieldDescriptor
 BATCH = 25
@@ -69,6 +70,7 @@ STREAMING = {path for path, m in METHODS if m.server_streaming and not m.client_
 # held to the same rules as a unary call's.
 SESSION = {path for path, m in METHODS if m.client_streaming}
 UNARY = [(path, m) for path, m in METHODS if not m.server_streaming and not m.client_streaming]
+UNARY_PATHS = {path for path, _ in UNARY}
 
 
 def _plausible_text(name: str) -> st.SearchStrategy[str]:
@@ -301,8 +303,6 @@ def calls(draw: st.DrawFn) -> Call:
     path, method = draw(st.sampled_from(METHODS))
     if path in SESSION:
         inner = draw(unary_calls())
-        from coordd.v1 import session_service_pb2
-
         body = session_service_pb2.SessionRequest(
             id=draw(st.integers(0, 2**64 - 1)),
             method=inner.path,
@@ -349,10 +349,8 @@ _CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 def _names_unserved_method(body: bytes) -> bool:
     """Whether a (damaged) session request names a method that is not a unary RPC."""
-    from coordd.v1 import session_service_pb2
-
     method = session_service_pb2.SessionRequest.FromString(body).method
-    return bool(method) and method not in dict(UNARY)
+    return bool(method) and method not in UNARY_PATHS
 
 
 ALLOWED = {
@@ -440,8 +438,6 @@ class Run:
         self.touched.update(call.texts)
 
     def _settle_session(self, call: Call, done: Future[list[bytes]]) -> None:
-        from coordd.v1 import session_service_pb2
-
         try:
             answers = [session_service_pb2.SessionResponse.FromString(b) for b in done.result()]
         except grpc.RpcError as err:  # the stream itself failed (an undecodable message)
