@@ -4,7 +4,9 @@ What an agent would do without coordd (the seed article): one ``INSERT ... ON CO
 also takes an expired claim, one ``DELETE`` to release, on the same PostgreSQL. Both sides use
 the same asyncio load generator with N concurrent clients (each its own connection or channel),
 random uncontended resources, and run interleaved A/B/A/B in one process run; the daemon runs
-as its own process, as deployed.
+as its own process, as deployed. A further coordd side has all N callers share one client (one
+session stream), as concurrent tasks of one agent process would: there, requests and answers
+ready together share session-stream messages.
 
     python -m bench claims [--seconds 8] [--reps 2] [--clients 1,32] [--quick]
 """
@@ -15,7 +17,9 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -60,6 +64,8 @@ class Run:
     cycles: Stats
     ops: Stats
     cpu: CpuWindow
+    per_message: tuple[float, float] | None = None
+    """Session stream: requests per message sent, answers per message received."""
 
 
 async def run_clients(n: int, seconds: float, make_worker, cpu: CpuWindow) -> Run:  # type: ignore[no-untyped-def]
@@ -79,9 +85,21 @@ async def run_clients(n: int, seconds: float, make_worker, cpu: CpuWindow) -> Ru
     with cpu:
         stop_at = time.perf_counter() + seconds
         await asyncio.gather(*(loop(w.cycle) for w in workers))
+    channels = {id(c): c for w in workers if (c := getattr(w, "session_channel", None))}
+    per_message = None
+    if channels:
+        sums = [sum(getattr(c.stats, k) for c in channels.values()) for k in _STREAM_COUNTS]
+        if sums[0] and sums[2]:
+            per_message = (sums[1] / sums[0], sums[3] / sums[2])
     for w in workers:
         await w.close()
-    return Run(Stats(len(cycles), cpu.seconds, cycles), Stats(len(ops), cpu.seconds, ops), cpu)
+    return Run(
+        Stats(len(cycles), cpu.seconds, cycles), Stats(len(ops), cpu.seconds, ops), cpu, per_message
+    )
+
+
+SIDES = ("raw", "coordd", "coordd-unary", "coordd-shared", "echo", "echo-stream")
+_STREAM_COUNTS = ("messages_sent", "requests_sent", "messages_received", "answers_received")
 
 
 class RawWorker:
@@ -110,11 +128,14 @@ class RawWorker:
 
 
 class CoorddWorker:
-    """One agent using the coordd client (its own channel)."""
+    """One agent using the coordd client (its own channel, unless *shared*)."""
 
-    def __init__(self, client, agent: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client, agent: str, owner: bool = True) -> None:  # type: ignore[no-untyped-def]
         self.client = client
         self.rng = random.Random(agent)
+        self.owner = owner
+        channel = client._core.channel
+        self.session_channel = channel if hasattr(channel, "stats") else None
 
     ttl = 300
 
@@ -139,7 +160,32 @@ class CoorddWorker:
         return t1
 
     async def close(self) -> None:
-        await self.client.close()
+        if self.owner:
+            await self.client.close()
+
+    @classmethod
+    def shared(cls, address: str) -> Callable[[int], Awaitable[CoorddWorker]]:
+        """A factory of workers that all use one client (one channel, one session stream):
+        concurrent callers in one process, such as an agent's parallel tools."""
+        clients: list[Any] = []
+
+        async def make(i: int) -> CoorddWorker:
+            from coordd_client import AsyncClient
+
+            if not clients:
+                agent = f"shared-{uuid.uuid4().hex[:6]}"
+                clients.append(await AsyncClient.connect(address, agent_id=agent))
+            return cls(clients[0], f"shared-{i}-{uuid.uuid4().hex[:6]}", owner=i == 0)
+
+        return make
+
+
+def _per_message(runs: list[Run]) -> str:
+    """Requests per message sent / answers per message received on the session stream."""
+    per = [r.per_message for r in runs if r.per_message]
+    if not per:
+        return ""
+    return f"{median([p[0] for p in per]):.2f}/{median([p[1] for p in per]):.2f}"
 
 
 def main(argv: list[str]) -> int:
@@ -158,7 +204,7 @@ def main(argv: list[str]) -> int:
         trees = {"postgres": pg} if pg else {}
         for n in levels:
             for rep in range(args.reps):
-                for side in ("raw", "coordd", "coordd-unary", "echo", "echo-stream"):
+                for side in SIDES:
                     log.info("%s, %d client(s), rep %d/%d", side, n, rep + 1, args.reps)
                     if side.startswith("echo"):
                         streamed = side == "echo-stream"
@@ -168,6 +214,9 @@ def main(argv: list[str]) -> int:
                     if side == "raw":
                         make = lambda i: RawWorker.create(dsn, i)  # noqa: E731
                         cpu = CpuWindow(trees=trees)
+                    elif side == "coordd-shared":
+                        make = CoorddWorker.shared(daemon.address)
+                        cpu = CpuWindow({"daemon": daemon.pid}, trees=trees)
                     else:
                         streamed = side == "coordd"
                         make = lambda i, s=streamed: CoorddWorker.create(  # noqa: E731
@@ -195,11 +244,16 @@ def main(argv: list[str]) -> int:
                 "",
                 median([r.cpu.per_call_us("client", r.ops.ops) for r in raw]),
                 median([r.cpu.per_call_us("postgres", r.ops.ops) for r in raw]),
+                "",
                 median([r.cpu.load for r in raw]),
             ]
         )
         cpu: dict[str, dict[str, float]] = {}
-        for side, label in (("coordd", "coordd session"), ("coordd-unary", "coordd unary")):
+        for side, label in (
+            ("coordd", "coordd session"),
+            ("coordd-unary", "coordd unary"),
+            ("coordd-shared", "coordd, one client"),
+        ):
             co = results[(side, n)]
             tp = median([r.cycles.throughput for r in co])
             # Per RPC (two per cycle) for coordd, per statement (two per cycle) for raw SQL.
@@ -218,10 +272,11 @@ def main(argv: list[str]) -> int:
                     cpu[side]["daemon"],
                     cpu[side]["client"],
                     cpu[side]["postgres"],
+                    _per_message(co),
                     median([r.cpu.load for r in co]),
                 ]
             )
-            suffix = "" if side == "coordd" else "_unary"
+            suffix = {"coordd": "", "coordd-unary": "_unary", "coordd-shared": "_shared"}[side]
             figures[f"ratio{suffix}_c{n}"] = tp / raw_tp
             if n == levels[0] and side == "coordd":
                 figures["p50_added_ms"] = median([r.ops.p50 for r in co]) - median(
@@ -254,6 +309,13 @@ def main(argv: list[str]) -> int:
                 [r.server_us for r in echoes[("echo-stream", n)]]
             )
             figures["pg_cpu_us"] = cpu["coordd"]["postgres"]
+            figures["daemon_shared_cpu_us"] = cpu["coordd-shared"]["daemon"]
+            figures["client_shared_cpu_us"] = cpu["coordd-shared"]["client"]
+            for side, suffix in (("coordd", ""), ("coordd-shared", "_shared")):
+                per = [r.per_message for r in results[(side, n)] if r.per_message]
+                if per:
+                    figures[f"req_per_msg{suffix}"] = median([p[0] for p in per])
+                    figures[f"ans_per_msg{suffix}"] = median([p[1] for p in per])
     print_table(
         "acquire+release cycles/s; per-operation latency (ms); CPU per call (us); median of reps",
         [
@@ -266,6 +328,7 @@ def main(argv: list[str]) -> int:
             "daemon us",
             "client us",
             "pg us",
+            "req/msg",
             "load",
         ],
         rows,
@@ -277,7 +340,8 @@ def main(argv: list[str]) -> int:
     )
     print(
         f"(added latency is per operation, at {levels[0]} client(s); CPU per call is per RPC"
-        " or per SQL statement, two per cycle)"
+        " or per SQL statement, two per cycle; req/msg: session-stream requests per message"
+        " sent / answers per message received; 'one client': all callers share one client)"
     )
     print(
         f"resident memory after the runs: daemon {daemon_rss:.0f} MiB, bare echo server"

@@ -26,6 +26,7 @@ from coordd.server.binding import bind, ensure_can_listen
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
 from coordd.server.registry import SERVICES, Parts
 from coordd.server.session import SessionServicer, UnaryHandler, servicer_handlers
+from coordd.session_batch import MAX_BATCH_BYTES
 from coordd.storage.batching import WriteBatcher
 from coordd.storage.db import Database
 from coordd.storage.embedded import EmbeddedPostgres
@@ -199,7 +200,9 @@ class Daemon:
             for servicer, name in unary:
                 service = DESCRIPTOR_POOL.FindServiceByName(name)
                 handlers.update(servicer_handlers(servicer, service, interceptor.wrap_unary))
-            self._session = SessionServicer(handlers, traced=tracing)
+            # Batched answers stay within what this server may send in one message.
+            batch_bytes = min(MAX_BATCH_BYTES, s.max_message_bytes)
+            self._session = SessionServicer(handlers, traced=tracing, max_batch_bytes=batch_bytes)
             session_service_pb2_grpc.add_SessionServiceServicer_to_server(self._session, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for name in ("", *self.services):

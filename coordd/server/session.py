@@ -6,7 +6,9 @@ stream: each ``SessionRequest`` names its method and carries the serialized requ
 dispatched to the very handler that serves the unary RPC, wrapped by the same interceptor
 (authentication from the stream's metadata, errors as google.rpc.Status), under its own
 deadline and trace context, and answered with a ``SessionResponse`` of the same id, in
-whatever order the handlers finish.
+whatever order the handlers finish. Requests that arrive together in one message's ``batch``
+are served one by one as if each had come alone; answers ready together leave in one message
+when the client announced it reads batches (``coordd.session_batch``).
 
 The dispatcher knows nothing of coordd's services: it takes a table of unary handlers, so the
 sidecar serves the same stream with its own.
@@ -24,7 +26,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
-from coordd import errors, rpc_status
+from coordd import errors, rpc_status, session_batch
 from coordd.server.interceptors import Undecodable
 from coordd.v1 import session_service_pb2 as pb
 from coordd.v1 import session_service_pb2_grpc as pb_grpc
@@ -154,6 +156,76 @@ def _failure(
     return pb.SessionResponse(id=rid, code=code.value[0], message=message, status_details=details)
 
 
+class _Stream:
+    """One session stream's requests in flight and its answers not yet sent.
+
+    A plain list and a future instead of an ``asyncio.Queue`` and ``Semaphore``: the writer
+    takes every ready answer at once, and the reader waits only when ``MAX_IN_FLIGHT``
+    requests are in flight.
+    """
+
+    __slots__ = ("context", "identity", "in_flight", "reading", "ready", "room", "servicer", "wake")
+
+    def __init__(
+        self,
+        servicer: SessionServicer,
+        identity: tuple[tuple[str, str], ...],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        self.servicer = servicer
+        self.identity = identity
+        self.context = context
+        self.in_flight: dict[int, asyncio.Task[None]] = {}
+        self.ready: list[pb.SessionResponse] = []
+        self.reading = True
+        self.wake: asyncio.Future[None] | None = None
+        """The writer's, while it waits for an answer."""
+        self.room: asyncio.Future[None] | None = None
+        """The reader's, while MAX_IN_FLIGHT requests are in flight."""
+
+    def answer(self, response: pb.SessionResponse) -> None:
+        self.ready.append(response)
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+    async def serve(self, req: pb.SessionRequest) -> None:
+        try:
+            self.answer(await self.servicer._dispatch(req, self.identity, self.context))
+        except asyncio.CancelledError:
+            self.answer(_failure(req.id, grpc.StatusCode.CANCELLED, "cancelled"))
+        finally:
+            self.in_flight.pop(req.id, None)
+            if self.room is not None and not self.room.done():
+                self.room.set_result(None)
+
+    async def read(self, requests: AsyncIterator[pb.SessionRequest]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                async for message in requests:
+                    # A batch's entries are served one by one, as if each had come alone.
+                    for req in message.batch or (message,):
+                        if req.cancel:
+                            if (task := self.in_flight.get(req.id)) is not None:
+                                task.cancel()
+                            continue
+                        while len(self.in_flight) >= MAX_IN_FLIGHT:
+                            self.room = loop.create_future()
+                            await self.room
+                        self.in_flight[req.id] = loop.create_task(self.serve(req))
+            except asyncio.CancelledError:
+                if not self.servicer._closing:
+                    raise
+            # The client half-closed, or the server is stopping: finish what was asked,
+            # then end the stream (a stopping server's grace covers it).
+            if self.in_flight:
+                await asyncio.gather(*self.in_flight.values(), return_exceptions=True)
+        finally:
+            self.reading = False
+            if self.wake is not None and not self.wake.done():
+                self.wake.set_result(None)
+
+
 class SessionServicer(pb_grpc.SessionServiceServicer):
     """Serves ``Session`` streams from a table of unary handlers (full method name -> handler).
 
@@ -161,11 +233,18 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         handlers: The unary methods this stream may call, already wrapped with the server's
             authentication and error translation.
         traced: Start a server span per request, continuing the request's W3C trace context.
+        max_batch_bytes: Largest message of batched answers (at most the server's send limit).
     """
 
-    def __init__(self, handlers: Mapping[str, UnaryHandler], traced: bool = False) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, UnaryHandler],
+        traced: bool = False,
+        max_batch_bytes: int = session_batch.MAX_BATCH_BYTES,
+    ) -> None:
         self._handlers = dict(handlers)
         self._traced = traced
+        self._max_batch_bytes = max_batch_bytes
         self._closing = False
         self._readers: set[asyncio.Future[None]] = set()
 
@@ -174,57 +253,36 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         request_iterator: AsyncIterator[pb.SessionRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.SessionResponse]:
-        identity = tuple(
-            (k, v)
-            for k, v in (context.invocation_metadata() or ())
-            if isinstance(v, str) and k in _IDENTITY_KEYS
-        )
-        in_flight: dict[int, asyncio.Task[None]] = {}
-        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        # Handlers finish in any order; one writer (this generator) sends their answers.
-        answers: asyncio.Queue[pb.SessionResponse | None] = asyncio.Queue()
-
-        async def serve(req: pb.SessionRequest) -> None:
-            try:
-                answers.put_nowait(await self._dispatch(req, identity, context))
-            except asyncio.CancelledError:
-                answers.put_nowait(_failure(req.id, grpc.StatusCode.CANCELLED, "cancelled"))
-            finally:
-                in_flight.pop(req.id, None)
-                slots.release()
-
-        async def read() -> None:
-            try:
-                try:
-                    async for req in request_iterator:
-                        if req.cancel:
-                            if (task := in_flight.get(req.id)) is not None:
-                                task.cancel()
-                            continue
-                        await slots.acquire()
-                        in_flight[req.id] = asyncio.ensure_future(serve(req))
-                except asyncio.CancelledError:
-                    if not self._closing:
-                        raise
-                # The client half-closed, or the server is stopping: finish what was asked,
-                # then end the stream (a stopping server's grace covers it).
-                if in_flight:
-                    await asyncio.gather(*in_flight.values(), return_exceptions=True)
-            finally:
-                answers.put_nowait(None)
-
         if self._closing:
             return
-        reader = asyncio.ensure_future(read())
+        metadata = context.invocation_metadata() or ()
+        identity = tuple((k, v) for k, v in metadata if isinstance(v, str) and k in _IDENTITY_KEYS)
+        # Announce that this server reads batched requests, before any answer is ready.
+        await context.send_initial_metadata(session_batch.ANNOUNCE)
+        stream = _Stream(self, identity, context)
+        reader = asyncio.ensure_future(stream.read(request_iterator))
         self._readers.add(reader)
+        # Answers go out as they come; those ready together share one message when the client
+        # announced it reads batches. One writer (this generator) sends them all.
+        batched = session_batch.announced(metadata)
         try:
-            while (answer := await answers.get()) is not None:
-                yield answer
+            while True:
+                if not stream.ready:
+                    if not stream.reading:
+                        break
+                    stream.wake = asyncio.get_running_loop().create_future()
+                    await stream.wake
+                    continue
+                ready, stream.ready = stream.ready, []
+                if batched and len(ready) > 1:
+                    ready = session_batch.pack(ready, self._max_batch_bytes, pb.SessionResponse)
+                for answer in ready:
+                    yield answer
             await reader  # surfaces a broken request stream
         finally:
             self._readers.discard(reader)
             reader.cancel()
-            for task in list(in_flight.values()):
+            for task in list(stream.in_flight.values()):
                 task.cancel()
 
     def close(self) -> None:

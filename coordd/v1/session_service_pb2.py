@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63oordd/v1/session_service.proto\x12\tcoordd.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe5\x01\n\x0eSessionRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x08metadata\x18\x05 \x03(\x0b\x32\'.coordd.v1.SessionRequest.MetadataEntry\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"e\n\x0fSessionResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x16\n\x0estatus_details\x18\x05 \x01(\x0c\x32V\n\x0eSessionService\x12\x44\n\x07Session\x12\x19.coordd.v1.SessionRequest\x1a\x1a.coordd.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63oordd/v1/session_service.proto\x12\tcoordd.v1\x1a\x1egoogle/protobuf/duration.proto\"\x8f\x02\n\x0eSessionRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x08metadata\x18\x05 \x03(\x0b\x32\'.coordd.v1.SessionRequest.MetadataEntry\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\x12(\n\x05\x62\x61tch\x18\x07 \x03(\x0b\x32\x19.coordd.v1.SessionRequest\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x90\x01\n\x0fSessionResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x16\n\x0estatus_details\x18\x05 \x01(\x0c\x12)\n\x05\x62\x61tch\x18\x06 \x03(\x0b\x32\x1a.coordd.v1.SessionResponse2V\n\x0eSessionService\x12\x44\n\x07Session\x12\x19.coordd.v1.SessionRequest\x1a\x1a.coordd.v1.SessionResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_SESSIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SESSIONREQUEST']._serialized_start=79
-  _globals['_SESSIONREQUEST']._serialized_end=308
-  _globals['_SESSIONREQUEST_METADATAENTRY']._serialized_start=261
-  _globals['_SESSIONREQUEST_METADATAENTRY']._serialized_end=308
-  _globals['_SESSIONRESPONSE']._serialized_start=310
-  _globals['_SESSIONRESPONSE']._serialized_end=411
-  _globals['_SESSIONSERVICE']._serialized_start=413
-  _globals['_SESSIONSERVICE']._serialized_end=499
+  _globals['_SESSIONREQUEST']._serialized_end=350
+  _globals['_SESSIONREQUEST_METADATAENTRY']._serialized_start=303
+  _globals['_SESSIONREQUEST_METADATAENTRY']._serialized_end=350
+  _globals['_SESSIONRESPONSE']._serialized_start=353
+  _globals['_SESSIONRESPONSE']._serialized_end=497
+  _globals['_SESSIONSERVICE']._serialized_start=499
+  _globals['_SESSIONSERVICE']._serialized_end=585
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,16 @@ handler as the unary RPC it names, with the same authentication, authorization, 
 error details, deadline and trace context. The unary RPCs stay for every other client and
 for reflection; a server without this service answers UNIMPLEMENTED and clients fall back to
 unary calls.
+
+Batching. When several requests are ready at once (concurrent callers sharing one client),
+one SessionRequest may carry them all in `batch`, and when several answers are ready at once
+one SessionResponse may carry them all in `batch`. Nothing waits to fill a batch: a single
+ready request or answer travels alone, exactly as without batching. Because a peer that
+predates batching would silently ignore `batch` (and lose every request or answer in it),
+each side batches only after the other announced it reads batches, with the metadata entry
+"coordd-session-batch: 1": the client in the stream's metadata, the server in the stream's
+initial metadata (sent when the stream opens). Until the announcement arrives a client
+sends one request per message.
 """
 
 from collections import abc as _abc
@@ -59,6 +69,7 @@ class SessionRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Chosen by the client, unique among its requests in flight; echoed in the response."""
     method: _builtins.str
@@ -80,6 +91,14 @@ class SessionRequest(_message.Message):
         metadata carries them.
         """
 
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionRequest]:
+        """Several requests in one message (see "Batching" above): when set, this message is only
+        their envelope and its other fields are empty. Each entry is a complete request (no
+        nested batch) and is served exactly as if it had come alone, in the order listed.
+        Sent only to a server that announced "coordd-session-batch: 1".
+        """
+
     def __init__(
         self,
         *,
@@ -89,10 +108,11 @@ class SessionRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         cancel: _builtins.bool = ...,
+        batch: _abc.Iterable[Global___SessionRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "id", b"id", "metadata", b"metadata", "method", b"method", "payload", b"payload", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "cancel", b"cancel", "id", b"id", "metadata", b"metadata", "method", b"method", "payload", b"payload", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -107,6 +127,7 @@ class SessionResponse(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     STATUS_DETAILS_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """The id of the request this answers."""
     payload: _builtins.bytes
@@ -119,6 +140,13 @@ class SessionResponse(_message.Message):
     """The serialized google.rpc.Status with its details, exactly what the unary call sends as
     "grpc-status-details-bin", when code is not 0.
     """
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionResponse]:
+        """Several answers in one message (see "Batching" above): when set, this message is only
+        their envelope and its other fields are empty; each entry is a complete answer (no nested
+        batch). Sent only on a stream whose client announced "coordd-session-batch: 1".
+        """
+
     def __init__(
         self,
         *,
@@ -127,10 +155,11 @@ class SessionResponse(_message.Message):
         code: _builtins.int = ...,
         message: _builtins.str = ...,
         status_details: _builtins.bytes = ...,
+        batch: _abc.Iterable[Global___SessionResponse] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "message", b"message", "payload", b"payload", "status_details", b"status_details"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "code", b"code", "id", b"id", "message", b"message", "payload", b"payload", "status_details", b"status_details"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

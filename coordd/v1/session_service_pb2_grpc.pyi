@@ -11,6 +11,16 @@ handler as the unary RPC it names, with the same authentication, authorization, 
 error details, deadline and trace context. The unary RPCs stay for every other client and
 for reflection; a server without this service answers UNIMPLEMENTED and clients fall back to
 unary calls.
+
+Batching. When several requests are ready at once (concurrent callers sharing one client),
+one SessionRequest may carry them all in `batch`, and when several answers are ready at once
+one SessionResponse may carry them all in `batch`. Nothing waits to fill a batch: a single
+ready request or answer travels alone, exactly as without batching. Because a peer that
+predates batching would silently ignore `batch` (and lose every request or answer in it),
+each side batches only after the other announced it reads batches, with the metadata entry
+"coordd-session-batch: 1": the client in the stream's metadata, the server in the stream's
+initial metadata (sent when the stream opens). Until the announcement arrives a client
+sends one request per message.
 """
 
 from collections import abc as _abc

@@ -1,0 +1,250 @@
+"""Batching on the session stream: requests ready together travel in one message, answers
+ready together come back in one, and neither side batches for a peer that did not announce it.
+
+Served by a real gRPC server running ``SessionServicer`` over a small table of handlers (no
+database needed: what is under test is the stream), and by the daemon through the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from coordd import session_batch
+from coordd.server.session import SESSION_METHOD, SessionServicer, UnaryHandler
+from coordd.v1 import session_service_pb2 as pb
+from coordd.v1 import session_service_pb2_grpc as pb_grpc
+from coordd_client._session_stream import SessionChannel
+
+ECHO = "/coordd.test.Echo/Echo"
+SERVICE = SESSION_METHOD.split("/")[1]
+
+
+class Gate:
+    """Holds every request until *n* have arrived (or until opened), so that their answers are
+    all ready at the same moment; b"hello" passes at once, requests starting with b"fail" are
+    refused."""
+
+    def __init__(self, n: int = 0) -> None:
+        self.n = n
+        self.arrived = 0
+        self.open = asyncio.Event()
+        self.cancelled: list[bytes] = []
+
+    async def echo(self, request: bytes, ctx: Any) -> bytes:
+        if request == b"hello":
+            return request
+        self.arrived += 1
+        if self.arrived == self.n:
+            self.open.set()
+        try:
+            await self.open.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(request)
+            raise
+        if request.startswith(b"fail"):
+            await ctx.abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused {request.decode()}")
+        return request
+
+
+async def _serve(handler: grpc.RpcMethodHandler[Any, Any], **options: int) -> tuple[Any, str]:
+    server = grpc.aio.server(options=[(f"grpc.{k}", v) for k, v in options.items()])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(SERVICE, {"Session": handler})]
+    )
+    checks = health.HealthServicer()
+    checks.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def _session_server(gate: Gate, max_batch_bytes: int = 1 << 20) -> AsyncIterator[str]:
+    """A server whose session stream serves ECHO through *gate*."""
+    servicer = SessionServicer(
+        {ECHO: UnaryHandler(bytes, gate.echo, bytes)}, max_batch_bytes=max_batch_bytes
+    )
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.Session,
+        request_deserializer=pb.SessionRequest.FromString,
+        response_serializer=pb.SessionResponse.SerializeToString,
+    )
+    server, address = await _serve(handler, max_receive_message_length=3000)
+    try:
+        yield address
+    finally:
+        servicer.close()
+        await server.stop(None)
+
+
+@contextlib.asynccontextmanager
+async def _old_session_server(seen: list[int]) -> AsyncIterator[str]:
+    """A session stream as served before batching: reads each message's own fields only,
+    announces nothing, answers each request by echoing its payload. Records the ids it saw."""
+
+    async def session(requests: AsyncIterator[pb.SessionRequest], ctx: Any) -> Any:
+        async for req in requests:
+            seen.append(req.id)
+            yield pb.SessionResponse(id=req.id, payload=req.payload)
+
+    handler = grpc.stream_stream_rpc_method_handler(
+        session,
+        request_deserializer=pb.SessionRequest.FromString,
+        response_serializer=pb.SessionResponse.SerializeToString,
+    )
+    server, address = await _serve(handler)
+    try:
+        yield address
+    finally:
+        await server.stop(None)
+
+
+@contextlib.asynccontextmanager
+async def _session_channel(address: str, **kwargs: Any) -> AsyncIterator[SessionChannel]:
+    channel = SessionChannel(
+        grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", 3000)]),
+        (("coordd-agent-id", "agent-a"),),
+        **kwargs,
+    )
+    try:
+        # One call first: the stream is open and the server's announcement (if any) is in.
+        assert await channel.call(ECHO, b"hello", None, None) == b"hello"
+        yield channel
+    finally:
+        await channel.close(None)
+
+
+async def _outcome(call: Awaitable[bytes]) -> bytes | tuple[grpc.StatusCode, str]:
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 20
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def test_calls_ready_together_share_messages_both_ways_with_mixed_outcomes() -> None:
+    n = 40
+    gate = Gate(n)
+    async with _session_server(gate) as address, _session_channel(address) as channel:
+        sent, received = channel.stats.messages_sent, channel.stats.messages_received
+        payloads = [(b"fail-%d" if i % 3 == 0 else b"ok-%d") % i for i in range(n)]
+        got = await asyncio.gather(*(_outcome(channel.call(ECHO, p, 30, None)) for p in payloads))
+        for p, outcome in zip(payloads, got, strict=True):
+            if p.startswith(b"fail"):
+                assert outcome == (grpc.StatusCode.FAILED_PRECONDITION, f"refused {p.decode()}")
+            else:
+                assert outcome == p
+        # The first request left alone; the rest queued behind its write and left together.
+        # All answers were ready at once (the gate) and came back together.
+        assert channel.stats.messages_sent - sent == 2
+        assert channel.stats.messages_received - received == 1
+        assert channel.stats.requests_sent == channel.stats.answers_received == n + 1
+
+
+async def test_cancelling_one_request_of_a_batch_cancels_it_alone() -> None:
+    gate = Gate()
+    async with _session_server(gate) as address, _session_channel(address) as channel:
+        sent = channel.stats.messages_sent
+        calls = [asyncio.ensure_future(channel.call(ECHO, b"r%d" % i, 30, None)) for i in range(5)]
+        await _until(lambda: gate.arrived == 5)
+        assert channel.stats.messages_sent - sent == 2  # r0 alone, r1..r4 batched
+        calls[2].cancel()
+        await _until(lambda: gate.cancelled == [b"r2"])  # the server stopped working on it
+        gate.open.set()
+        assert [await calls[i] for i in (0, 1, 3, 4)] == [b"r0", b"r1", b"r3", b"r4"]
+        with pytest.raises(asyncio.CancelledError):
+            await calls[2]
+
+
+async def test_batches_stay_under_the_size_limit_and_larger_messages_go_alone() -> None:
+    # The server refuses messages over 3000 bytes and the client's channel too: a batch of
+    # all twelve 900-byte requests or answers would break the stream.
+    gate = Gate(13)
+    async with (
+        _session_server(gate, max_batch_bytes=2000) as address,
+        _session_channel(address, max_batch_bytes=2000) as channel,
+    ):
+        sent, received = channel.stats.messages_sent, channel.stats.messages_received
+        payloads = [bytes([65 + i]) * 900 for i in range(12)] + [b"z" * 2500]
+        got = await asyncio.gather(*(channel.call(ECHO, p, 30, None) for p in payloads))
+        assert got == payloads
+        # The first alone, then pairs: 2 x ~950 bytes fit under 2000, 3 do not; the 2500-byte
+        # request (over the batch limit, under the message limit) went alone.
+        assert channel.stats.messages_sent - sent == 1 + 6 + 1
+        assert channel.stats.messages_received - received == 6 + 1
+
+
+async def test_a_new_client_does_not_batch_for_a_server_that_did_not_announce_it() -> None:
+    seen: list[int] = []
+    async with _old_session_server(seen) as address, _session_channel(address) as channel:
+        got = await asyncio.gather(*(channel.call(ECHO, b"%d" % i, 30, None) for i in range(20)))
+        assert got == [b"%d" % i for i in range(20)]
+        assert channel.stats.messages_sent == channel.stats.requests_sent == 21
+        assert len(seen) == 21
+
+        # Negative control: batching regardless of the announcement loses requests there.
+        assert channel._stream is not None
+        channel._stream.batched = True
+        seen.clear()
+        calls = [asyncio.ensure_future(channel.call(ECHO, b"x%d" % i, 30, None)) for i in range(5)]
+        await _until(lambda: len(seen) == 2)
+        assert seen[1] == 0  # the envelope, read as one request without an id: four are lost
+        assert await calls[0] == b"x0"
+        assert not any(c.done() for c in calls[1:])
+        for c in calls[1:]:
+            c.cancel()
+
+
+async def _old_client(address: str, n: int, announce: bool) -> list[pb.SessionResponse]:
+    """A client as written before batching: writes *n* requests, reads messages until it has
+    *n* answers or the stream ends, matching each message's own id only."""
+    metadata = (("coordd-agent-id", "agent-a"), *(session_batch.ANNOUNCE if announce else ()))
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = pb_grpc.SessionServiceStub(channel).Session(metadata=metadata)
+        for i in range(1, n + 1):
+            await call.write(pb.SessionRequest(id=i, method=ECHO, payload=b"%d" % i))
+        await call.done_writing()
+        return [m async for m in call]
+
+
+async def test_an_old_client_gets_one_answer_per_message_from_a_new_server() -> None:
+    gate = Gate(10)
+    async with _session_server(gate) as address:
+        answers = await _old_client(address, 10, announce=False)
+        assert sorted((a.id, a.payload) for a in answers) == [(i, b"%d" % i) for i in range(1, 11)]
+
+        # Negative control: had the server batched for it, the old client would have seen
+        # envelopes without ids (it matches only a message's own id) and lost answers.
+        gate.arrived, gate.n = 0, 10
+        gate.open.clear()
+        answers = await _old_client(address, 10, announce=True)
+        assert len(answers) < 10
+        assert any(a.id == 0 and len(a.batch) > 1 for a in answers)
+
+
+async def test_concurrent_calls_of_one_client_share_messages_on_the_daemon(aclient) -> None:
+    channel = aclient._core.channel
+    await aclient.claims.acquire("acme/batch", "warm", ttl=30)
+    sent, requests = channel.stats.messages_sent, channel.stats.requests_sent
+    got = await asyncio.gather(
+        *(aclient.claims.acquire("acme/batch", f"r{i}", ttl=30) for i in range(30))
+    )
+    assert [g.claim.resource for g in got if g.claim] == [f"r{i}" for i in range(30)]
+    assert channel.stats.requests_sent - requests == 30
+    assert channel.stats.messages_sent - sent < 30
+    assert channel.stats.answers_received > channel.stats.messages_received
