@@ -39,3 +39,18 @@ def test_functions_live_in_files_and_migrations_hold_none() -> None:
         assert "CREATE FUNCTION" not in sql, f"{name}: use CREATE OR REPLACE FUNCTION"
     for mig in available():
         assert "FUNCTION coordd." not in mig.sql.replace("DROP FUNCTION", ""), mig.name
+
+
+def test_helpers_called_on_every_write_are_plpgsql(pg_dsn: str) -> None:
+    # PostgreSQL 16 plans a sql function that it cannot inline (a FROM, a subquery, several
+    # columns) again in every transaction that calls it from plpgsql: 15-110 us of a lone write
+    # (bench/RESULTS.md, session 17). A plpgsql helper is planned once per session.
+    hot = ("now_for_plpgsql", "claim_row", "idem_row")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT p.proname, l.lanname FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang"
+            " WHERE n.nspname = 'coordd' AND p.proname = ANY(%s)",
+            (list(hot),),
+        ).fetchall()
+    assert sorted(rows) == sorted((name, "plpgsql") for name in hot)

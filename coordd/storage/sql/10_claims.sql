@@ -13,12 +13,15 @@
 -- and indexes are migrations (../migrations, numbered, append-only). A change of a function's
 -- arguments or result type needs a migration that drops the old function first.
 
+-- plpgsql, not sql: a sql function of several columns is never inlined, so each transaction
+-- calling it would parse and plan it again (see coordd.now_for_plpgsql in 00_core.sql).
 CREATE OR REPLACE FUNCTION coordd.claim_row(p_status text, p_rev bigint, c coordd.claims)
 RETURNS coordd.claim_result
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT p_status, p_rev, c.resource, c.holder_agent_id, c.holder_role, c.fencing_token,
-           c.acquire_time, c.expire_time, c.progress
-$$;
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN ROW(p_status, p_rev, c.resource, c.holder_agent_id, c.holder_role, c.fencing_token,
+               c.acquire_time, c.expire_time, c.progress)::coordd.claim_result;
+END $$;
 
 CREATE OR REPLACE FUNCTION coordd.acquire_claim(
     p_ns text, p_resource text, p_agent text, p_role text, p_ttl interval, p_progress text
@@ -80,7 +83,7 @@ CREATE OR REPLACE FUNCTION coordd.acquire_any_claim(
 ) RETURNS coordd.claim_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     candidate text;
     res coordd.claim_result;
 BEGIN
@@ -106,7 +109,7 @@ CREATE OR REPLACE FUNCTION coordd.renew_claim(
 ) RETURNS coordd.claim_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     c coordd.claims;
     rev bigint;
 BEGIN
@@ -137,7 +140,7 @@ CREATE OR REPLACE FUNCTION coordd.release_claim(
 ) RETURNS coordd.claim_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     c coordd.claims;
     rev bigint;
 BEGIN
@@ -166,7 +169,7 @@ END $$;
 CREATE OR REPLACE FUNCTION coordd.sweep_claims(p_limit integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     ns text;
     rev bigint;
     n integer := 0;
@@ -216,7 +219,7 @@ BEGIN
     END IF;
     SELECT * INTO c FROM coordd.claims
     WHERE namespace = p_ns AND resource = p_resource FOR SHARE;
-    IF NOT FOUND OR c.expire_time <= coordd.now() THEN
+    IF NOT FOUND OR c.expire_time <= coordd.now_for_plpgsql() THEN
         RETURN -1;
     END IF;
     IF c.fencing_token <> p_token THEN
@@ -236,7 +239,7 @@ CREATE OR REPLACE FUNCTION coordd.acquire_claims(
 ) RETURNS SETOF coordd.claim_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
 BEGIN
     -- A refused grant costs no lock and no WAL: blockers seen without locking are final

@@ -5,15 +5,18 @@
 -- and indexes are migrations (../migrations, numbered, append-only). A change of a function's
 -- arguments or result type needs a migration that drops the old function first.
 
+-- plpgsql, not sql: a sql function of several columns is never inlined, so each transaction
+-- calling it would parse and plan it again (see coordd.now_for_plpgsql in 00_core.sql).
 CREATE OR REPLACE FUNCTION coordd.idem_row(p_status text, p_rev bigint, r coordd.idempotency,
                                 p_now timestamptz, p_token bigint DEFAULT 0)
 RETURNS coordd.idem_result
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT p_status, p_rev, r.state, r.attempt, r.fingerprint, r.result, r.error,
-           r.runner_agent_id, r.create_time, r.lease_expire_time, r.expire_time,
-           least(greatest(r.lease_expire_time - p_now, interval '0'), interval '5 seconds'),
-           p_token
-$$;
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN ROW(p_status, p_rev, r.state, r.attempt, r.fingerprint, r.result, r.error,
+               r.runner_agent_id, r.create_time, r.lease_expire_time, r.expire_time,
+               least(greatest(r.lease_expire_time - p_now, interval '0'), interval '5 seconds'),
+               p_token)::coordd.idem_result;
+END $$;
 
 -- What Begin answers for an existing, unexpired record without changing it; NULL if Begin
 -- must take the key (new attempt).
@@ -97,7 +100,7 @@ CREATE OR REPLACE FUNCTION coordd.finish_idempotency(
 ) RETURNS coordd.idem_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     r coordd.idempotency;
     rev bigint;
     current_token bigint;
