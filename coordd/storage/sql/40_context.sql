@@ -20,7 +20,7 @@ CREATE OR REPLACE FUNCTION coordd.post_context(
 ) RETURNS coordd.post_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
     current_token bigint;
 BEGIN
@@ -66,7 +66,7 @@ CREATE OR REPLACE FUNCTION coordd.read_context(
 SET plan_cache_mode = force_generic_plan
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
     taken bigint[];
     page coordd.context_row[];
@@ -167,7 +167,7 @@ CREATE OR REPLACE FUNCTION coordd.ack_context(
 SET plan_cache_mode = force_generic_plan  -- as read_context, above
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
     current_token bigint;
     acked bigint[];
