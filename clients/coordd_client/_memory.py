@@ -24,6 +24,7 @@ from ._models import (
     MemoryPage,
     MemoryPut,
     NamespacePolicy,
+    RefHit,
     SearchHit,
 )
 
@@ -256,33 +257,79 @@ class AsyncMemory(Service):
         ef: int = 0,
     ) -> builtins.list[SearchHit]:
         """The k nearest entries by cosine distance, after filtering (stale ones excluded
-        unless asked for); reflects at least this session's writes. An entry found again
-        unchanged is the same object as before: treat hits as read-only."""
+        unless asked for); reflects at least this session's writes. *embedding* is a sequence
+        of numbers, or a float32 array (numpy, ``array('f')``: its bytes are sent as they
+        are). An entry found again unchanged is the same object as before: treat hits as
+        read-only."""
+        resp = await self._core.call(
+            self._stub.SearchMemory,
+            self._search_request(
+                embedding, k, namespace_prefixes, tier, tags, task_id, include_stale, ef
+            ),
+        )
+        decoded = self._hits.entry
+        return [SearchHit(entry=decoded(h.entry), distance=h.distance) for h in resp.hits]
+
+    async def search_refs(
+        self,
+        embedding: Sequence[float],
+        k: int,
+        namespace_prefixes: str | Sequence[str],
+        *,
+        tier: str | None = None,
+        tags: Sequence[str] = (),
+        task_id: str = "",
+        include_stale: bool = False,
+        ef: int = 0,
+    ) -> builtins.list[RefHit]:
+        """:meth:`search`'s hits without their entries: each hit's namespace, key and revision
+        (``SEARCH_VIEW_REF``). The same entries, filtered the same way; the daemon reads and
+        sends no values, so it is cheaper when the caller keeps the contents itself or reads
+        only the few it uses (``get``)."""
+        request = self._search_request(
+            embedding, k, namespace_prefixes, tier, tags, task_id, include_stale, ef
+        )
+        request.view = pb.SEARCH_VIEW_REF
+        resp = await self._core.call(self._stub.SearchMemory, request)
+        return [
+            RefHit(
+                ref=EntryRef(namespace=h.ref.namespace, key=h.ref.key, revision=h.ref.revision),
+                distance=h.distance,
+            )
+            for h in resp.hits
+        ]
+
+    def _search_request(
+        self,
+        embedding: Sequence[float],
+        k: int,
+        namespace_prefixes: str | Sequence[str],
+        tier: str | None,
+        tags: Sequence[str],
+        task_id: str,
+        include_stale: bool,
+        ef: int,
+    ) -> pb.SearchMemoryRequest:
         prefixes = (
             [namespace_prefixes]
             if isinstance(namespace_prefixes, str)
             else list(namespace_prefixes)
         )
         vector = self._core.session.vector
-        resp = await self._core.call(
-            self._stub.SearchMemory,
-            pb.SearchMemoryRequest(
-                embedding=list(embedding),
-                k=k,
-                namespace_prefixes=prefixes,
-                **_filters(tier, tags, task_id, include_stale),
-                ef=ef,
-                min_revisions=common_pb2.VersionVector(
-                    revisions={
-                        ns: rev
-                        for ns, rev in vector.items()
-                        if any(ns == p or ns.startswith(p + "/") for p in prefixes)
-                    }
-                ),
+        return pb.SearchMemoryRequest(
+            embedding_f32=cv.packed_f32(embedding),
+            k=k,
+            namespace_prefixes=prefixes,
+            **_filters(tier, tags, task_id, include_stale),
+            ef=ef,
+            min_revisions=common_pb2.VersionVector(
+                revisions={
+                    ns: rev
+                    for ns, rev in vector.items()
+                    if any(ns == p or ns.startswith(p + "/") for p in prefixes)
+                }
             ),
         )
-        decoded = self._hits.entry
-        return [SearchHit(entry=decoded(h.entry), distance=h.distance) for h in resp.hits]
 
     async def start_task(
         self, namespace: str, task_id: str, *, lease: timedelta | float | None = None
@@ -390,6 +437,7 @@ class Memory(Face[AsyncMemory]):
     list = blocking(AsyncMemory.list)
     history = blocking(AsyncMemory.history)
     search = blocking(AsyncMemory.search)
+    search_refs = blocking(AsyncMemory.search_refs)
     start_task = blocking(AsyncMemory.start_task)
     end_task = blocking(AsyncMemory.end_task)
     compact_episodes = blocking(AsyncMemory.compact_episodes)

@@ -198,6 +198,16 @@ class SearchHit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RefHit:
+    """A search hit without its entry (``memory.search_refs``)."""
+
+    ref: EntryRef
+    """The entry's namespace, key and the revision found."""
+    distance: float
+    """Cosine distance (1 - cosine similarity), ascending."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MemoryPage:
     entries: list[MemoryEntry]
     next_page_token: str

@@ -133,6 +133,8 @@ class SearchQuery:
     include_stale: bool
     min_revisions: dict[str, int]
     ef: int = 0
+    refs_only: bool = False
+    """The caller asked for each hit's namespace, key and revision only (SEARCH_VIEW_REF)."""
 
 
 def under(prefix: str, namespace: str) -> bool:
@@ -170,14 +172,34 @@ class MemorySearch:
     async def search(
         self, who: Identity, q: SearchQuery, wait_s: float
     ) -> tuple[int, list[tuple[MemoryEntry, float]]]:
-        """The hits, and the revision of the first prefix's namespace the index reflects (for
-        the header).
+        """The hits with their entries, and the revision of the first prefix's namespace the
+        index reflects (for the header).
 
         The index first reflects ``q.min_revisions`` (waiting up to *wait_s* for this
         replica's index to catch up from the change log), or the search is refused. Hits are
         answered from the index's revision of each entry: from the hit cache when it holds
         that revision, else from PostgreSQL in one query for all the others.
         """
+        revision, found = await self._found(who, q, wait_s, hydrate_all=True)
+        return revision, [(e, hit.distance) for hit, e in found if e is not None]
+
+    async def search_refs(
+        self, who: Identity, q: SearchQuery, wait_s: float
+    ) -> tuple[int, list[IndexHit]]:
+        """:meth:`search`'s hits as the index knows them (namespace, key, revision, distance),
+        without their entries: only hits with an expiry or a review time are read from
+        PostgreSQL (the database clock decides whether they may be returned), the others are
+        answered by the index alone."""
+        revision, found = await self._found(who, q, wait_s, hydrate_all=False)
+        return revision, [
+            hit if e is None else hit._replace(revision=e.revision) for hit, e in found
+        ]
+
+    async def _found(
+        self, who: Identity, q: SearchQuery, wait_s: float, *, hydrate_all: bool
+    ) -> tuple[int, list[tuple[IndexHit, MemoryEntry | None]]]:
+        """The hits, each with its entry if hydrated (every hit if *hydrate_all*, else only
+        timed ones), and the header's revision."""
         await self._indexer.ensure(
             {
                 ns: rev
@@ -190,7 +212,7 @@ class MemorySearch:
         self._cache.follow(index.epoch)
         # Read before searching: the index may move on meanwhile, never back.
         revision = index.cursors.get(q.namespace_prefixes[0], 0)
-        vector = np.frombuffer(q.embedding, dtype="<f4").astype(np.float32)
+        vector = np.frombuffer(q.embedding, dtype="<f4")
         readable = self.readable(who, q.namespace_prefixes)
         # Expiry and staleness filter before ranking, by the database clock. The mask uses the
         # clock as last read by the indexer; every hit that has an expiry or a review time is
@@ -215,19 +237,29 @@ class MemorySearch:
                     f"has {q.dim} dimensions, and no stored entry has embeddings of that "
                     "dimension (they have others): was it made by another model?",
                 )
-            cached = [self._cache.get(hit) for hit in found]
-            missing = [(h.namespace, h.key) for h, e in zip(found, cached, strict=True) if not e]
+            # The cache never holds timed entries: they are always read, with the clock.
+            wanted = [hydrate_all or hit.timed for hit in found]
+            cached = [
+                self._cache.get(hit) if w else None for hit, w in zip(found, wanted, strict=True)
+            ]
+            missing = [
+                (h.namespace, h.key)
+                for h, w, e in zip(found, wanted, cached, strict=True)
+                if w and e is None
+            ]
             if not missing:
-                return revision, [(e, h.distance) for h, e in zip(found, cached, strict=True) if e]
+                return revision, list(zip(found, cached, strict=True))
             db_now, entries = await self._entries.hits(missing)
             for entry in entries.values():
                 self._cache.put(entry)
-            kept = [
-                (e, hit.distance)
-                for hit, c in zip(found, cached, strict=True)
-                if (e := c or entries.get((hit.namespace, hit.key))) is not None
-                and (q.include_stale or not e.stale)
-            ]
+            kept: list[tuple[IndexHit, MemoryEntry | None]] = []
+            for hit, w, c in zip(found, wanted, cached, strict=True):
+                if not w:
+                    kept.append((hit, None))
+                elif (e := c or entries.get((hit.namespace, hit.key))) is not None and (
+                    q.include_stale or not e.stale
+                ):
+                    kept.append((hit, e))
             if len(kept) == len(found) or now >= db_now or attempt == 2:
                 return revision, kept
             now = db_now  # the cached clock was behind: once more, exactly
@@ -396,11 +428,13 @@ class MemoryService:
     Attributes:
         store: The memory store, for calls without a rule here.
         search: :meth:`MemorySearch.search` (readable namespaces, filters, ranking).
+        search_refs: :meth:`MemorySearch.search_refs` (the same hits, without entries).
     """
 
     def __init__(self, store: MemoryStore, search: MemorySearch) -> None:
         self.store = store
         self.search = search.search
+        self.search_refs = search.search_refs
 
     async def get(self, read: KeyRead, wait_s: float) -> tuple[int, MemoryEntry | None]:
         """The entry (None if absent) and the revision it reflects: at least

@@ -85,10 +85,21 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
         # read, filtered before ranking (MemorySearch.readable).
         who = current_identity()
         query = requests.search_memory(req)
-        revision, hits = await self._service.search(who, query, wait_budget(ctx.time_remaining()))
+        wait_s = wait_budget(ctx.time_remaining())
+        if query.refs_only:
+            revision, refs = await self._service.search_refs(who, query, wait_s)
+            hits = [
+                pb.SearchHit(
+                    ref=pb.EntryRef(namespace=h.namespace, key=h.key, revision=h.revision),
+                    distance=h.distance,
+                )
+                for h in refs
+            ]
+        else:
+            revision, found = await self._service.search(who, query, wait_s)
+            hits = [pb.SearchHit(entry=self._hit_messages.get(e), distance=d) for e, d in found]
         return pb.SearchMemoryResponse(
-            header=self.header(req.namespace_prefixes[0], revision),
-            hits=[pb.SearchHit(entry=self._hit_messages.get(e), distance=d) for e, d in hits],
+            header=self.header(req.namespace_prefixes[0], revision), hits=hits
         )
 
     async def StartTask(self, req: pb.StartTaskRequest, ctx: Ctx) -> pb.StartTaskResponse:

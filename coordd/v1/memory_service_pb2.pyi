@@ -80,6 +80,36 @@ WRITE_MODE_MERGE_PATCH: WriteMode.ValueType  # 3
 """Apply value_json as an RFC 7386 JSON merge patch to the stored value, atomically."""
 Global___WriteMode: _TypeAlias = WriteMode  # noqa: Y015
 
+class _SearchView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SearchViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SearchView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEARCH_VIEW_UNSPECIFIED: _SearchView.ValueType  # 0
+    """The default: SEARCH_VIEW_ENTRY."""
+    SEARCH_VIEW_ENTRY: _SearchView.ValueType  # 1
+    """SearchHit.entry: the whole entry (value, text, tags, provenance, times), no embedding."""
+    SEARCH_VIEW_REF: _SearchView.ValueType  # 2
+    """SearchHit.ref only: the entry's namespace, key and revision. For callers that need which
+    entries are nearest, not their contents (they keep them, or Get the few they use): the
+    daemon reads and sends no values. The same entries are found, filtered the same way.
+    """
+
+class SearchView(_SearchView, metaclass=_SearchViewEnumTypeWrapper):
+    """What each search hit carries (SearchMemoryRequest.view)."""
+
+SEARCH_VIEW_UNSPECIFIED: SearchView.ValueType  # 0
+"""The default: SEARCH_VIEW_ENTRY."""
+SEARCH_VIEW_ENTRY: SearchView.ValueType  # 1
+"""SearchHit.entry: the whole entry (value, text, tags, provenance, times), no embedding."""
+SEARCH_VIEW_REF: SearchView.ValueType  # 2
+"""SearchHit.ref only: the entry's namespace, key and revision. For callers that need which
+entries are nearest, not their contents (they keep them, or Get the few they use): the
+daemon reads and sends no values. The same entries are found, filtered the same way.
+"""
+Global___SearchView: _TypeAlias = SearchView  # noqa: Y015
+
 class _TaskOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -688,6 +718,8 @@ class SearchMemoryRequest(_message.Message):
     INCLUDE_STALE_FIELD_NUMBER: _builtins.int
     MIN_REVISIONS_FIELD_NUMBER: _builtins.int
     EF_FIELD_NUMBER: _builtins.int
+    EMBEDDING_F32_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     k: _builtins.int
     """1-1000."""
     tier: Global___MemoryTier.ValueType
@@ -697,9 +729,18 @@ class SearchMemoryRequest(_message.Message):
     """Search breadth (hnswlib ef): higher finds more of the true nearest neighbours, slower.
     0 = the daemon's default (128); at most 4096; at least k is used.
     """
+    embedding_f32: _builtins.bytes
+    """The query embedding as packed little-endian float32, 4 bytes per dimension (an array's
+    bytes as they are: nothing to convert on either side). Set this or embedding. A problem
+    with its values (non-finite, zero norm, dimension) is reported on the field "embedding".
+    """
+    view: Global___SearchView.ValueType
+    """What each hit carries; unset = SEARCH_VIEW_ENTRY."""
     @_builtins.property
     def embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Required; its dimension selects the index."""
+        """The query embedding as numbers; its dimension selects the index. Set this or
+        embedding_f32 (exactly one).
+        """
 
     @_builtins.property
     def namespace_prefixes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -728,10 +769,12 @@ class SearchMemoryRequest(_message.Message):
         include_stale: _builtins.bool = ...,
         min_revisions: _common_pb2.VersionVector | None = ...,
         ef: _builtins.int = ...,
+        embedding_f32: _builtins.bytes = ...,
+        view: Global___SearchView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["min_revisions", b"min_revisions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ef", b"ef", "embedding", b"embedding", "include_stale", b"include_stale", "k", b"k", "min_revisions", b"min_revisions", "namespace_prefixes", b"namespace_prefixes", "tags", b"tags", "task_id", b"task_id", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ef", b"ef", "embedding", b"embedding", "embedding_f32", b"embedding_f32", "include_stale", b"include_stale", "k", b"k", "min_revisions", b"min_revisions", "namespace_prefixes", b"namespace_prefixes", "tags", b"tags", "task_id", b"task_id", "tier", b"tier", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -745,19 +788,27 @@ class SearchHit(_message.Message):
 
     ENTRY_FIELD_NUMBER: _builtins.int
     DISTANCE_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
     distance: _builtins.float
     """Cosine distance (1 - cosine similarity), ascending."""
     @_builtins.property
-    def entry(self) -> Global___MemoryEntry: ...
+    def entry(self) -> Global___MemoryEntry:
+        """Set in SEARCH_VIEW_ENTRY (the default)."""
+
+    @_builtins.property
+    def ref(self) -> Global___EntryRef:
+        """Set in SEARCH_VIEW_REF instead of entry: namespace, key and the revision found."""
+
     def __init__(
         self,
         *,
         entry: Global___MemoryEntry | None = ...,
         distance: _builtins.float = ...,
+        ref: Global___EntryRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance", b"distance", "entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance", b"distance", "entry", b"entry", "ref", b"ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

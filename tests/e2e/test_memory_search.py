@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import numpy as np
 import pytest
 
-from coordd_client import AsyncClient
+from coordd import rpc_status
+from coordd_client import AsyncClient, InvalidArgumentError
 
 NS = "acme/kb"
 # Sized to measure recall against brute force in seconds on 2 busy cores (20,000 x 128 took
@@ -235,3 +237,95 @@ async def test_hits_are_the_version_the_index_holds_never_an_older_or_expired_on
     await a.memory.delete(NS, "fact")
     hits = await a.memory.search(near, 3, NS)
     assert [h.entry.key for h in hits] == ["far"]
+
+
+async def test_the_ref_view_finds_what_the_entry_view_finds(
+    start_daemon, tmp_path, db_clock
+) -> None:
+    """SEARCH_VIEW_REF (``search_refs``) answers from the index without reading values, yet
+    gives the same hits as the full view: same grants, same expiry by the database clock."""
+    from tests.fix_daemon import write_policy
+
+    policy = write_policy(
+        tmp_path,
+        '[[grants]]\nrole = "writer"\nnamespaces = ["**"]\noperations = ["read", "write"]\n'
+        '[[grants]]\nrole = "reader"\nnamespaces = ["kb/public/**", "kb/public"]\n'
+        'operations = ["read"]\n',
+    )
+    d = start_daemon(policy_file=policy)
+    async with (
+        await AsyncClient.connect(d.address, agent_id="w", role="writer") as writer,
+        await AsyncClient.connect(d.address, agent_id="r", role="reader") as reader,
+    ):
+        near = np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32)
+        await writer.memory.put("kb/secret", "nearest", 1, embedding=near.tolist())
+        await writer.memory.put("kb/public", "fact", 1, embedding=[0.95, 0.05, 0.0, 0.0])
+        await writer.memory.put("kb/public", "fact", 2, embedding=[0.95, 0.05, 0.0, 0.0])
+        await writer.memory.put("kb/public", "brief", 1, embedding=[0.9, 0.1, 0.0, 0.0], ttl=60)
+        await writer.memory.put("kb/public", "far", 1, embedding=[0.0, 0.0, 1.0, 0.0])
+        reader.session.merge(writer.session.vector)
+
+        async def both() -> list[tuple[str, str, int, float]]:
+            full = await reader.memory.search(near, 10, "kb")  # type: ignore[arg-type]
+            refs = await reader.memory.search_refs(near, 10, "kb")  # type: ignore[arg-type]
+            as_full = [(h.entry.namespace, h.entry.key, h.entry.revision, h.distance) for h in full]
+            as_refs = [(h.ref.namespace, h.ref.key, h.ref.revision, h.distance) for h in refs]
+            assert as_refs == as_full
+            return as_refs
+
+        found = await both()
+        assert [(ns, key) for ns, key, _, _ in found] == [
+            ("kb/public", "fact"),
+            ("kb/public", "brief"),
+            ("kb/public", "far"),
+        ]
+        assert found[0][2] == writer.session.revision("kb/public") - 2, "fact's second version"
+        db_clock.advance(61)  # "brief" expires; nothing was written, the index's clock is older
+        assert [key for _, key, _, _ in await both()] == ["fact", "far"]
+
+
+async def test_a_packed_embedding_searches_as_the_numbers_do(daemon) -> None:
+    from coordd.v1 import memory_service_pb2 as pb
+    from coordd.v1 import memory_service_pb2_grpc as pb_grpc
+
+    async with await AsyncClient.connect(daemon.address, agent_id="a") as a:
+        data = clustered(50, 8, seed=8)
+        for i, v in enumerate(data):
+            await a.memory.put("acme/packed", f"v{i}", i, embedding=v.tolist())
+        q = queries_near(data, 1, seed=9)[0]
+        as_list = await a.memory.search(q.tolist(), 5, "acme/packed")
+        as_array = await a.memory.search(q, 5, "acme/packed")  # type: ignore[arg-type]
+        as_f64 = await a.memory.search(q.astype(np.float64), 5, "acme/packed")  # type: ignore[arg-type]
+        assert [h.entry.key for h in as_array] == [h.entry.key for h in as_list]
+        assert [h.entry.key for h in as_f64] == [h.entry.key for h in as_list]
+
+    channel = grpc.aio.insecure_channel(daemon.address)
+    stub = pb_grpc.MemoryServiceStub(channel)
+    meta = (("coordd-agent-id", "a"),)
+    q32 = q.astype("<f4")
+    # The repeated field alone (older clients) still works.
+    old = await stub.SearchMemory(
+        pb.SearchMemoryRequest(embedding=q.tolist(), k=5, namespace_prefixes=["acme/packed"]),
+        metadata=meta,
+    )
+    assert [h.entry.key for h in old.hits] == [h.entry.key for h in as_list]
+    bad = [
+        (pb.SearchMemoryRequest(embedding=q.tolist(), embedding_f32=q32.tobytes()), "not both"),
+        (pb.SearchMemoryRequest(embedding_f32=q32.tobytes()[:-1]), "4 bytes per dimension"),
+        (pb.SearchMemoryRequest(embedding_f32=np.full(8, np.nan, "<f4").tobytes()), "finite"),
+        (pb.SearchMemoryRequest(embedding_f32=q32.tobytes(), view=7), "SEARCH_VIEW_REF"),  # type: ignore[arg-type]
+    ]
+    try:
+        for request, says in bad:
+            request.k = 5
+            request.namespace_prefixes.append("acme/packed")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.SearchMemory(request, metadata=meta)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            decoded = rpc_status.from_rpc_error(err.value)
+            assert isinstance(decoded, InvalidArgumentError)
+            field = {"SEARCH_VIEW_REF": "view", "finite": "embedding"}.get(says, "embedding_f32")
+            assert [v.field for v in decoded.violations] == [field]
+            assert says in decoded.violations[0].description
+    finally:
+        await channel.close()

@@ -77,6 +77,7 @@ EXPORTS = [
     "PurgeResult",
     "QuotaExceededError",
     "RateLimitedError",
+    "RefHit",
     "RevisionCompactedError",
     "RevisionMismatchError",
     "RevisionNotReachedError",

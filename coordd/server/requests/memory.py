@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from coordd import wire
 from coordd.domain import memory as m
 from coordd.domain import validation as v
@@ -16,6 +19,7 @@ from coordd.v1 import memory_service_pb2 as pb
 from coordd.vocabulary import TaskOutcome, Tier, WriteMode
 
 SEARCH_EF_MAX = 4096
+_SEARCH_VIEWS = frozenset(pb.SearchView.values())
 COMPACT_KEYS_MAX = 1000
 
 
@@ -140,33 +144,55 @@ def memory_history(req: pb.MemoryHistoryRequest) -> m.HistoryRead:
     )
 
 
-def search_memory(req: pb.SearchMemoryRequest) -> m.SearchQuery:
-    vector = convert.embedding_array(req.embedding)  # read once: checked, then sent on
-    with v.checking() as c:
+def _search_embedding(c: v.Checker, req: pb.SearchMemoryRequest) -> npt.NDArray[np.float32]:
+    """The query vector from ``embedding_f32`` (its bytes as they are) or ``embedding``."""
+    packed = req.embedding_f32
+    if not packed:
+        vector = convert.embedding_array(req.embedding)  # read once: checked, then sent on
         _embedding(c, "embedding", vector, required=True)
+        return vector
+    if len(req.embedding):
+        c.fail("embedding_f32", "set embedding or embedding_f32, not both")
+    if len(packed) % 4:
+        c.fail("embedding_f32", f"must be 4 bytes per dimension (got {len(packed)} bytes)")
+        return np.zeros(0, dtype="<f4")
+    vector = np.frombuffer(packed, dtype="<f4")
+    # Its values are the query embedding's, whichever field carried them: named as such.
+    _embedding(c, "embedding", vector, required=True)
+    return vector
+
+
+def search_memory(req: pb.SearchMemoryRequest) -> m.SearchQuery:
+    min_revisions = dict(req.min_revisions.revisions)
+    prefixes = list(req.namespace_prefixes)
+    with v.checking() as c:
+        vector = _search_embedding(c, req)
         if not 1 <= req.k <= v.MAX_SEARCH_K:
             c.fail("k", f"must be between 1 and {v.MAX_SEARCH_K}")
-        if not 1 <= len(req.namespace_prefixes) <= v.MAX_PREFIXES:
+        if not 1 <= len(prefixes) <= v.MAX_PREFIXES:
             c.fail("namespace_prefixes", f"must list 1 to {v.MAX_PREFIXES} prefixes")
-        for i, p in enumerate(req.namespace_prefixes):
+        for i, p in enumerate(prefixes):
             c.namespace(f"namespace_prefixes[{i}]", p)
         if req.tier and not Tier.knows(req.tier):
             c.fail("tier", "is not a known tier")
         check_tags(c, "tags", req.tags)
-        c.vector("min_revisions", dict(req.min_revisions.revisions))
+        c.vector("min_revisions", min_revisions)
         if not 0 <= req.ef <= SEARCH_EF_MAX:
             c.fail("ef", f"must be between 0 (default) and {SEARCH_EF_MAX}")
+        if req.view not in _SEARCH_VIEWS:
+            c.fail("view", f"must be one of {', '.join(pb.SearchView.keys())}")
     return m.SearchQuery(
         embedding=vector.tobytes(),
         dim=len(vector),
         k=req.k,
-        namespace_prefixes=list(req.namespace_prefixes),
+        namespace_prefixes=prefixes,
         tier=Tier(req.tier) if req.tier else None,
         tags=list(req.tags),
         task_id=req.task_id,
         include_stale=req.include_stale,
-        min_revisions=dict(req.min_revisions.revisions),
+        min_revisions=min_revisions,
         ef=req.ef,
+        refs_only=req.view == pb.SEARCH_VIEW_REF,
     )
 
 
