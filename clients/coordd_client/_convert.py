@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-from array import array
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -34,25 +31,6 @@ from ._models import (
     Participant,
     TransitionWrite,
 )
-
-
-def packed_f32(values: Sequence[float]) -> bytes:
-    """*values* as packed little-endian float32 (``embedding_f32``): a 1-D float32 array's
-    own bytes, else the numbers converted once (as the repeated float field would)."""
-    try:
-        view = memoryview(values)  # type: ignore[arg-type]
-    except TypeError:  # a list or tuple of numbers
-        packed = array("f", values)
-    else:
-        if view.ndim == 1 and view.c_contiguous and view.format in _NATIVE_F32:
-            return view.tobytes()
-        packed = array("f", view.tolist())
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-_NATIVE_F32 = frozenset({"f", "<f"} if sys.byteorder == "little" else ())
 
 
 def duration(value: timedelta | float | None) -> duration_pb2.Duration | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import json
+import sys
+from array import array
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,6 +68,25 @@ def _put_request(w: MemoryPut) -> pb.PutMemoryRequest:
         fence=cv.fence(w.fence),
         request_id=w.request_id,
     )
+
+
+def _packed_f32(values: Sequence[float]) -> bytes:
+    """*values* as packed little-endian float32 (``embedding_f32``): a 1-D float32 array's
+    own bytes, else the numbers converted once (as the repeated float field would)."""
+    try:
+        view = memoryview(values)  # type: ignore[arg-type]
+    except TypeError:  # a list or tuple of numbers
+        packed = array("f", values)
+    else:
+        if view.ndim == 1 and view.c_contiguous and view.format in _NATIVE_F32:
+            return view.tobytes()
+        packed = array("f", view.tolist())
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+_NATIVE_F32 = frozenset({"f", "<f"} if sys.byteorder == "little" else ())
 
 
 def _filters(
@@ -317,7 +338,7 @@ class AsyncMemory(Service):
         )
         vector = self._core.session.vector
         return pb.SearchMemoryRequest(
-            embedding_f32=cv.packed_f32(embedding),
+            embedding_f32=_packed_f32(embedding),
             k=k,
             namespace_prefixes=prefixes,
             **_filters(tier, tags, task_id, include_stale),
