@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -95,16 +96,20 @@ async def test_recall_with_and_without_a_ten_percent_filter(daemon, dataset) -> 
     assert recall_keep >= 0.95
 
 
-async def test_grants_filter_before_ranking(start_daemon, tmp_path) -> None:
+def _public_reader_policy(tmp_path: Path) -> Path:
+    """Role "writer" reads and writes everything; role "reader" reads kb/public only."""
     from tests.fix_daemon import write_policy
 
-    policy = write_policy(
+    return write_policy(
         tmp_path,
         '[[grants]]\nrole = "writer"\nnamespaces = ["**"]\noperations = ["read", "write"]\n'
         '[[grants]]\nrole = "reader"\nnamespaces = ["kb/public/**", "kb/public"]\n'
         'operations = ["read"]\n',
     )
-    d = start_daemon(policy_file=policy)
+
+
+async def test_grants_filter_before_ranking(start_daemon, tmp_path) -> None:
+    d = start_daemon(policy_file=_public_reader_policy(tmp_path))
     async with (
         await AsyncClient.connect(d.address, agent_id="w", role="writer") as writer,
         await AsyncClient.connect(d.address, agent_id="r", role="reader") as reader,
@@ -244,15 +249,7 @@ async def test_the_ref_view_finds_what_the_entry_view_finds(
 ) -> None:
     """SEARCH_VIEW_REF (``search_refs``) answers from the index without reading values, yet
     gives the same hits as the full view: same grants, same expiry by the database clock."""
-    from tests.fix_daemon import write_policy
-
-    policy = write_policy(
-        tmp_path,
-        '[[grants]]\nrole = "writer"\nnamespaces = ["**"]\noperations = ["read", "write"]\n'
-        '[[grants]]\nrole = "reader"\nnamespaces = ["kb/public/**", "kb/public"]\n'
-        'operations = ["read"]\n',
-    )
-    d = start_daemon(policy_file=policy)
+    d = start_daemon(policy_file=_public_reader_policy(tmp_path))
     async with (
         await AsyncClient.connect(d.address, agent_id="w", role="writer") as writer,
         await AsyncClient.connect(d.address, agent_id="r", role="reader") as reader,
