@@ -114,9 +114,8 @@ async def pg_conn(pg_dsn: str) -> AsyncIterator[psycopg.AsyncConnection[tuple[ob
 
 
 @pytest.fixture
-def scratch_dsn(pg_dsn: str) -> Iterator[str]:
-    """A fresh, migrated database of its own, for tests that break or block it."""
-    import asyncio
+def empty_dsn(pg_dsn: str) -> Iterator[str]:
+    """A fresh database of its own with nothing in it (no coordd schema), dropped after."""
     import uuid
 
     from psycopg.conninfo import make_conninfo
@@ -124,11 +123,18 @@ def scratch_dsn(pg_dsn: str) -> Iterator[str]:
     name = f"scratch_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    dsn = make_conninfo(pg_dsn, dbname=name)
-    asyncio.run(migrate(dsn))
     try:
-        yield dsn
+        yield make_conninfo(pg_dsn, dbname=name)
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def scratch_dsn(empty_dsn: str) -> str:
+    """A fresh, migrated database of its own, for tests that break or block it."""
+    import asyncio
+
+    asyncio.run(migrate(empty_dsn))
+    return empty_dsn

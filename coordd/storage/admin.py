@@ -72,8 +72,10 @@ class AdminStore:
         """Delete the data of *namespace*; the revision of the purge and rows removed by kind."""
         removed: dict[str, int] = {}
         async with self._db.connection() as conn, conn.transaction():
-            # Context takes and acks lock their entries before the namespace row (see
-            # sql/40_context.sql): lock the entries first too, so neither waits on the other.
+            # Context takes and acks lock their ANY state rows (and EACH receipts their
+            # entries) before the namespace row (see sql/40_context.sql): here too, so neither
+            # waits on the other. The state rows go with their entries (not counted apart).
+            await conn.execute("DELETE FROM coordd.context_any WHERE namespace = %s", (namespace,))
             await conn.execute(
                 "SELECT 1 FROM coordd.context_entries WHERE namespace = %s FOR UPDATE",
                 (namespace,),

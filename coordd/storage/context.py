@@ -143,4 +143,6 @@ class ContextStore:
         return row.ns_revision, list(row.acked or [])
 
     async def purge(self, limit: int = 1000) -> int:
-        return await self._db.purge_expired("coordd.context_entries", limit)
+        """Delete up to *limit* expired entries (with their delivery state); how many went."""
+        row = await self._db.fetchone("SELECT coordd.purge_context(%s) AS purged", (limit,))
+        return int(row.purged)

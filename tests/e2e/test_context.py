@@ -159,12 +159,17 @@ async def test_expired_entries_vanish_and_are_purged(connect, db_clock, daemon, 
     planner = await connect("planner", role="planner")
     reviewer = await connect("reviewer", role="reviewer")
     await planner.context.post(NS, "short", to_role="reviewer", context_type="t", ttl=10)
+    await planner.context.post(NS, "short", to_role="reviewer", delivery="any", ttl=10)
     keep = await planner.context.post(NS, "long", to_role="reviewer", context_type="t", ttl=60)
+    keep_any = await planner.context.post(NS, "long", to_role="reviewer", delivery="any", ttl=60)
     db_clock.advance(11)
-    assert [e.id for e in await reviewer.context.inbox(NS, unread=False)] == [keep.id]
-    assert daemon.sweep()["context_purged"] == 1
+    assert [e.id for e in await reviewer.context.inbox(NS, unread=False)] == [keep.id, keep_any.id]
+    assert daemon.sweep()["context_purged"] == 2
     cur = await pg_conn.execute("SELECT count(*) FROM coordd.context_entries")
-    assert (await cur.fetchone())[0] == 1
+    assert (await cur.fetchone())[0] == 2
+    # An ANY entry's delivery state goes with it.
+    cur = await pg_conn.execute("SELECT id FROM coordd.context_any")
+    assert await cur.fetchall() == [(keep_any.id,)]
 
 
 async def test_fenced_post_and_bad_input(connect, db_clock) -> None:

@@ -518,6 +518,7 @@ _NAMESPACE_TABLES = (
     "memory_history",
     "tasks",
     "context_entries",
+    "context_any",
     "agreements",
     "changes",
 )

@@ -36,6 +36,10 @@ BEGIN
         create_time, expire_time)
     VALUES (p_ns, rev, p_agent, p_role, p_to_role, p_to_agent, p_type, p_content, p_task,
         p_correlation, p_delivery, p_vector, t, t + p_ttl);
+    IF p_delivery = 'any' THEN  -- its delivery state (migrations/0010_context_any_state.sql)
+        INSERT INTO coordd.context_any (namespace, id, to_role, to_agent_id, expire_time)
+        VALUES (p_ns, rev, p_to_role, p_to_agent, t + p_ttl);
+    END IF;
     PERFORM coordd.log_change(p_ns, rev, 0, 'context', rev::text, 'post', p_agent,
             jsonb_build_object('to_role', p_to_role, 'to_agent_id', p_to_agent,
                                'context_type', p_type, 'delivery', p_delivery), t);
@@ -49,10 +53,11 @@ END $$;
 -- revision the page reflects (the take's own, if it took any); an empty page is one row with
 -- a NULL id, carrying that revision.
 --
--- Lock order for everything that touches existing entries (takes, acks): entry rows first,
--- then the namespace's revision row (held only for the bump, the log row and the commit),
--- then a fence's claim row. Takers skip rows another taker holds (SKIP LOCKED), so concurrent
--- takers of one role run in parallel and queue only for the revision bump; posts and other
+-- Lock order for everything that touches existing entries (takes, acks): the ANY entries'
+-- state rows (context_any, in id order) first, then the namespace's revision row (held only
+-- for the bump, the log row and the commit), then a fence's claim row. Takers skip rows another
+-- taker holds (SKIP LOCKED), so concurrent takers of one role run in parallel and queue only
+-- for the revision bump; posts and other
 -- writes take the namespace row without touching existing entries, so no cycle can form.
 CREATE OR REPLACE FUNCTION coordd.read_context(
     p_ns text, p_agent text, p_role text, p_unread boolean, p_type text, p_task text,
@@ -74,27 +79,31 @@ BEGIN
     IF p_unread AND NOT p_sent AND p_role <> '' THEN
         -- Ids first, then update by primary key: an UPDATE joined to a CTE can get a plan
         -- that scans every entry once the table is large.
+        -- The entry's type and task are read only when the caller filters on them.
         SELECT array_agg(id ORDER BY id) INTO taken FROM (
-            SELECT e.id FROM coordd.context_entries e
-            WHERE e.namespace = p_ns AND e.to_role = p_role AND e.delivery = 'any'
-              AND NOT e.acked AND e.expire_time > t AND e.id > p_after
-              AND (e.take_expire_time IS NULL OR e.take_expire_time <= t)
-              AND (p_type = '' OR e.context_type = p_type)
-              AND (p_task = '' OR e.task_id = p_task)
-            -- Id order, spelled as context_open_queue's order (acked is false here), which
+            SELECT k.id FROM coordd.context_any k
+            WHERE k.namespace = p_ns AND k.to_role = p_role
+              AND NOT k.acked AND k.expire_time > t AND k.id > p_after
+              AND (k.take_expire_time IS NULL OR k.take_expire_time <= t)
+              AND ((p_type = '' AND p_task = '') OR EXISTS (
+                  SELECT 1 FROM coordd.context_entries e
+                  WHERE e.namespace = p_ns AND e.id = k.id
+                    AND (p_type = '' OR e.context_type = p_type)
+                    AND (p_task = '' OR e.task_id = p_task)))
+            -- Id order, spelled as context_any_queue's order (acked is false here), which
             -- no other index gives: see migrations/0008_context_open_queue.sql.
-            ORDER BY e.acked, e.id LIMIT p_limit
+            ORDER BY k.acked, k.id LIMIT p_limit
             FOR NO KEY UPDATE SKIP LOCKED
         ) picked;
         IF taken IS NOT NULL THEN
-            UPDATE coordd.context_entries
+            UPDATE coordd.context_any
             SET taker_agent_id = p_agent, take_expire_time = t + p_lease
             WHERE namespace = p_ns AND id = ANY(taken);
         END IF;
     END IF;
     -- One index-friendly branch per kind of entry, merged in id order. Receipts: EACH entries'
-    -- in context_acks; an ANY entry's one receipt on its row (migrations/0009), or in
-    -- context_acks if it was acknowledged before that.
+    -- in context_acks; an ANY entry's one receipt on its state row (migrations/0009, 0010), or
+    -- in context_acks if it was acknowledged before migration 9.
     -- The revision is read in the same statement (one snapshot) as the entries.
     SELECT array_agg(r ORDER BY (r).id) INTO page FROM (
         SELECT ROW((SELECT n.revision FROM coordd.namespaces n WHERE n.name = p_ns), e.id,
@@ -102,29 +111,40 @@ BEGIN
                e.content::text, e.task_id, e.correlation_id, e.delivery, e.sender_vector::text,
                e.create_time, e.expire_time,
                CASE WHEN e.delivery = 'each' THEN coordd.context_acks_json(p_ns, e.id)
-                    WHEN NOT e.acked THEN '[]'
-                    WHEN e.ack_time IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
-                        'agent_id', e.taker_agent_id, 'role', e.to_role,
-                        'ack_time', e.ack_time))::text
+                    WHEN NOT e.any_acked THEN '[]'
+                    WHEN e.any_ack_time IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
+                        'agent_id', e.any_taker, 'role', e.to_role,
+                        'ack_time', e.any_ack_time))::text
                     ELSE coordd.context_acks_json(p_ns, e.id) END)::coordd.context_row AS r
         FROM (
-            SELECT x.* FROM coordd.context_entries x       -- what the caller posted
+            -- Each branch with its ANY entries' state (NULLs for EACH entries).
+            SELECT x.*, k.acked AS any_acked, k.taker_agent_id AS any_taker,
+                   k.ack_time AS any_ack_time
+            FROM coordd.context_entries x                  -- what the caller posted
+            LEFT JOIN coordd.context_any k ON k.namespace = x.namespace AND k.id = x.id
             WHERE p_sent AND x.namespace = p_ns AND x.from_agent_id = p_agent AND x.id > p_after
             UNION ALL
-            SELECT x.* FROM coordd.context_entries x       -- to the caller by name
+            SELECT x.*, k.acked, k.taker_agent_id, k.ack_time
+            FROM coordd.context_entries x                  -- to the caller by name
+            LEFT JOIN coordd.context_any k ON k.namespace = x.namespace AND k.id = x.id
             WHERE NOT p_sent AND x.namespace = p_ns AND x.to_agent_id = p_agent
               AND x.id > p_after AND x.to_agent_id <> ''
             UNION ALL
-            SELECT x.* FROM coordd.context_entries x       -- EACH, to the caller's role
+            SELECT x.*, NULL, NULL, NULL
+            FROM coordd.context_entries x                  -- EACH, to the caller's role
             WHERE NOT p_sent AND p_role <> '' AND x.namespace = p_ns AND x.to_role = p_role
               AND x.id > p_after AND x.delivery = 'each'
             UNION ALL
-            SELECT x.* FROM coordd.context_entries x       -- ANY, unread: the caller's takes
-            WHERE NOT p_sent AND p_unread AND p_role <> '' AND x.namespace = p_ns
-              AND x.taker_agent_id = p_agent AND x.id > p_after AND x.delivery = 'any'
-              AND NOT x.acked AND x.to_role = p_role AND x.take_expire_time > t
+            SELECT x.*, k.acked, k.taker_agent_id, k.ack_time
+            FROM coordd.context_any k                      -- ANY, unread: the caller's takes
+            JOIN coordd.context_entries x ON x.namespace = k.namespace AND x.id = k.id
+            WHERE NOT p_sent AND p_unread AND p_role <> '' AND k.namespace = p_ns
+              AND k.taker_agent_id = p_agent AND k.id > p_after
+              AND NOT k.acked AND k.to_role = p_role AND k.take_expire_time > t
             UNION ALL
-            SELECT x.* FROM coordd.context_entries x       -- ANY, all: every entry of the role
+            SELECT x.*, k.acked, k.taker_agent_id, k.ack_time
+            FROM coordd.context_entries x                  -- ANY, all: every entry of the role
+            LEFT JOIN coordd.context_any k ON k.namespace = x.namespace AND k.id = x.id
             WHERE NOT p_sent AND NOT p_unread AND p_role <> '' AND x.namespace = p_ns
               AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any'
         ) e
@@ -156,9 +176,9 @@ END $$;
 
 -- Acknowledge entries addressed to the caller (its agent id or role). EACH: one receipt per
 -- agent (context_acks). ANY: only the live taker (or anyone, once nobody holds it)
--- acknowledges, exactly once; the receipt is the row's taker, role and ack_time.
--- Lock order as in read_context: the ANY rows (in id order), then the namespace row, then the
--- fence's claim row. Without a fence the writes come before the namespace row, so the
+-- acknowledges, exactly once; the receipt is the state row's taker, role and ack_time.
+-- Lock order as in read_context: the ANY state rows (in id order), then the namespace row, then
+-- the fence's claim row. Without a fence the writes come before the namespace row, so the
 -- revision lock is held only for the bump, the log row and the commit.
 CREATE OR REPLACE FUNCTION coordd.ack_context(
     p_ns text, p_agent text, p_role text, p_ids bigint[],
@@ -178,8 +198,8 @@ BEGIN
     -- make the partial indexes (open queue, held, EACH) eligible, and without fresh statistics
     -- the planner takes one and filters its whole range for the ids (O(queue) per ack).
     SELECT array_agg(e.id) INTO any_ids FROM (
-        SELECT x.id FROM coordd.context_entries x
-        WHERE x.namespace = p_ns AND x.id = ANY(p_ids) AND x.delivery = 'any' AND x.acked IS FALSE
+        SELECT x.id FROM coordd.context_any x
+        WHERE x.namespace = p_ns AND x.id = ANY(p_ids) AND x.acked IS FALSE
           AND x.expire_time > t
           AND (x.to_agent_id = p_agent OR (p_role <> '' AND x.to_role = p_role))
           AND (x.taker_agent_id = p_agent OR x.take_expire_time IS NULL
@@ -200,7 +220,7 @@ BEGIN
         END IF;
     END IF;
     IF any_ids IS NOT NULL THEN  -- locked above, still unacknowledged: all are acked now
-        UPDATE coordd.context_entries
+        UPDATE coordd.context_any
         SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL, ack_time = t
         WHERE namespace = p_ns AND id = ANY(any_ids);
     END IF;
@@ -226,4 +246,24 @@ BEGIN
             jsonb_build_object('ids', to_jsonb(acked)), t);
     PERFORM coordd.notify_watchers(p_ns);
     RETURN ROW('ok'::text, rev, acked, 0::bigint);
+END $$;
+
+-- Delete up to p_limit expired entries with their ANY state rows (EACH receipts go by the
+-- foreign key's cascade); how many entries went. The sweeper's context purge.
+CREATE OR REPLACE FUNCTION coordd.purge_context(p_limit integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH gone AS (
+        DELETE FROM coordd.context_entries WHERE ctid IN (
+            SELECT ctid FROM coordd.context_entries WHERE expire_time <= coordd.now()
+            LIMIT p_limit)
+        RETURNING namespace, id, delivery
+    ), any_gone AS (
+        DELETE FROM coordd.context_any k USING gone g
+        WHERE g.delivery = 'any' AND k.namespace = g.namespace AND k.id = g.id
+    )
+    SELECT count(*)::integer INTO n FROM gone;
+    RETURN n;
 END $$;

@@ -1,0 +1,97 @@
+"""Upgrade to schema 10 on a database with context data: the ANY delivery state moves out of
+context_entries (taker, lease, receipt) into context_any, and reads, takes and acks go on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import psycopg
+import pytest
+
+from coordd.storage.migrate import available, migrate
+
+NS = "up/queue"
+READ = (
+    "SELECT id, acks FROM coordd.read_context(%s, %s, 'worker', %s, '', '', 0, 100, '60 s', false)"
+)
+
+
+@pytest.fixture
+def schema9_dsn(empty_dsn: str) -> str:
+    """A database at schema 9 (migrations 1-9 only, as an older coordd left it)."""
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA coordd")
+        conn.execute(
+            "CREATE TABLE coordd.schema_migrations (version integer PRIMARY KEY,"
+            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for mig in available():
+            if mig.version <= 9:
+                conn.execute(mig.sql.encode())
+                conn.execute(
+                    "INSERT INTO coordd.schema_migrations (version, name) VALUES (%s, %s)",
+                    (mig.version, mig.name),
+                )
+    return empty_dsn
+
+
+def test_upgrade_keeps_takes_leases_and_receipts(schema9_dsn: str) -> None:
+    with psycopg.connect(schema9_dsn, autocommit=True) as conn:
+        # Schema 9's shapes: 1 open, 2 held by w1 (live lease), 3 acknowledged by w2 (receipt
+        # on the row), 4 acknowledged by w3 before schema 9 (receipt in context_acks), 5 EACH.
+        conn.execute(
+            "INSERT INTO coordd.context_entries (namespace, id, from_agent_id, from_role,"
+            " to_role, context_type, content, delivery, create_time, expire_time,"
+            " taker_agent_id, take_expire_time, acked, ack_time)"
+            " SELECT %s, i, 'p', 'planner', 'worker', 'job', to_jsonb(i),"
+            " CASE WHEN i = 5 THEN 'each' ELSE 'any' END, now(), now() + interval '1 hour',"
+            " (ARRAY['', 'w1', 'w2', 'w3', ''])[i],"
+            " CASE WHEN i = 2 THEN now() + interval '1 hour' END, i IN (3, 4),"
+            " CASE WHEN i = 3 THEN now() END"
+            " FROM generate_series(1, 5) i",
+            (NS,),
+        )
+        conn.execute(
+            "INSERT INTO coordd.context_acks (namespace, entry_id, agent_id, role, ack_time)"
+            " VALUES (%s, 4, 'w3', 'worker', now())",
+            (NS,),
+        )
+        conn.execute("INSERT INTO coordd.namespaces (name, revision) VALUES (%s, 5)", (NS,))
+
+    assert asyncio.run(migrate(schema9_dsn)) == ["0010_context_any_state.sql"]
+
+    with psycopg.connect(schema9_dsn, autocommit=True) as conn:
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = 'coordd' AND table_name = 'context_entries'"
+        ).fetchall()
+        assert not {"taker_agent_id", "take_expire_time", "acked", "ack_time"} & {
+            c for (c,) in columns
+        }
+        state = conn.execute(
+            "SELECT id, taker_agent_id, take_expire_time IS NOT NULL, acked, ack_time IS NOT NULL"
+            " FROM coordd.context_any WHERE namespace = %s ORDER BY id",
+            (NS,),
+        ).fetchall()
+        assert state == [
+            (1, "", False, False, False),
+            (2, "w1", True, False, False),
+            (3, "w2", False, True, True),
+            (4, "w3", False, True, False),
+        ]
+
+        # Everything with its receipt, whichever schema wrote it.
+        every = {i: json.loads(acks) for i, acks in conn.execute(READ, (NS, "w9", False))}
+        assert sorted(every) == [1, 2, 3, 4, 5]
+        assert [[a["agent_id"] for a in every[i]] for i in (1, 2, 3, 4)] == [[], [], ["w2"], ["w3"]]
+
+        # w2 takes the open entry, not w1's held one; w1 still holds its own.
+        assert [i for i, _ in conn.execute(READ, (NS, "w2", True))] == [1, 5]
+        assert [i for i, _ in conn.execute(READ, (NS, "w1", True))] == [2, 5]
+        ack = "SELECT acked FROM coordd.ack_context(%s, %s, 'worker', %s, NULL, NULL, NULL)"
+        assert conn.execute(ack, (NS, "w2", [1, 2])).fetchone() == ([1],)
+        assert conn.execute(ack, (NS, "w1", [2])).fetchone() == ([2],)
+        assert conn.execute(ack, (NS, "w1", [2])).fetchone() == ([],)  # once
+        every = {i: json.loads(acks) for i, acks in conn.execute(READ, (NS, "w9", False))}
+        assert [[a["agent_id"] for a in every[i]] for i in (1, 2)] == [["w2"], ["w1"]]
