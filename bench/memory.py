@@ -201,7 +201,7 @@ async def coordd_search(
         # The ids only, as pgvector's SELECT id returns; the float32 array's bytes as they are,
         # as pgvector's binary vector parameter sends them.
         hits = await c.memory.search_refs(q, 10, NS, ef=ef)  # type: ignore[arg-type]
-        return {int(h.ref.key[1:]) for h in hits}
+        return {int(h.key[1:]) for h in hits}
 
     conns = [await AsyncClient.connect(address, agent_id=f"s{i}") for i in range(clients)]
     return await _drive(conns, queries, seconds, cpu, top10)

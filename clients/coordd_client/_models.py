@@ -199,12 +199,19 @@ class SearchHit:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RefHit:
-    """A search hit without its entry (``memory.search_refs``)."""
+    """A search hit without its entry (``memory.search_refs``): which entry, at which revision."""
 
-    ref: EntryRef
-    """The entry's namespace, key and the revision found."""
+    namespace: str
+    key: str
+    revision: int
+    """The revision of the entry's version found."""
     distance: float
     """Cosine distance (1 - cosine similarity), ascending."""
+
+    @property
+    def ref(self) -> EntryRef:
+        """The version found, as ``derived_from`` and the like take it."""
+        return EntryRef(namespace=self.namespace, key=self.key, revision=self.revision)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from coordd import rpc_status
-from coordd_client import AsyncClient, InvalidArgumentError
+from coordd_client import AsyncClient, EntryRef, InvalidArgumentError
 
 NS = "acme/kb"
 # Sized to measure recall against brute force in seconds on 2 busy cores (20,000 x 128 took
@@ -266,7 +266,10 @@ async def test_the_ref_view_finds_what_the_entry_view_finds(
             full = await reader.memory.search(near, 10, "kb")  # type: ignore[arg-type]
             refs = await reader.memory.search_refs(near, 10, "kb")  # type: ignore[arg-type]
             as_full = [(h.entry.namespace, h.entry.key, h.entry.revision, h.distance) for h in full]
-            as_refs = [(h.ref.namespace, h.ref.key, h.ref.revision, h.distance) for h in refs]
+            as_refs = [(h.namespace, h.key, h.revision, h.distance) for h in refs]
+            assert [h.ref for h in refs] == [
+                EntryRef(namespace=ns, key=key, revision=rev) for ns, key, rev, _ in as_full
+            ]
             assert as_refs == as_full
             return as_refs
 
