@@ -86,21 +86,24 @@ class MemoryServicer(ServicerBase[MemoryService], pb_grpc.MemoryServiceServicer)
         who = current_identity()
         query = requests.search_memory(req)
         wait_s = wait_budget(ctx.time_remaining())
+        resp = pb.SearchMemoryResponse()
+        # Hits added and filled in place: constructing each SearchHit (and its EntryRef) from
+        # keyword arguments, then copying it into the list, cost 2-5x as much (10 hits: refs
+        # 19 -> 7 us, entries 45 -> 9 us).
+        add = resp.hits.add
         if query.refs_only:
             revision, refs = await self._service.search_refs(who, query, wait_s)
-            hits = [
-                pb.SearchHit(
-                    ref=pb.EntryRef(namespace=h.namespace, key=h.key, revision=h.revision),
-                    distance=h.distance,
-                )
-                for h in refs
-            ]
+            for h in refs:
+                ref = add(distance=h.distance).ref
+                ref.namespace = h.namespace
+                ref.key = h.key
+                ref.revision = h.revision
         else:
             revision, found = await self._service.search(who, query, wait_s)
-            hits = [pb.SearchHit(entry=self._hit_messages.get(e), distance=d) for e, d in found]
-        return pb.SearchMemoryResponse(
-            header=self.header(req.namespace_prefixes[0], revision), hits=hits
-        )
+            for e, d in found:
+                add(distance=d).entry.CopyFrom(self._hit_messages.get(e))
+        resp.header.CopyFrom(self.header(req.namespace_prefixes[0], revision))
+        return resp
 
     async def StartTask(self, req: pb.StartTaskRequest, ctx: Ctx) -> pb.StartTaskResponse:
         who = self.authorize(Operation.WRITE, req.namespace)
