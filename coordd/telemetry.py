@@ -145,6 +145,13 @@ def _resource(service_name: str, environ: Mapping[str, str]) -> Any:
     return Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)})
 
 
+def recording() -> bool:
+    """Whether the current span is recorded: check before building attributes for it."""
+    from opentelemetry import trace
+
+    return trace.get_current_span().is_recording()
+
+
 def span_attributes(**attributes: str | int | bool) -> None:
     """Set ``coordd.<name>`` attributes on the current span, if it is recorded."""
     from opentelemetry import trace

@@ -155,15 +155,22 @@ def to_message(cls: type[M], value: Any, **overrides: Any) -> M:
 
     Fields in *overrides* take those values instead; None leaves a field unset.
     """
+    msg = cls()
+    fill_message(msg, value, **overrides)
+    return msg
+
+
+def fill_message(msg: Message, value: Any, **overrides: Any) -> None:
+    """:func:`to_message` into *msg* in place, e.g. a response's field: no message is built
+    and then copied into its parent."""
+    cls = type(msg)
     plan = _WRITE_PLANS.get(cls)
     if plan is None:
         plan = _WRITE_PLANS[cls] = [(fd.name, _writer(fd)) for fd in cls.DESCRIPTOR.fields]
-    msg = cls()
     for name, write in plan:
         field_value = overrides[name] if name in overrides else getattr(value, name, None)
         if field_value is not None:
             write(msg, field_value)
-    return msg
 
 
 def _writer(fd: Any) -> _Writer:

@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor_pool import Default as default_descriptor_pool
@@ -24,6 +24,7 @@ from coordd.domain.claims import ClaimService
 from coordd.errors import CoorddError
 from coordd.server.binding import bind, ensure_can_listen
 from coordd.server.interceptors import Authenticator, CoorddServerInterceptor
+from coordd.server.method_table import MethodTable
 from coordd.server.registry import SERVICES, Parts
 from coordd.server.session import SessionServicer, UnaryHandler, servicer_handlers
 from coordd.session_batch import MAX_BATCH_BYTES
@@ -187,10 +188,13 @@ class Daemon:
         await self.indexer.start()
         self._indexer_ready = True
         parts = Parts(s, policy, self._db, self.writes, self.notifier, self.indexer)
+        # Every service joins one method table, served as one generic handler: registered
+        # methods would cost each call an asyncio.wait over all of them (see method_table).
+        table = MethodTable()
         unary: list[tuple[object, str]] = []  # also served on the session stream
         for entry in SERVICES:
             wired = entry.wire(parts)
-            entry.add_to_server(wired.servicer, server)
+            entry.add_to_server(wired.servicer, table)
             if entry.unary:
                 unary.append((wired.servicer, entry.name))
             self._sweeps.update(wired.sweeps)
@@ -203,8 +207,12 @@ class Daemon:
             # Batched answers stay within what this server may send in one message.
             batch_bytes = min(MAX_BATCH_BYTES, s.max_message_bytes)
             self._session = SessionServicer(handlers, traced=tracing, max_batch_bytes=batch_bytes)
-            session_service_pb2_grpc.add_SessionServiceServicer_to_server(self._session, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            # The table takes the two calls generated code makes on a server.
+            session_service_pb2_grpc.add_SessionServiceServicer_to_server(
+                self._session, cast(grpc.aio.Server, table)
+            )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, table)
+        server.add_generic_rpc_handlers((table,))
         for name in ("", *self.services):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if s.reflection:

@@ -58,9 +58,16 @@ class ServicerBase(Generic[S]):
         return who
 
     def header(self, namespace: str, revision: int) -> common_pb2.ResponseHeader:
+        header = common_pb2.ResponseHeader()
+        self.fill_header(header, namespace, revision)
+        return header
+
+    def fill_header(self, header: common_pb2.ResponseHeader, namespace: str, revision: int) -> None:
+        """Write the response header into a response's ``header`` field in place (the hot RPCs
+        build their responses this way: no header built, then copied into the response)."""
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attribute("coordd.revision", revision)
-        return common_pb2.ResponseHeader(
-            namespace=namespace, revision=revision, server_id=self._server_id
-        )
+        header.namespace = namespace
+        header.revision = revision
+        header.server_id = self._server_id

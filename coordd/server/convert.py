@@ -24,17 +24,25 @@ from coordd.vocabulary import Delivery, WriteMode
 _MAX_DURATION_SECONDS = 315_576_000_000  # the range google.protobuf.Duration allows
 
 
+# Durations already converted, by (seconds, nanos): a client sends the same few (its TTLs,
+# waits) on every call, and building a timedelta cost more than the rest of the check.
+_DURATIONS: dict[tuple[int, int], timedelta] = {}
+_DURATIONS_KEPT = 1024
+
+
 def duration(msg: duration_pb2.Duration, present: bool, field: str) -> timedelta | None:
     """A Duration field as timedelta (None if unset); malformed values are INVALID_ARGUMENT."""
     if not present:
         return None
-    if (
-        abs(msg.seconds) > _MAX_DURATION_SECONDS
-        or abs(msg.nanos) > 999_999_999
-        or (msg.seconds * msg.nanos < 0)
-    ):
+    seconds, nanos = msg.seconds, msg.nanos
+    if (value := _DURATIONS.get((seconds, nanos))) is not None:
+        return value
+    if abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999 or (seconds * nanos < 0):
         raise InvalidArgumentError.single(field, "is not a valid google.protobuf.Duration")
-    return timedelta(seconds=msg.seconds, microseconds=msg.nanos // 1000)
+    value = timedelta(seconds=seconds, microseconds=nanos // 1000)
+    if len(_DURATIONS) < _DURATIONS_KEPT:
+        _DURATIONS[seconds, nanos] = value
+    return value
 
 
 # The range google.protobuf.Timestamp allows: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
@@ -79,6 +87,12 @@ def claim(value: models.Claim | None) -> claim_pb.Claim | None:
 
 def claim_message(value: models.Claim) -> claim_pb.Claim:
     return wire.to_message(claim_pb.Claim, value)
+
+
+def fill_claim(msg: claim_pb.Claim, value: models.Claim | None) -> None:
+    """Write *value* into a response's claim field in place (None leaves it unset)."""
+    if value is not None:
+        wire.fill_message(msg, value)
 
 
 def idempotency_record(rec: models.IdempotencyRecord) -> idem_pb.IdempotencyRecord:

@@ -63,28 +63,33 @@ class Authenticator:
         metadata: tuple[tuple[str, str | bytes], ...],
         auth_context: Mapping[str, Iterable[bytes]] | None = None,
     ) -> Identity:
-        values = {k: v for k, v in metadata if isinstance(v, str)}
         if self.mode == "mtls":
             return self._from_certificate(auth_context or {})
+        # The three keys that matter, in one pass (the last value of a repeated key wins);
+        # every call goes through here, and a dict of all the metadata cost a microsecond.
+        agent_id = role = auth = ""
+        for key, value in metadata:
+            if key == AGENT_ID_KEY:
+                agent_id = value if isinstance(value, str) else agent_id
+            elif key == AGENT_ROLE_KEY:
+                role = value if isinstance(value, str) else role
+            elif key == AUTHORIZATION_KEY:
+                auth = value if isinstance(value, str) else auth
         if self.mode == "token":
-            auth = values.get(AUTHORIZATION_KEY, "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 raise UnauthenticatedError("missing bearer token in 'authorization' metadata")
             who = self.policy.identity_for_token(token.strip())
             if who is None:
                 raise UnauthenticatedError("unknown bearer token")
-            named = values.get(AGENT_ID_KEY, "")
-            if named and named != who.agent_id:
+            if agent_id and agent_id != who.agent_id:
                 # Silently acting as the token's agent would hide a misconfigured client (or
                 # one trying to be someone else): say which identity the token carries.
                 raise UnauthenticatedError(
                     f"the bearer token belongs to agent {who.agent_id!r}, but the request names "
-                    f"agent {named!r} in '{AGENT_ID_KEY}': connect with the token's agent id"
+                    f"agent {agent_id!r} in '{AGENT_ID_KEY}': connect with the token's agent id"
                 )
             return who
-        agent_id = values.get(AGENT_ID_KEY, "")
-        role = values.get(AGENT_ROLE_KEY, "")
         if (known := self._dev_identities.get((agent_id, role))) is not None:
             return known
         if not agent_id:
@@ -240,8 +245,12 @@ class CoorddServerInterceptor(_ServerInterceptor):
     def _authenticate(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         audit.serving(method)
         try:
-            who = self._auth.identify(
-                tuple(context.invocation_metadata() or ()), context.auth_context()
+            # The certificate's properties only when they name the caller (mtls): reading
+            # them builds a dict per call.
+            auth = self._auth
+            who = auth.identify(
+                tuple(context.invocation_metadata() or ()),
+                context.auth_context() if auth.mode == "mtls" else None,
             )
         except UnauthenticatedError as err:
             audit.record(audit.UNAUTHENTICATED, None, problem=err.message)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import grpc
-
 from coordd.config import Settings
 from coordd.domain.access import Policy
 from coordd.domain.admin import AdminService
@@ -91,7 +89,8 @@ class Entry:
     """One service: its full name, how it joins a server, how it is built."""
 
     name: str
-    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    add_to_server: Callable[[Any, Any], None]
+    """The generated ``add_<Service>Servicer_to_server`` (the daemon passes a MethodTable)."""
     wire: Callable[[Parts], Wired]
     unary: bool = True
     """Whether every RPC is unary (so the session stream serves it too)."""
