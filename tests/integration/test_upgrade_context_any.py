@@ -95,3 +95,36 @@ def test_upgrade_keeps_takes_leases_and_receipts(schema9_dsn: str) -> None:
         assert conn.execute(ack, (NS, "w1", [2])).fetchone() == ([],)  # once
         every = {i: json.loads(acks) for i, acks in conn.execute(READ, (NS, "w9", False))}
         assert [[a["agent_id"] for a in every[i]] for i in (1, 2)] == [["w2"], ["w1"]]
+
+
+def test_takes_and_acks_read_their_batch_not_the_namespace(scratch_dsn: str) -> None:
+    # A connection plans read_context/ack_context generically on its first calls, here while
+    # the queue is small and never analyzed, and keeps those plans as the queue grows: each
+    # statement must still read about its batch, not every entry of the namespace.
+    take = (
+        "SELECT id FROM coordd.read_context(%s, %s, 'worker', true, '', '', 0, %s, '60 s', false)"
+    )
+    ack = "SELECT acked FROM coordd.ack_context(%s, %s, 'worker', %s, NULL, NULL, NULL)"
+    post = (
+        "SELECT coordd.post_context(%s, 'p', 'planner', 'worker', '', 'job', to_jsonb(n), '', '',"
+        " '1 hour', %s, '{}', NULL, NULL, NULL) FROM generate_series(1, %s) n"
+    )
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        for table in ("context_entries", "context_any"):  # no statistics, ever, here
+            conn.execute(f"ALTER TABLE coordd.{table} SET (autovacuum_enabled = false)")
+        conn.execute(post, (NS, "any", 6))
+        for _ in range(6):  # past PL/pgSQL's first five runs of each statement
+            [(taken,)] = conn.execute(take, (NS, "w1", 1)).fetchall()
+            conn.execute(ack, (NS, "w1", [taken]))
+        conn.execute(post, (NS, "any", 3000))
+        conn.execute(post, (NS, "each", 10))
+        with conn.transaction():
+            taken_ids = [i for (i,) in conn.execute(take, (NS, "w2", 20)).fetchall()]
+            assert conn.execute(ack, (NS, "w2", taken_ids)).fetchone() == (taken_ids,)
+            read = conn.execute(
+                "SELECT relname, idx_tup_fetch + coalesce(seq_tup_read, 0)"
+                " FROM pg_stat_xact_user_tables"
+                " WHERE relname IN ('context_entries', 'context_any') ORDER BY 1"
+            ).fetchall()
+        assert len(taken_ids) == 20
+        assert all(n < 300 for _, n in read), read  # the namespace holds 3,016 entries

@@ -69,27 +69,37 @@ CREATE OR REPLACE FUNCTION coordd.read_context(
 -- scan (16,000 index tuples read per call at 16,000 entries). The generic plans use the
 -- primary key, as measured on such a table (notes in bench/RESULTS.md).
 SET plan_cache_mode = force_generic_plan
+-- And no sequential scans: a generic plan made while a table holds a page or two scans it
+-- sequentially, and the connection keeps that plan when the table has grown (3,000 rows read
+-- per take and per ack at 3,000 entries). Every statement here has its index (or, for the
+-- updates, the locked rows' addresses).
+SET enable_seqscan = off
 LANGUAGE plpgsql AS $$
 DECLARE
     t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
     taken bigint[];
+    taken_tids tid[];
+    held bigint[];
     page coordd.context_row[];
 BEGIN
     IF p_unread AND NOT p_sent AND p_role <> '' THEN
-        -- Ids first, then update by primary key: an UPDATE joined to a CTE can get a plan
-        -- that scans every entry once the table is large.
+        -- Ids and row addresses first, then update by address (a TID scan, whatever the
+        -- statistics; the rows are locked, so their addresses hold). By id (`id = ANY(...)`),
+        -- a generic plan made while the table was small and never analyzed reads the whole
+        -- namespace per statement, and the connection keeps that plan as the table grows.
         -- The entry's type and task are read only when the caller filters on them.
-        SELECT array_agg(id ORDER BY id) INTO taken FROM (
-            SELECT k.id FROM coordd.context_any k
+        SELECT array_agg(id ORDER BY id), array_agg(tid) INTO taken, taken_tids FROM (
+            SELECT k.id, k.ctid AS tid FROM coordd.context_any k
             WHERE k.namespace = p_ns AND k.to_role = p_role
               AND NOT k.acked AND k.expire_time > t AND k.id > p_after
               AND (k.take_expire_time IS NULL OR k.take_expire_time <= t)
-              AND ((p_type = '' AND p_task = '') OR EXISTS (
-                  SELECT 1 FROM coordd.context_entries e
-                  WHERE e.namespace = p_ns AND e.id = k.id
-                    AND (p_type = '' OR e.context_type = p_type)
-                    AND (p_task = '' OR e.task_id = p_task)))
+              AND ((p_type = '' AND p_task = '') OR (
+                  -- a scalar subquery, one primary-key probe per candidate (an EXISTS here
+                  -- may be planned as a hash of the whole namespace)
+                  SELECT (p_type = '' OR e.context_type = p_type)
+                     AND (p_task = '' OR e.task_id = p_task)
+                  FROM coordd.context_entries e WHERE e.namespace = p_ns AND e.id = k.id))
             -- Id order, spelled as context_any_queue's order (acked is false here), which
             -- no other index gives: see migrations/0008_context_open_queue.sql.
             ORDER BY k.acked, k.id LIMIT p_limit
@@ -98,8 +108,16 @@ BEGIN
         IF taken IS NOT NULL THEN
             UPDATE coordd.context_any
             SET taker_agent_id = p_agent, take_expire_time = t + p_lease
-            WHERE namespace = p_ns AND id = ANY(taken);
+            WHERE ctid = ANY(taken_tids);
         END IF;
+        -- What the caller holds now (its earlier takes and this one's): ids here, entries
+        -- below, one primary-key probe each.
+        SELECT array_agg(id) INTO held FROM (
+            SELECT k.id FROM coordd.context_any k
+            WHERE k.namespace = p_ns AND k.taker_agent_id = p_agent AND NOT k.acked
+              AND k.id > p_after AND k.to_role = p_role AND k.take_expire_time > t
+            ORDER BY k.acked, k.id LIMIT p_limit  -- context_any_held's order
+        ) mine;
     END IF;
     -- One index-friendly branch per kind of entry, merged in id order. Receipts: EACH entries'
     -- in context_acks; an ANY entry's one receipt on its state row (migrations/0009, 0010), or
@@ -111,40 +129,34 @@ BEGIN
                e.content::text, e.task_id, e.correlation_id, e.delivery, e.sender_vector::text,
                e.create_time, e.expire_time,
                CASE WHEN e.delivery = 'each' THEN coordd.context_acks_json(p_ns, e.id)
-                    WHEN NOT e.any_acked THEN '[]'
-                    WHEN e.any_ack_time IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
-                        'agent_id', e.any_taker, 'role', e.to_role,
-                        'ack_time', e.any_ack_time))::text
-                    ELSE coordd.context_acks_json(p_ns, e.id) END)::coordd.context_row AS r
+                    WHEN e.held THEN '[]'  -- held by the caller: not acknowledged
+                    ELSE (  -- the state row, by primary key
+                        SELECT CASE WHEN NOT k.acked THEN '[]'
+                                    WHEN k.ack_time IS NOT NULL THEN jsonb_build_array(
+                                        jsonb_build_object('agent_id', k.taker_agent_id,
+                                            'role', k.to_role, 'ack_time', k.ack_time))::text
+                                    ELSE coordd.context_acks_json(p_ns, e.id) END
+                        FROM coordd.context_any k WHERE k.namespace = p_ns AND k.id = e.id)
+               END)::coordd.context_row AS r
         FROM (
-            -- Each branch with its ANY entries' state (NULLs for EACH entries).
-            SELECT x.*, k.acked AS any_acked, k.taker_agent_id AS any_taker,
-                   k.ack_time AS any_ack_time
-            FROM coordd.context_entries x                  -- what the caller posted
-            LEFT JOIN coordd.context_any k ON k.namespace = x.namespace AND k.id = x.id
+            SELECT x.*, false AS held FROM coordd.context_entries x  -- what the caller posted
             WHERE p_sent AND x.namespace = p_ns AND x.from_agent_id = p_agent AND x.id > p_after
             UNION ALL
-            SELECT x.*, k.acked, k.taker_agent_id, k.ack_time
-            FROM coordd.context_entries x                  -- to the caller by name
-            LEFT JOIN coordd.context_any k ON k.namespace = x.namespace AND k.id = x.id
+            SELECT x.*, false FROM coordd.context_entries x  -- to the caller by name
             WHERE NOT p_sent AND x.namespace = p_ns AND x.to_agent_id = p_agent
               AND x.id > p_after AND x.to_agent_id <> ''
             UNION ALL
-            SELECT x.*, NULL, NULL, NULL
-            FROM coordd.context_entries x                  -- EACH, to the caller's role
+            SELECT x.*, false FROM coordd.context_entries x  -- EACH, to the caller's role
             WHERE NOT p_sent AND p_role <> '' AND x.namespace = p_ns AND x.to_role = p_role
               AND x.id > p_after AND x.delivery = 'each'
             UNION ALL
-            SELECT x.*, k.acked, k.taker_agent_id, k.ack_time
-            FROM coordd.context_any k                      -- ANY, unread: the caller's takes
-            JOIN coordd.context_entries x ON x.namespace = k.namespace AND x.id = k.id
-            WHERE NOT p_sent AND p_unread AND p_role <> '' AND k.namespace = p_ns
-              AND k.taker_agent_id = p_agent AND k.id > p_after
-              AND NOT k.acked AND k.to_role = p_role AND k.take_expire_time > t
+            SELECT x.*, true FROM unnest(held) h(id)  -- ANY, unread: what the caller holds
+            -- OFFSET 0 keeps the lookup a probe by both key columns per id; as a join or as
+            -- `id = ANY(held)` a plan without statistics reads the whole namespace.
+            CROSS JOIN LATERAL (SELECT y.* FROM coordd.context_entries y
+                                WHERE y.namespace = p_ns AND y.id = h.id OFFSET 0) x
             UNION ALL
-            SELECT x.*, k.acked, k.taker_agent_id, k.ack_time
-            FROM coordd.context_entries x                  -- ANY, all: every entry of the role
-            LEFT JOIN coordd.context_any k ON k.namespace = x.namespace AND k.id = x.id
+            SELECT x.*, false FROM coordd.context_entries x  -- ANY, all: every entry of the role
             WHERE NOT p_sent AND NOT p_unread AND p_role <> '' AND x.namespace = p_ns
               AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any'
         ) e
@@ -185,6 +197,7 @@ CREATE OR REPLACE FUNCTION coordd.ack_context(
     p_fence_ns text, p_fence_resource text, p_fence_token bigint
 ) RETURNS coordd.ack_result
 SET plan_cache_mode = force_generic_plan  -- as read_context, above
+SET enable_seqscan = off
 LANGUAGE plpgsql AS $$
 DECLARE
     t timestamptz := coordd.now_for_plpgsql();
@@ -193,24 +206,32 @@ DECLARE
     acked bigint[];
     each_ids bigint[];
     any_ids bigint[];
+    any_tids tid[];
 BEGIN
-    -- By primary key. "IS FALSE" / "IS TRUE" rather than "NOT acked" / "= 'each'": those would
-    -- make the partial indexes (open queue, held, EACH) eligible, and without fresh statistics
-    -- the planner takes one and filters its whole range for the ids (O(queue) per ack).
-    SELECT array_agg(e.id) INTO any_ids FROM (
-        SELECT x.id FROM coordd.context_any x
-        WHERE x.namespace = p_ns AND x.id = ANY(p_ids) AND x.acked IS FALSE
-          AND x.expire_time > t
+    -- One probe by both primary-key columns per id (OFFSET 0 keeps it one): by `id =
+    -- ANY(p_ids)`, a generic plan made while the table was small and never analyzed reads the
+    -- whole namespace per ack, and the connection keeps it. "IS FALSE" / "IS TRUE" rather than
+    -- "NOT acked" / "= 'each'", so that no partial index (open queue, held, EACH) qualifies.
+    -- ANY state rows are locked in id order (the probes run in the ids' order).
+    SELECT array_agg(k.id ORDER BY k.id), array_agg(k.tid) INTO any_ids, any_tids
+    FROM (SELECT DISTINCT id FROM unnest(p_ids) id ORDER BY id) h
+    CROSS JOIN LATERAL (
+        SELECT x.id, x.ctid AS tid FROM coordd.context_any x
+        WHERE x.namespace = p_ns AND x.id = h.id AND x.acked IS FALSE AND x.expire_time > t
           AND (x.to_agent_id = p_agent OR (p_role <> '' AND x.to_role = p_role))
           AND (x.taker_agent_id = p_agent OR x.take_expire_time IS NULL
                OR x.take_expire_time <= t)
-        ORDER BY x.id
-        FOR NO KEY UPDATE
-    ) e;
+        OFFSET 0 FOR NO KEY UPDATE
+    ) k;
     SELECT array_agg(e.id) INTO each_ids
-    FROM coordd.context_entries e
-    WHERE e.namespace = p_ns AND e.id = ANY(p_ids) AND (e.delivery = 'each') IS TRUE
-      AND e.expire_time > t AND (e.to_agent_id = p_agent OR (p_role <> '' AND e.to_role = p_role));
+    FROM (SELECT DISTINCT id FROM unnest(p_ids) id) h
+    CROSS JOIN LATERAL (
+        SELECT x.id FROM coordd.context_entries x
+        WHERE x.namespace = p_ns AND x.id = h.id AND (x.delivery = 'each') IS TRUE
+          AND x.expire_time > t
+          AND (x.to_agent_id = p_agent OR (p_role <> '' AND x.to_role = p_role))
+        OFFSET 0
+    ) e;
     IF p_fence_ns IS NOT NULL THEN  -- namespace, then claim: the order of every fenced write
         rev := coordd.bump_ns(p_ns);
         current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
@@ -222,7 +243,7 @@ BEGIN
     IF any_ids IS NOT NULL THEN  -- locked above, still unacknowledged: all are acked now
         UPDATE coordd.context_any
         SET acked = true, taker_agent_id = p_agent, take_expire_time = NULL, ack_time = t
-        WHERE namespace = p_ns AND id = ANY(any_ids);
+        WHERE ctid = ANY(any_tids);
     END IF;
     WITH receipts AS (  -- EACH: one receipt per agent, the first one counts
         INSERT INTO coordd.context_acks (namespace, entry_id, agent_id, role, ack_time)
