@@ -121,7 +121,7 @@ class Policy:
     # call and matching every grant's patterns costs ~10 us with ten grants; an agent works in
     # few namespaces. Bounded (cleared when full) and cleared when the grants change (adopt).
     _decisions: dict[tuple[str, str, Operation, str], bool] = field(
-        default_factory=dict, compare=False, repr=False
+        default_factory=dict, init=False, compare=False, repr=False
     )
 
     def __post_init__(self) -> None:

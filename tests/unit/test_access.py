@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 
 import pytest
@@ -120,3 +121,12 @@ def test_token_lookup_after_reload() -> None:
     policy.adopt(Policy(tokens=(entry("a3", "tok-3"),)))
     assert policy.identity_for_token("tok-2") is None
     assert policy.identity_for_token("tok-3") == Identity(agent_id="a3", role="r")
+
+
+def test_a_copied_policy_decides_for_itself() -> None:
+    reviewer = Identity(agent_id="r1", role="reviewer")
+    policy = Policy(grants=(Grant(("acme/**",), frozenset({Operation.READ}), role="reviewer"),))
+    policy.check(reviewer, Operation.READ, "acme/x")
+    copy = dataclasses.replace(policy, grants=())
+    with pytest.raises(PermissionDeniedError):
+        copy.check(reviewer, Operation.READ, "acme/x")
