@@ -59,7 +59,7 @@ def test_upgrade_keeps_takes_leases_and_receipts(schema9_dsn: str) -> None:
         )
         conn.execute("INSERT INTO coordd.namespaces (name, revision) VALUES (%s, 5)", (NS,))
 
-    assert asyncio.run(migrate(schema9_dsn)) == ["0010_context_any_state.sql"]
+    assert asyncio.run(migrate(schema9_dsn))[0] == "0010_context_any_state.sql"
 
     with psycopg.connect(schema9_dsn, autocommit=True) as conn:
         columns = conn.execute(
@@ -128,3 +128,28 @@ def test_takes_and_acks_read_their_batch_not_the_namespace(scratch_dsn: str) -> 
             ).fetchall()
         assert len(taken_ids) == 20
         assert all(n < 300 for _, n in read), read  # the namespace holds 3,016 entries
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [("context_entries", "context_entries_pkey"), ("context_any", "context_any_pkey")],
+)
+def test_a_lookup_by_namespace_and_id_takes_the_primary_key_without_statistics(
+    scratch_dsn: str, table: str, key: str
+) -> None:
+    # As read_context/ack_context plan it: generically, with no sequential scan, on a table
+    # never analyzed. Another index led by the namespace would be walked whole per id.
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT coordd.post_context('up/q', 'p', 'planner', 'worker', '', 'job', '1', '',"
+            " '', '1 hour', 'any', '{}', NULL, NULL, NULL) FROM generate_series(1, 5)"
+        )
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("SET enable_seqscan = off")
+        conn.execute(
+            f"PREPARE probe(text, bigint) AS SELECT * FROM coordd.{table} x"
+            " WHERE x.namespace = $1 AND x.id = $2"
+        )
+        plan = "\n".join(r for (r,) in conn.execute("EXPLAIN EXECUTE probe('up/q', 3)"))
+    assert f"Index Scan using {key} on {table}" in plan, plan
+    assert "Index Cond: ((namespace = $1) AND (id = $2))" in plan, plan
