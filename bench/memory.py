@@ -6,9 +6,12 @@ anchors' comparison; queries are data points moved by a little noise), loaded th
 builds its index at start (m=16, ef_construction=100, its defaults) — the cold start — and again
 from the snapshot it saved at shutdown. Search is compared at equal recall@10 against exact
 brute force: each side at the smallest ef reaching ~0.95 and ~0.99, 1 and 8 clients, through
-coordd's gRPC API vs psycopg with binary vectors (pgvector.psycopg). Ingest: new vectors through
-PutMemory vs INSERT into the indexed pgvector table, 8 clients each, one per call
-(ingest_ratio_unbatched) and in batches of 100: PutMemories vs a 100-row INSERT (ingest_ratio).
+coordd's gRPC API vs psycopg with binary vectors (pgvector.psycopg). Both sides return the ids
+of the ten nearest and nothing else (pgvector `SELECT id`, coordd `memory.search_refs`:
+SEARCH_VIEW_REF, namespace, key and revision), each sending the query as float32 bytes.
+Ingest: new vectors through PutMemory vs INSERT into the indexed pgvector table, 8 clients
+each, one per call (ingest_ratio_unbatched) and in batches of 100: PutMemories vs a 100-row
+INSERT (ingest_ratio).
 
     python -m bench memory [--n 100000] [--quick]
 """
