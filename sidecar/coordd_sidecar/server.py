@@ -44,6 +44,8 @@ class Sidecar:
         self.config = config
         self.session = Session()
         self.cache: SessionCache | None = None
+        self.upstream: SessionChannel | None = None
+        """The session stream to the daemon (its ``stats`` say how calls were carried)."""
         self.address = ""
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -93,7 +95,9 @@ class Sidecar:
             )
         # Unary calls upstream ride one session stream when the daemon offers it (several
         # times cheaper per call on both ends than unary calls); streams use the channel.
-        upstream = SessionChannel(self._channel, identity)
+        # Concurrent calls of the agent share its messages both ways when the daemon reads
+        # batches (the agent's own session stream to this sidecar batches the same way).
+        upstream = self.upstream = SessionChannel(self._channel, identity)
         proxy = Proxy(
             Upstream(upstream, identity),  # type: ignore[arg-type]
             self.session,

@@ -21,6 +21,7 @@ from coordd import session_batch
 from coordd.server.session import SESSION_METHOD, SessionServicer, UnaryHandler
 from coordd.v1 import session_service_pb2 as pb
 from coordd.v1 import session_service_pb2_grpc as pb_grpc
+from coordd_client import AsyncClient
 from coordd_client._session_stream import SessionChannel
 
 ECHO = "/coordd.test.Echo/Echo"
@@ -248,3 +249,20 @@ async def test_concurrent_calls_of_one_client_share_messages_on_the_daemon(aclie
     assert channel.stats.requests_sent - requests == 30
     assert channel.stats.messages_sent - sent < 30
     assert channel.stats.answers_received > channel.stats.messages_received
+
+
+async def test_the_sidecar_batches_both_ways(start_sidecar: Any) -> None:
+    sc = await start_sidecar("agent-a")
+    async with await AsyncClient.connect(sc.address, agent_id="agent-a") as agent:
+        await agent.claims.acquire("acme/batch", "warm", ttl=30)
+        got = await asyncio.gather(
+            *(agent.claims.acquire("acme/batch", f"s{i}", ttl=30) for i in range(30))
+        )
+        assert all(g.acquired for g in got)
+        # Agent to sidecar: the agent's concurrent calls shared messages.
+        to_sidecar = agent._core.channel.stats
+        assert to_sidecar.requests_sent == 31 and to_sidecar.messages_sent < 31
+        # Sidecar to daemon: the requests it forwarded at once shared messages too.
+        assert sc.upstream is not None
+        upstream = sc.upstream.stats
+        assert upstream.requests_sent >= 31 and upstream.messages_sent < upstream.requests_sent
