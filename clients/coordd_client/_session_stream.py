@@ -41,7 +41,7 @@ _CALLER_CANCELLED = grpc.aio.AioRpcError(
     grpc.StatusCode.CANCELLED,
     grpc.aio.Metadata(),
     grpc.aio.Metadata(),
-    "the session stream was cancelled by a caller cancelled while writing",
+    "session stream cancelled: a caller was cancelled while writing to it",
     None,
 )
 
