@@ -7,9 +7,10 @@ several answers are (a group commit finishing many at once), they travel in one 
 message travels alone, exactly as without batching.
 
 A peer that predates batching would ignore ``batch`` and lose what it carries, so each side
-batches only after the other announced ``coordd-session-batch: 1``: the client in the stream's
-metadata, the server in its initial metadata. Shared by the daemon's and sidecar's
-``SessionServicer`` and the client's ``SessionChannel``.
+batches only after the other announced ``coordd-session-batch: <bytes>``, the largest batched
+message it reads: the client in the stream's metadata, the server in its initial metadata.
+Each side's batches stay within the smaller of its own limit and the other's. Shared by the
+daemon's and sidecar's ``SessionServicer`` and the client's ``SessionChannel``.
 """
 
 from __future__ import annotations
@@ -20,20 +21,28 @@ from typing import Any, TypeVar
 from coordd.v1 import session_service_pb2 as pb
 
 BATCH_KEY = "coordd-session-batch"
-"""Metadata key each side sets to ``"1"`` to announce that it reads batched messages."""
-ANNOUNCE = ((BATCH_KEY, "1"),)
+"""Metadata key by which each side announces the largest batched message it reads (bytes)."""
 MAX_BATCH_BYTES = 1 << 20
-"""Largest batch built: a quarter of gRPC's default 4 MiB receive limit, so a batch fits
-wherever one of its messages alone would. A message larger than this still travels, alone."""
+"""The default limit of a side's batches, sent and read: a quarter of gRPC's default 4 MiB
+receive limit. A message larger than the limit in force still travels, alone."""
 # A batch entry's envelope: the field tag and a length varint of up to 5 bytes.
 _ENTRY_OVERHEAD = 6
 
 Message = TypeVar("Message", pb.SessionRequest, pb.SessionResponse)
 
 
-def announced(metadata: Iterable[tuple[str, Any]] | None) -> bool:
-    """Whether *metadata* (a stream's, or its initial metadata) announces batching."""
-    return any(key == BATCH_KEY and value == "1" for key, value in metadata or ())
+def announce(max_bytes: int) -> tuple[tuple[str, str]]:
+    """The metadata entry announcing that batched messages up to *max_bytes* are read."""
+    return ((BATCH_KEY, str(max_bytes)),)
+
+
+def announced(metadata: Iterable[tuple[str, Any]] | None) -> int:
+    """The largest batched message *metadata* (a stream's, or its initial metadata) says the
+    peer reads; 0 if it announced nothing usable (then send it no batch)."""
+    for key, value in metadata or ():
+        if key == BATCH_KEY and isinstance(value, str) and value.isdigit():
+            return int(value)
+    return 0
 
 
 def pack(messages: Sequence[Message], max_bytes: int, make: type[Message]) -> list[Message]:

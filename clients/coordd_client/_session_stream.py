@@ -78,7 +78,7 @@ class SessionStats:
 class _Stream:
     """One open session stream: its call, its reader, and the requests not yet written."""
 
-    __slots__ = ("batched", "call", "outbox", "reader", "writing")
+    __slots__ = ("batch_bytes", "call", "outbox", "reader", "writing")
 
     def __init__(self, call: Any) -> None:
         self.call = call
@@ -86,8 +86,8 @@ class _Stream:
         self.outbox: list[pb.SessionRequest] = []
         self.writing = False
         """Whether a caller is writing: it takes what others queue meanwhile."""
-        self.batched = False
-        """Whether the server announced it reads batches."""
+        self.batch_bytes = 0
+        """The largest batch to send: the server's announced limit and ours (0: none)."""
 
 
 def _rpc_error(code: grpc.StatusCode, message: str, details: bytes = b"") -> grpc.aio.AioRpcError:
@@ -104,7 +104,8 @@ class SessionChannel:
     Args:
         channel: The channel to the daemon or sidecar.
         metadata: The stream's metadata: the caller's identity, sent once per stream.
-        max_batch_bytes: Largest message of batched requests.
+        max_batch_bytes: Largest batched message sent, and read (announced to the server; at
+            most the channel's receive limit).
     """
 
     def __init__(
@@ -114,7 +115,7 @@ class SessionChannel:
         max_batch_bytes: int = session_batch.MAX_BATCH_BYTES,
     ) -> None:
         self.channel = channel
-        self._metadata = (*metadata, *session_batch.ANNOUNCE)
+        self._metadata = (*metadata, *session_batch.announce(max_batch_bytes))
         self._max_batch_bytes = max_batch_bytes
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[pb.SessionResponse]] = {}
@@ -263,8 +264,8 @@ class SessionChannel:
     async def _write_queued(self, stream: _Stream) -> bool:
         """Write every request queued now; False if the stream failed."""
         taken, stream.outbox = stream.outbox, []
-        if stream.batched and len(taken) > 1:
-            messages = session_batch.pack(taken, self._max_batch_bytes, pb.SessionRequest)
+        if stream.batch_bytes and len(taken) > 1:
+            messages = session_batch.pack(taken, stream.batch_bytes, pb.SessionRequest)
         else:
             messages = taken
         for i, message in enumerate(messages):
@@ -332,7 +333,8 @@ class SessionChannel:
         try:
             # A server that reads batches says so when the stream opens (an older one sends
             # its headers with its first answer, and no announcement).
-            stream.batched = session_batch.announced(await call.initial_metadata())
+            announced = session_batch.announced(await call.initial_metadata())
+            stream.batch_bytes = min(announced, self._max_batch_bytes)
             while True:
                 resp = await call.read()
                 if resp is grpc.aio.EOF:  # type: ignore[attr-defined]

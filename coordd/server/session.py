@@ -233,7 +233,8 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         handlers: The unary methods this stream may call, already wrapped with the server's
             authentication and error translation.
         traced: Start a server span per request, continuing the request's W3C trace context.
-        max_batch_bytes: Largest message of batched answers (at most the server's send limit).
+        max_batch_bytes: Largest batched message this server sends (at most its send limit) and
+            reads (announced to clients; at most its receive limit).
     """
 
     def __init__(
@@ -258,13 +259,13 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
         metadata = context.invocation_metadata() or ()
         identity = tuple((k, v) for k, v in metadata if isinstance(v, str) and k in _IDENTITY_KEYS)
         # Announce that this server reads batched requests, before any answer is ready.
-        await context.send_initial_metadata(session_batch.ANNOUNCE)
+        await context.send_initial_metadata(session_batch.announce(self._max_batch_bytes))
         stream = _Stream(self, identity, context)
         reader = asyncio.ensure_future(stream.read(request_iterator))
         self._readers.add(reader)
         # Answers go out as they come; those ready together share one message when the client
         # announced it reads batches. One writer (this generator) sends them all.
-        batched = session_batch.announced(metadata)
+        batch_bytes = min(self._max_batch_bytes, session_batch.announced(metadata))
         try:
             while True:
                 if not stream.ready:
@@ -274,8 +275,8 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
                     await stream.wake
                     continue
                 ready, stream.ready = stream.ready, []
-                if batched and len(ready) > 1:
-                    ready = session_batch.pack(ready, self._max_batch_bytes, pb.SessionResponse)
+                if batch_bytes and len(ready) > 1:
+                    ready = session_batch.pack(ready, batch_bytes, pb.SessionResponse)
                 for answer in ready:
                     yield answer
             await reader  # surfaces a broken request stream

@@ -18,9 +18,11 @@ one SessionResponse may carry them all in `batch`. Nothing waits to fill a batch
 ready request or answer travels alone, exactly as without batching. Because a peer that
 predates batching would silently ignore `batch` (and lose every request or answer in it),
 each side batches only after the other announced it reads batches, with the metadata entry
-"coordd-session-batch: 1": the client in the stream's metadata, the server in the stream's
-initial metadata (sent when the stream opens). Until the announcement arrives a client
-sends one request per message.
+"coordd-session-batch: <bytes>", the largest batched message it reads: the client in the
+stream's metadata, the server in the stream's initial metadata (sent when the stream
+opens). A batch stays within the smaller of the sender's and the receiver's limits; a
+single message larger than that travels alone, as without batching. Until the
+announcement arrives a client sends one request per message.
 """
 
 from collections import abc as _abc

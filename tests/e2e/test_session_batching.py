@@ -172,22 +172,30 @@ async def test_cancelling_one_request_of_a_batch_cancels_it_alone() -> None:
             await calls[2]
 
 
-async def test_batches_stay_under_the_size_limit_and_larger_messages_go_alone() -> None:
-    # The server refuses messages over 3000 bytes and the client's channel too: a batch of
-    # all twelve 900-byte requests or answers would break the stream.
+@pytest.mark.parametrize(
+    ("server_limit", "client_limit"), [(2000, 1 << 20), (1 << 20, 2000)], ids=["server", "client"]
+)
+async def test_batches_stay_under_the_smaller_announced_limit_and_larger_messages_go_alone(
+    server_limit: int, client_limit: int
+) -> None:
+    # Both ends refuse messages over 3000 bytes: a batch of twelve 900-byte requests or
+    # answers would break the stream. One end announces 2000, the other 1 MiB: both keep to
+    # 2000.
     gate = Gate(13)
     async with (
-        _session_server(gate, max_batch_bytes=2000) as address,
-        _session_channel(address, max_batch_bytes=2000) as channel,
+        _session_server(gate, max_batch_bytes=server_limit) as address,
+        _session_channel(address, max_batch_bytes=client_limit) as channel,
     ):
         sent, received = channel.stats.messages_sent, channel.stats.messages_received
         payloads = [bytes([65 + i]) * 900 for i in range(12)] + [b"z" * 2500]
         got = await asyncio.gather(*(channel.call(ECHO, p, 30, None) for p in payloads))
         assert got == payloads
-        # The first alone, then pairs: 2 x ~950 bytes fit under 2000, 3 do not; the 2500-byte
-        # request (over the batch limit, under the message limit) went alone.
-        assert channel.stats.messages_sent - sent == 1 + 6 + 1
-        assert channel.stats.messages_received - received == 6 + 1
+        # Requests: the first alone, then pairs (2 x ~950 bytes fit under 2000, 3 do not),
+        # the last 900-byte one alone before the 2500-byte request (over the batch limit,
+        # under the message limit), which went alone. Answers: the 2500-byte one (ready
+        # first: its request opened the gate) alone, then six pairs.
+        assert channel.stats.messages_sent - sent == 1 + 5 + 1 + 1
+        assert channel.stats.messages_received - received == 1 + 6
 
 
 async def test_a_new_client_does_not_batch_for_a_server_that_did_not_announce_it() -> None:
@@ -200,7 +208,7 @@ async def test_a_new_client_does_not_batch_for_a_server_that_did_not_announce_it
 
         # Negative control: batching regardless of the announcement loses requests there.
         assert channel._stream is not None
-        channel._stream.batched = True
+        channel._stream.batch_bytes = 1 << 20
         seen.clear()
         calls = [asyncio.ensure_future(channel.call(ECHO, b"x%d" % i, 30, None)) for i in range(5)]
         await _until(lambda: len(seen) == 2)
@@ -214,7 +222,10 @@ async def test_a_new_client_does_not_batch_for_a_server_that_did_not_announce_it
 async def _old_client(address: str, n: int, announce: bool) -> list[pb.SessionResponse]:
     """A client as written before batching: writes *n* requests, reads messages until it has
     *n* answers or the stream ends, matching each message's own id only."""
-    metadata = (("coordd-agent-id", "agent-a"), *(session_batch.ANNOUNCE if announce else ()))
+    metadata = (
+        ("coordd-agent-id", "agent-a"),
+        *(session_batch.announce(1 << 20) if announce else ()),
+    )
     async with grpc.aio.insecure_channel(address) as channel:
         call = pb_grpc.SessionServiceStub(channel).Session(metadata=metadata)
         for i in range(1, n + 1):
