@@ -45,7 +45,7 @@ def test_helpers_called_on_every_write_are_plpgsql(pg_dsn: str) -> None:
     # PostgreSQL 16 plans a sql function that it cannot inline (a FROM, a subquery, several
     # columns) again in every transaction that calls it from plpgsql: 15-110 us of a lone write
     # (bench/RESULTS.md, session 17). A plpgsql helper is planned once per session.
-    hot = ("now_for_plpgsql", "claim_row", "idem_row")
+    hot = ("now_for_plpgsql", "claim_row", "idem_row", "memory_retire")
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT p.proname, l.lanname FROM pg_proc p"

@@ -25,13 +25,16 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
--- Move the current version of (ns, key) to history, valid until p_time.
+-- Move the current version of (ns, key) to history, valid until p_time. plpgsql, not sql: a
+-- sql function with a FROM is planned again in every transaction that calls it from PL/pgSQL
+-- (see coordd.now_for_plpgsql in 00_core.sql).
 CREATE OR REPLACE FUNCTION coordd.memory_retire(p_ns text, p_key text, p_time timestamptz) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO coordd.memory_history
     SELECT m.*, p_time FROM coordd.memory m WHERE m.namespace = p_ns AND m.key = p_key
     ON CONFLICT DO NOTHING;
-$$;
+END $$;
 
 -- One memory write with its write rule, inside the caller's transaction, without raising.
 --
@@ -136,7 +139,7 @@ CREATE OR REPLACE FUNCTION coordd.memory_put(
 ) RETURNS coordd.memory_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
     token bigint;
     res coordd.memory_result;
@@ -224,7 +227,7 @@ CREATE OR REPLACE FUNCTION coordd.memory_delete(
 ) RETURNS coordd.memory_delete_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
     token bigint;
     cur_rev bigint;
@@ -251,7 +254,7 @@ CREATE OR REPLACE FUNCTION coordd.memory_start_task(p_ns text, p_task text, p_ag
 RETURNS TABLE (ns_revision bigint, lease_expire_time timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
 BEGIN
     rev := coordd.bump_ns(p_ns);
@@ -270,7 +273,7 @@ CREATE OR REPLACE FUNCTION coordd.memory_end_task(
 ) RETURNS coordd.end_task_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
     keys text[];
     derived jsonb;
@@ -312,7 +315,7 @@ CREATE OR REPLACE FUNCTION coordd.memory_compact(
 ) RETURNS coordd.memory_result
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
     derived jsonb;
     found integer;
@@ -347,7 +350,7 @@ CREATE OR REPLACE FUNCTION coordd.memory_set_policy(
 ) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     rev bigint;
 BEGIN
     rev := coordd.bump_ns(p_ns);
@@ -370,7 +373,7 @@ END $$;
 CREATE OR REPLACE FUNCTION coordd.memory_sweep(p_limit integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     task record;
     ns text;
     keys text[];
