@@ -43,7 +43,7 @@ def test_functions_live_in_files_and_migrations_hold_none() -> None:
 
 def test_helpers_called_on_every_write_are_plpgsql(pg_dsn: str) -> None:
     # PostgreSQL 16 plans a sql function that it cannot inline (a FROM, a subquery, several
-    # columns) again in every transaction that calls it from plpgsql: 15-110 us of a lone write
+    # columns) again in every transaction that calls it from plpgsql: 15-200 us of a lone write
     # (bench/RESULTS.md, session 17). A plpgsql helper is planned once per session.
     hot = ("now_for_plpgsql", "claim_row", "idem_row", "memory_retire")
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
