@@ -386,12 +386,17 @@ async def test_search_never_returns_what_the_caller_cannot_read(matrix_daemon) -
     writer = await AsyncClient.connect(matrix_daemon.address, agent_id="writer-1", token="tok-w")
     reader = await AsyncClient.connect(matrix_daemon.address, agent_id="reader-1", token="tok-r")
     try:
+        # The index catches up with other agents' writes asynchronously; reading the seeded
+        # entries puts their revisions in the reader's session, so its search waits for the
+        # index to reflect them (and the index never moves back for the writer's search).
+        for ns in ("mx/a", "mx/b"):
+            assert await reader.memory.get(ns, "seeded") is not None
+        hits = await reader.memory.search(_vector("mx/c"), 3, "mx")
+        assert {h.entry.namespace for h in hits} == {"mx/a", "mx/b"}
         # The nearest entry to mx/b's vector is mx/b's: the writer may read only mx/a, and gets
         # mx/a's entry as its one hit instead of losing the place to an invisible one.
         hits = await writer.memory.search(_vector("mx/b"), 1, "mx")
         assert [h.entry.namespace for h in hits] == ["mx/a"]
-        hits = await reader.memory.search(_vector("mx/c"), 3, "mx")
-        assert {h.entry.namespace for h in hits} == {"mx/a", "mx/b"}
     finally:
         await writer.close()
         await reader.close()

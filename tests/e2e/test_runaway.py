@@ -81,7 +81,9 @@ async def test_streams_are_capped_per_agent(limited) -> None:
                 pass
         assert err.value.limit == 2
         # Another agent has its own cap.
-        third = other.watch("cap/c", reconnect_for=0).__aiter__()
+        # From the namespace's first revision: a watch of new changes only could start after
+        # the put below and wait forever.
+        third = other.watch("cap/c", start_revision=1, reconnect_for=0).__aiter__()
         other_wait = asyncio.ensure_future(anext(third))
         await other.memory.put("cap/c", "k", {"v": 1})
         assert (await asyncio.wait_for(other_wait, 30)).key == "k"
