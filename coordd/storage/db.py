@@ -151,9 +151,13 @@ class _RecentFirstPool(psycopg_pool.AsyncConnectionPool[AsyncConnection[Row]]):
     no longer needs stay idle, so the pool's ``max_idle`` can close them.
     """
 
+    # psycopg_pool's own hook (3.2): getconn takes ``self._pool.popleft()`` here. Should a
+    # later version rename either, this override is simply not called and the pool works as
+    # psycopg's does; tests/integration/test_db_pool.py then fails and says so.
     async def _get_ready_connection(self, timeout: float | None) -> AsyncConnection[Row] | None:
-        if len(self._pool) > 1:
-            self._pool.rotate(1)  # the newest (rightmost) to the front, where it is taken
+        idle = getattr(self, "_pool", None)
+        if idle is not None and len(idle) > 1 and hasattr(idle, "rotate"):
+            idle.rotate(1)  # the newest (rightmost) to the front, where it is taken
         return await super()._get_ready_connection(timeout)
 
 
