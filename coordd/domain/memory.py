@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -42,7 +44,7 @@ class SearchIndex(Protocol):
     cursors: dict[str, int]
     epoch: int
 
-    def namespaces(self) -> set[str]: ...
+    def namespaces_under(self, prefixes: Iterable[str]) -> set[str]: ...
 
     def holds_dimension(self, dim: int) -> bool: ...
 
@@ -141,6 +143,23 @@ def under(prefix: str, namespace: str) -> bool:
     return namespace == prefix or namespace.startswith(prefix + "/")
 
 
+def namespaces_under(ordered: Sequence[str], prefixes: Iterable[str]) -> set[str]:
+    """The namespaces of *ordered* (sorted) that are :func:`under` any of *prefixes*, found by
+    bisection: the cost grows with the namespaces found, not with the others.
+
+    Below ``p`` are exactly the strings from ``p/`` up to, not including, ``p0`` (``0`` is
+    the character after ``/``): ``p-x`` and ``p.x`` sort before that range, ``pc`` after it.
+    """
+    found: set[str] = set()
+    for p in prefixes:
+        at = bisect.bisect_left(ordered, p)
+        if at < len(ordered) and ordered[at] == p:
+            found.add(p)
+        start = bisect.bisect_left(ordered, p + "/", at)
+        found.update(ordered[start : bisect.bisect_left(ordered, p + "0", start)])
+    return found
+
+
 class MemorySearch:
     """k-NN over embeddings, filtered before ranking by scope, grants, tier, tags, task,
     expiry and staleness: the caller never sees, and never loses places to, what it may not
@@ -159,14 +178,16 @@ class MemorySearch:
         self._cache = cache or HitCache()
 
     def readable(self, who: Identity, prefixes: list[str]) -> frozenset[str]:
+        """The namespaces the index holds under *prefixes* that *who* may read: found in the
+        index's ordered namespaces, so the work follows what is under the prefixes, not how
+        many namespaces the daemon holds elsewhere."""
         out = set()
-        for ns in self._indexer.index.namespaces():
-            if any(under(p, ns) for p in prefixes):
-                try:
-                    self._policy.check(who, Operation.READ, ns)
-                except Exception:
-                    continue
-                out.add(ns)
+        for ns in self._indexer.index.namespaces_under(prefixes):
+            try:
+                self._policy.check(who, Operation.READ, ns)
+            except Exception:
+                continue
+            out.add(ns)
         return frozenset(out)
 
     async def search(

@@ -21,6 +21,7 @@ deleted and their labels reused.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import pickle
@@ -34,7 +35,7 @@ import hnswlib
 import numpy as np
 import numpy.typing as npt
 
-from coordd.domain.memory import IndexHit
+from coordd.domain.memory import IndexHit, namespaces_under
 from coordd.domain.models import SearchFilter as Filter
 
 logger = logging.getLogger(__name__)
@@ -257,13 +258,16 @@ class _Graph:
             )
             if f.now >= self.earliest:
                 return False
+        if len(self.ns_alive) > len(f.namespaces):
+            return False  # some namespace present is not readable: no need to find which
         names = self.ns_names
         return all(names[i] in f.namespaces for i in self.ns_alive)
 
     def mask(self, f: Filter) -> npt.NDArray[np.bool_]:
         n = self.next_label
         readable = np.zeros(len(self.ns_names), dtype=bool)
-        readable[[i for ns, i in self.ns_ids.items() if ns in f.namespaces]] = True
+        ids = self.ns_ids  # by the readable namespaces, not every namespace the graph knows
+        readable[[i for ns in f.namespaces if (i := ids.get(ns)) is not None]] = True
         m = self.alive[:n] & readable[self.ns[:n]] & (self.expire[:n] > f.now)
         if not f.include_stale:
             m &= self.review[:n] > f.now
@@ -297,6 +301,9 @@ class VectorIndex:
         self._graphs: dict[int, _Graph] = {}
         self._where: dict[tuple[str, str], int] = {}  # (namespace, key) -> dim
         self._per_namespace: dict[str, int] = {}  # namespace -> elements (kept, not recounted)
+        # The same namespaces in order, for a search to find those under its prefixes by
+        # bisection: replaced, never changed in place, so searches read it without the lock.
+        self._sorted_namespaces: list[str] = []
         self.lock = ReadWriteLock()
         self._query_lock = threading.Lock()
         self.cursors: dict[str, int] = {}  # namespace -> revision reflected
@@ -309,8 +316,10 @@ class VectorIndex:
     def keys(self) -> list[tuple[str, str]]:
         return list(self._where)
 
-    def namespaces(self) -> set[str]:
-        return set(self._per_namespace)
+    def namespaces_under(self, prefixes: Iterable[str]) -> set[str]:
+        """The namespaces holding elements at or below any of *prefixes*: a bisection per
+        prefix, whatever the number of namespaces elsewhere."""
+        return namespaces_under(self._sorted_namespaces, prefixes)
 
     def holds_dimension(self, dim: int) -> bool:
         """Whether any indexed vector has *dim* dimensions, or none has any (an empty index
@@ -318,26 +327,48 @@ class VectorIndex:
         dims = set(self._where.values())
         return not dims or dim in dims
 
-    def _count(self, namespace: str, delta: int) -> None:
-        n = self._per_namespace.get(namespace, 0) + delta
+    def _count(self, namespace: str, delta: int, moved: set[str]) -> None:
+        """Count *delta* elements in *namespace*; add it to *moved* if it appears or goes."""
+        before = self._per_namespace.get(namespace, 0)
+        n = before + delta
         if n > 0:
             self._per_namespace[namespace] = n
         else:
             self._per_namespace.pop(namespace, None)
+        if (before > 0) != (n > 0):
+            moved.add(namespace)
+
+    def _sort_namespaces(self, moved: set[str]) -> None:
+        """Publish the ordered namespaces after *moved* appeared or went (a new list)."""
+        if not moved:
+            return
+        if len(moved) > 64:  # many at once (a catch-up, a purge): one sort
+            self._sorted_namespaces = sorted(self._per_namespace)
+            return
+        names = self._sorted_namespaces.copy()
+        for ns in moved:
+            at = bisect.bisect_left(names, ns)
+            present = at < len(names) and names[at] == ns
+            if ns in self._per_namespace and not present:
+                names.insert(at, ns)
+            elif ns not in self._per_namespace and present:
+                del names[at]
+        self._sorted_namespaces = names
 
     def apply(self, puts: Iterable[Element], removes: Iterable[tuple[str, str]]) -> None:
         """Add or replace elements and remove keys (under the lock)."""
         by_dim: dict[int, list[Element]] = {}
+        moved: set[str] = set()
         with self.lock:
             for ns, key in removes:
                 dim = self._where.pop((ns, key), None)
                 if dim is not None:
                     self._graphs[dim].remove(ns, key)
-                    self._count(ns, -1)
+                    self._count(ns, -1, moved)
             for e in puts:
                 old = self._where.get((e.namespace, e.key))
                 if old is None:
-                    self._count(e.namespace, 1)
+                    self._count(e.namespace, 1, moved)
                 elif old != e.vector.shape[0]:
                     self._graphs[old].remove(e.namespace, e.key)
                 self._where[(e.namespace, e.key)] = e.vector.shape[0]
@@ -347,6 +378,7 @@ class VectorIndex:
                 if graph is None:
                     graph = self._graphs[dim] = _Graph(dim, self._m, self._ef_construction)
                 graph.put(elements)
+            self._sort_namespaces(moved)
 
     def try_search(
         self, query: FloatArray, k: int, f: Filter, ef: int = 0
@@ -505,6 +537,7 @@ class VectorIndex:
             self._where = meta["where"]
             self._per_namespace = {}
             for ns, _ in self._where:
-                self._count(ns, 1)
+                self._count(ns, 1, set())
+            self._sorted_namespaces = sorted(self._per_namespace)
             self.cursors = meta["cursors"]
         return True

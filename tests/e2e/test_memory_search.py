@@ -329,3 +329,40 @@ async def test_a_packed_embedding_searches_as_the_numbers_do(daemon) -> None:
             assert says in decoded.violations[0].description
     finally:
         await channel.close()
+
+
+async def test_prefixes_match_whole_segments_and_follow_namespaces_as_they_come_and_go(
+    start_daemon, tmp_path
+) -> None:
+    """The namespaces under a prefix are whole segments ("kb/public" holds "kb/public/sub",
+    not "kb/publicity" nor "kb/public-x"), grants still filter before ranking, and a namespace
+    whose last entry goes leaves the search until an entry comes back."""
+    d = start_daemon(policy_file=_public_reader_policy(tmp_path))
+    async with (
+        await AsyncClient.connect(d.address, agent_id="w", role="writer") as writer,
+        await AsyncClient.connect(d.address, agent_id="r", role="reader") as reader,
+    ):
+        near = [1.0, 0.0, 0.0, 0.0]
+        # The neighbours outside the prefix are the nearest: a search that let them in would
+        # rank them first.
+        for i, ns in enumerate(["kb/publicity", "kb/public-x", "kb/public.y", "kb/pub"]):
+            await writer.memory.put(ns, "k", i, embedding=[1.0, 0.001 * i, 0.0, 0.0])
+        for i, ns in enumerate(["kb/public", "kb/public/sub", "kb/public/sub/deep"]):
+            await writer.memory.put(ns, "k", i, embedding=[1.0, 0.1 + 0.1 * i, 0.0, 0.0])
+        inside = ["kb/public", "kb/public/sub", "kb/public/sub/deep"]
+
+        async def found(client: AsyncClient, prefix: str) -> list[str]:
+            client.session.merge(writer.session.vector)
+            return [h.entry.namespace for h in await client.memory.search(near, 10, prefix)]
+
+        assert await found(writer, "kb/public") == inside
+        assert await found(reader, "kb/public") == inside
+        assert await found(reader, "kb") == inside, "grants filter before ranking"
+        assert await found(writer, "kb/public/sub") == inside[1:]
+        assert await found(writer, "kb/pub") == ["kb/pub"]
+
+        await writer.memory.delete("kb/public/sub", "k")  # the namespace's last entry
+        assert await found(reader, "kb/public") == ["kb/public", "kb/public/sub/deep"]
+        assert await found(writer, "kb/public/sub") == ["kb/public/sub/deep"]
+        await writer.memory.put("kb/public/sub", "again", 9, embedding=[1.0, 0.15, 0.0, 0.0])
+        assert await found(reader, "kb/public") == inside

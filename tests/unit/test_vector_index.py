@@ -96,3 +96,49 @@ def test_a_filter_passing_most_elements_returns_only_those_it_passes() -> None:
         hits = index.search(query, 10, f, ef=200)
         assert len(hits) == 10 and all(h.namespace == NS for h in hits)
         assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+
+
+def test_namespaces_under_a_prefix_follow_every_put_remove_and_snapshot(tmp_path) -> None:
+    """A search finds the namespaces under its prefixes by bisection in an ordered list the
+    index keeps as namespaces appear and go: it must agree with :func:`under` throughout,
+    whole segments only ("a/b" holds "a/b/c", not "a/bc", "a/b-x" nor "a/b.x")."""
+    from coordd.domain.memory import under
+
+    names = ["a", "a/b", "a/bc", "a/b-x", "a/b.x", "a/b:x", "a/b/c", "a/b/c/d", "a/b0", "ab", "b"]
+    names += [f"t/{i}" for i in range(200)]  # enough at once to take the one-sort path
+    prefixes = ["a", "a/b", "a/b/c", "a/bc", "a/b-x", "ab", "b", "t", "t/1", "zz", "a/b/c/d/e"]
+    index = VectorIndex()
+    rng = np.random.default_rng(11)
+    held: dict[str, set[str]] = {}
+
+    def check(ix: VectorIndex) -> None:
+        present = {ns for ns, keys in held.items() if keys}
+        for p in prefixes:
+            want = {ns for ns in present if under(p, ns)}
+            assert ix.namespaces_under([p]) == want, p
+        assert ix.namespaces_under(["a/b", "b"]) == {
+            ns for ns in present if under("a/b", ns) or under("b", ns)
+        }
+
+    index.apply([timed("k0", 0, namespace=ns) for ns in names], [])
+    held = {ns: {"k0"} for ns in names}
+    check(index)
+    for step in range(300):
+        ns = names[int(rng.integers(0, 11))] if step % 3 else f"t/{int(rng.integers(0, 200))}"
+        key = f"k{int(rng.integers(0, 2))}"
+        if key in held[ns]:
+            index.apply([], [(ns, key)])
+            held[ns].discard(key)
+        else:
+            index.apply([timed(key, step, namespace=ns)], [])
+            held[ns].add(key)
+        check(index)
+    gone = [(ns, k) for ns in names[11:] for k in held[ns]]  # many go at once (a purge)
+    index.apply([], gone)
+    for ns in names[11:]:
+        held[ns].clear()
+    check(index)
+    index.save(tmp_path / "snap", "db")
+    loaded = VectorIndex()
+    assert loaded.load(tmp_path / "snap", "db")
+    check(loaded)
