@@ -1,0 +1,120 @@
+"""A search's cost against the number of namespaces the index holds, in process.
+
+An agent searches its own prefix (``agents/a0``: ten namespaces, one per task, ten entries
+each) while the index holds N other namespaces elsewhere (``agents/aI/tJ``, one entry each),
+under a token-mode policy (``agents/{agent}/**``: every namespace a real decision). Measured:
+CPU per ``MemorySearch.search_refs`` (the domain's search: readable namespaces, the index's
+filter and ranking; no gRPC, no PostgreSQL, nothing hydrated), with none and with N others,
+and with the same number of elements in a few namespaces, to tell namespaces from elements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import time
+
+import numpy as np
+
+from coordd.domain.access import Grant, Operation, Policy
+from coordd.domain.memory import IndexHit, MemoryEntry, MemorySearch, SearchQuery
+from coordd.domain.models import Identity
+from coordd.storage.vector_index import Element, VectorIndex, normalize
+
+DIM = 64
+OWN = [f"agents/a0/t{t}" for t in range(10)]
+
+
+class _Indexer:
+    """The daemon's indexer as the search sees it: caught up, no clock offset."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+        self.clock_offset_s = 0.0
+
+    async def ensure(self, minimum: dict[str, int], wait_s: float) -> None:
+        return None
+
+
+class _NoEntries:
+    async def hits(
+        self, refs: list[tuple[str, str]]
+    ) -> tuple[float, dict[tuple[str, str], MemoryEntry]]:
+        raise AssertionError("untimed hits in the ref view are never read from PostgreSQL")
+
+
+def _index(others: int, per: int, rng: np.random.Generator) -> VectorIndex:
+    def element(ns: str, key: str) -> Element:
+        vector = normalize(rng.standard_normal(DIM).astype(np.float32))
+        return Element(ns, key, 0, frozenset(), "", math.inf, math.inf, vector, 1)
+
+    index = VectorIndex()
+    index.apply([element(ns, f"k{i}") for ns in OWN for i in range(10)], [])
+    rest = [
+        element(f"agents/a{1 + n // 10}/t{n % 10}", f"k{j}")
+        for n in range(others)
+        for j in range(per)
+    ]
+    for i in range(0, len(rest), 1000):
+        index.apply(rest[i : i + 1000], [])
+    return index
+
+
+async def _us_per_search(others: int, per: int, searches: int, reps: int) -> float:
+    rng = np.random.default_rng(1)
+    grant = Grant(
+        patterns=("agents/{agent}/**",), operations=frozenset({Operation.READ}), role="agent"
+    )
+    search = MemorySearch(_Indexer(_index(others, per, rng)), _NoEntries(), Policy(grants=(grant,)))
+    who = Identity(agent_id="a0", role="agent")
+    query = SearchQuery(
+        embedding=rng.standard_normal(DIM).astype("<f4").tobytes(),
+        dim=DIM,
+        k=10,
+        namespace_prefixes=["agents/a0"],
+        tier=None,
+        tags=[],
+        task_id="",
+        include_stale=False,
+        min_revisions={},
+        refs_only=True,
+    )
+    _, hits = await search.search_refs(who, query, 0.0)
+    assert len(hits) == 10 and all(isinstance(h, IndexHit) and h.namespace in OWN for h in hits)
+    times = []
+    for _ in range(reps):
+        start = time.process_time()
+        for _ in range(searches):
+            await search.search_refs(who, query, 0.0)
+        times.append((time.process_time() - start) / searches * 1e6)
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench namespaces", description=__doc__)
+    parser.add_argument("--namespaces", type=int, default=5000, help="other namespaces held")
+    parser.add_argument("--searches", type=int, default=3000, help="searches per repetition")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions (the median is kept)")
+    parser.add_argument("--quick", action="store_true", help="500 namespaces, 300 searches")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.namespaces, args.searches = 500, 300
+    n = args.namespaces
+    few_ns = 5  # as many elements as the many-namespace case, in a handful of namespaces
+    cases = [("own only", 0, 1), ("+ others", n, 1), ("+ as many elements", few_ns, n // few_ns)]
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print("| case | namespaces | elements | µs/search (CPU, median) |\n|---|---:|---:|---:|")
+    figures = []
+    for name, others, per in cases:
+        us = asyncio.run(_us_per_search(others, per, args.searches, args.reps))
+        figures.append(us)
+        print(f"| {name} | {len(OWN) + others} | {100 + others * per} | {us:.1f} |")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    own, many, elements = figures
+    print(
+        f"RESULT namespaces us_own={own:.1f} us_many_namespaces={many:.1f} "
+        f"us_many_elements={elements:.1f} namespace_growth={many / own:.2f} namespaces={n}"
+    )
+    return 0
