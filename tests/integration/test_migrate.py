@@ -45,7 +45,19 @@ def test_helpers_called_on_every_write_are_plpgsql(pg_dsn: str) -> None:
     # PostgreSQL 16 plans a sql function that it cannot inline (a FROM, a subquery, several
     # columns) again in every transaction that calls it from plpgsql: 15-200 us of a lone write
     # (bench/RESULTS.md, session 17). A plpgsql helper is planned once per session.
-    hot = ("now_for_plpgsql", "claim_row", "idem_row", "memory_retire")
+    hot = (
+        "now_for_plpgsql",
+        "ns_revision",
+        "commit_rev",
+        "claim_row",
+        "idem_row",
+        "memory_retire",
+        "jsonb_merge_patch",
+        "agreement_json",
+        "agreement_row",
+        "agreement_seat",
+        "agreement_decide",
+    )
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT p.proname, l.lanname FROM pg_proc p"
@@ -54,3 +66,13 @@ def test_helpers_called_on_every_write_are_plpgsql(pg_dsn: str) -> None:
             (list(hot),),
         ).fetchall()
     assert sorted(rows) == sorted((name, "plpgsql") for name in hot)
+
+
+def test_plpgsql_reads_the_clock_through_its_own_helper() -> None:
+    # `t := coordd.now()` plans the sql clock again in every transaction; inside queries
+    # coordd.now() is the right one, so only assignments and conditions are checked here.
+    for name, sql in functions():
+        for line in sql.splitlines():
+            code = line.split("--", 1)[0]
+            if ":= coordd.now()" in code or ("IF " in code and "coordd.now()" in code):
+                raise AssertionError(f"{name}: use coordd.now_for_plpgsql() in {line.strip()!r}")

@@ -47,10 +47,13 @@ BEGIN
     RETURN rev;
 END $$;
 
+-- plpgsql, not sql, as the helpers below: a sql function with a subquery is never inlined, so
+-- each transaction (or statement) calling it would parse and plan it again.
 CREATE OR REPLACE FUNCTION coordd.ns_revision(p_ns text) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT revision FROM coordd.namespaces WHERE name = p_ns), 0)
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN coalesce((SELECT revision FROM coordd.namespaces WHERE name = p_ns), 0);
+END $$;
 
 -- Lock a namespace's row and take its next revision (creating the row at revision 1), in one
 -- upsert: the hot writers' first step. A write that then does not happen gives the revision
@@ -84,11 +87,12 @@ CREATE OR REPLACE FUNCTION coordd.commit_rev(
     p_ns text, p_rev bigint, p_kind text, p_key text, p_op text, p_agent text, p_data jsonb,
     p_time timestamptz
 ) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE coordd.namespaces SET revision = p_rev WHERE name = p_ns;
-    SELECT coordd.log_change(p_ns, p_rev, 0, p_kind, p_key, p_op, p_agent, p_data, p_time);
-    SELECT coordd.notify_watchers(p_ns);
-$$;
+    PERFORM coordd.log_change(p_ns, p_rev, 0, p_kind, p_key, p_op, p_agent, p_data, p_time);
+    PERFORM coordd.notify_watchers(p_ns);
+END $$;
 
 -- Delete up to p_limit rows of p_table (a coordd table with an expire_time column) whose
 -- expiry has passed; how many went. The sweeper's purge of idempotency records, context

@@ -6,9 +6,12 @@
 -- arguments or result type needs a migration that drops the old function first.
 
 -- RFC 7386 JSON merge patch: objects merge key by key, null deletes, anything else replaces.
+-- plpgsql, not sql: a sql function with a subquery is never inlined, so each merge write would
+-- parse and plan it again (see coordd.now_for_plpgsql in 00_core.sql).
 CREATE OR REPLACE FUNCTION coordd.jsonb_merge_patch(target jsonb, patch jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN CASE
         WHEN patch IS NULL OR jsonb_typeof(patch) <> 'object' THEN patch
         ELSE (
             SELECT coalesce(jsonb_object_agg(k, v), '{}'::jsonb)
@@ -22,8 +25,8 @@ LANGUAGE sql IMMUTABLE AS $$
                 WHERE p.key IS NULL OR jsonb_typeof(p.value) <> 'null'
             ) merged
         )
-    END
-$$;
+    END;
+END $$;
 
 -- Move the current version of (ns, key) to history, valid until p_time. plpgsql, not sql: a
 -- sql function with a FROM is planned again in every transaction that calls it from PL/pgSQL

@@ -5,9 +5,15 @@
 -- and indexes are migrations (../migrations, numbered, append-only). A change of a function's
 -- arguments or result type needs a migration that drops the old function first.
 
+-- The helpers below are plpgsql, not sql: PostgreSQL never inlines a sql function with a FROM,
+-- a subquery, several columns or several statements, so each transaction calling one from
+-- PL/pgSQL would parse and plan it again (see coordd.now_for_plpgsql in 00_core.sql).
+
 -- The agreement with its votes, as one JSON document (timestamps as ISO 8601 text).
 CREATE OR REPLACE FUNCTION coordd.agreement_json(p_ns text, p_id text) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
     SELECT to_jsonb(a) - 'fingerprint' - 'retention' || jsonb_build_object(
         'votes', coalesce(v.votes, '[]'::jsonb), 'accepted', coalesce(v.accepted, 0))
     FROM coordd.agreements a
@@ -20,15 +26,17 @@ LANGUAGE sql STABLE AS $$
         FROM coordd.agreement_votes x
         WHERE x.namespace = a.namespace AND x.agreement_id = a.id
     ) v ON true
-    WHERE a.namespace = p_ns AND a.id = p_id
-$$;
+    WHERE a.namespace = p_ns AND a.id = p_id);
+END $$;
 
 CREATE OR REPLACE FUNCTION coordd.agreement_row(
     p_status text, p_rev bigint, p_changed boolean, p_ns text, p_id text
 ) RETURNS coordd.agreement_result
-LANGUAGE sql STABLE AS $$
-    SELECT p_status, p_rev, p_changed, coordd.now(), coordd.agreement_json(p_ns, p_id)
-$$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN ROW(p_status, p_rev, p_changed, coordd.now_for_plpgsql(),
+               coordd.agreement_json(p_ns, p_id))::coordd.agreement_result;
+END $$;
 
 -- Lock the agreement's namespace and those its transition writes touch, in name order (a
 -- global order: no deadlock between agreements writing into each other's namespaces).
@@ -60,7 +68,9 @@ END $$;
 -- naming it; else a role participant of its role with a free seat. Call under the lock.
 CREATE OR REPLACE FUNCTION coordd.agreement_seat(a coordd.agreements, p_agent text, p_role text)
 RETURNS integer
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
     SELECT CASE
         WHEN named.ix IS NOT NULL THEN named.ix
         ELSE (
@@ -77,8 +87,8 @@ LANGUAGE sql STABLE AS $$
                 FROM jsonb_array_elements(a.participants) WITH ORDINALITY AS p(v, ord)
                 WHERE p.v->>'agent_id' = p_agent
                 LIMIT 1) AS ix
-    ) named
-$$;
+    ) named);
+END $$;
 
 -- Record the decision of a locked, pending agreement at revision p_rev (change-log row p_seq).
 -- The caller bumps the namespace revision and notifies.
@@ -86,15 +96,16 @@ CREATE OR REPLACE FUNCTION coordd.agreement_decide(
     p_ns text, p_id text, p_state text, p_cause text, p_reason text, p_by text, p_rev bigint,
     p_time timestamptz, p_seq integer
 ) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE coordd.agreements
     SET state = p_state, cause = p_cause, reason = p_reason, decided_by_agent_id = p_by,
         decide_time = p_time, decide_revision = p_rev, expire_time = p_time + retention
     WHERE namespace = p_ns AND id = p_id AND state = 'pending';
-    SELECT coordd.log_change(p_ns, p_rev, p_seq, 'agreement', p_id,
+    PERFORM coordd.log_change(p_ns, p_rev, p_seq, 'agreement', p_id,
             CASE p_state WHEN 'committed' THEN 'commit' ELSE 'abort' END, p_by,
             jsonb_build_object('state', p_state, 'cause', p_cause, 'reason', p_reason), p_time);
-$$;
+END $$;
 
 -- Record the expiry of pending agreements of a locked namespace whose deadline passed (p_id
 -- NULL: all of them; else that one), in one revision. p_rev is the namespace's revision now;
@@ -102,7 +113,7 @@ $$;
 CREATE OR REPLACE FUNCTION coordd.agreement_expire(p_ns text, p_id text, p_rev bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     a record;
     seq integer := 0;
 BEGIN
@@ -282,7 +293,7 @@ DECLARE
     seat integer;
 BEGIN
     rev := coordd.agreement_lock(p_ns, p_writes);
-    t := coordd.now();
+    t := coordd.now_for_plpgsql();
     SELECT * INTO a FROM coordd.agreements WHERE namespace = p_ns AND id = p_id FOR UPDATE;
     IF FOUND AND a.expire_time IS NOT NULL AND a.expire_time <= t THEN
         DELETE FROM coordd.agreements WHERE namespace = p_ns AND id = p_id;  -- due for purge
@@ -334,7 +345,7 @@ BEGIN
     END IF;
     rev := coordd.agreement_lock(p_ns, a.writes);
     rev0 := rev;
-    t := coordd.now();
+    t := coordd.now_for_plpgsql();
     -- A passed deadline is decided here, in this transaction, before the vote is looked at.
     rev := coordd.agreement_expire(p_ns, p_id, rev);
     SELECT * INTO a FROM coordd.agreements WHERE namespace = p_ns AND id = p_id FOR UPDATE;
@@ -383,10 +394,11 @@ DECLARE
     rev0 bigint;
 BEGIN
     SELECT * INTO a FROM coordd.agreements WHERE namespace = p_ns AND id = p_id;
-    IF NOT FOUND OR (a.expire_time IS NOT NULL AND a.expire_time <= coordd.now()) THEN
-        RETURN ('not_found', coordd.ns_revision(p_ns), false, coordd.now(), NULL)::coordd.agreement_result;
+    IF NOT FOUND OR (a.expire_time IS NOT NULL AND a.expire_time <= coordd.now_for_plpgsql()) THEN
+        RETURN ('not_found', coordd.ns_revision(p_ns), false, coordd.now_for_plpgsql(), NULL)
+            ::coordd.agreement_result;
     END IF;
-    IF a.state <> 'pending' OR a.deadline_time > coordd.now() THEN
+    IF a.state <> 'pending' OR a.deadline_time > coordd.now_for_plpgsql() THEN
         RETURN coordd.agreement_row('ok', coordd.ns_revision(p_ns), false, p_ns, p_id);
     END IF;
     rev := coordd.lock_ns(p_ns);
@@ -403,7 +415,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     rev bigint;
     rev0 bigint;
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
 BEGIN
     IF EXISTS (SELECT 1 FROM coordd.agreements
                WHERE namespace = p_ns AND state = 'pending' AND deadline_time <= t) THEN
@@ -431,7 +443,7 @@ CREATE OR REPLACE FUNCTION coordd.sweep_agreements(p_limit integer)
 RETURNS TABLE (namespace text, expired integer)
 LANGUAGE plpgsql AS $$
 DECLARE
-    t timestamptz := coordd.now();
+    t timestamptz := coordd.now_for_plpgsql();
     ns text;
     rev bigint;
     rev1 bigint;
