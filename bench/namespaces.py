@@ -1,7 +1,7 @@
 """A search's cost against the number of namespaces the index holds, in process.
 
 An agent searches its own prefix (``agents/a0``: ten namespaces, one per task, ten entries
-each) while the index holds N other namespaces elsewhere (``agents/aI/tJ``, one entry each),
+each) while the index holds N other namespaces elsewhere (``agents/aI/tJ``, ``--entries`` each),
 under a token-mode policy (``agents/{agent}/**``: every namespace a real decision). Measured:
 CPU per ``MemorySearch.search_refs`` (the domain's search: readable namespaces, the index's
 filter and ranking; no gRPC, no PostgreSQL, nothing hydrated), with none and with N others,
@@ -95,26 +95,32 @@ async def _us_per_search(others: int, per: int, searches: int, reps: int) -> flo
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench namespaces", description=__doc__)
     parser.add_argument("--namespaces", type=int, default=5000, help="other namespaces held")
+    parser.add_argument("--entries", type=int, default=1, help="entries per other namespace")
     parser.add_argument("--searches", type=int, default=3000, help="searches per repetition")
     parser.add_argument("--reps", type=int, default=5, help="repetitions (the median is kept)")
     parser.add_argument("--quick", action="store_true", help="500 namespaces, 300 searches")
     args = parser.parse_args(argv)
     if args.quick:
         args.namespaces, args.searches = 500, 300
-    n = args.namespaces
+    n, per = args.namespaces, args.entries
     few_ns = 5  # as many elements as the many-namespace case, in a handful of namespaces
-    cases = [("own only", 0, 1), ("+ others", n, 1), ("+ as many elements", few_ns, n // few_ns)]
+    cases = [
+        ("own only", 0, 1),
+        ("+ others", n, per),
+        ("+ as many elements", few_ns, n * per // few_ns),
+    ]
     print(f"load average {os.getloadavg()[0]:.2f}")
     print("| case | namespaces | elements | µs/search (CPU, median) |\n|---|---:|---:|---:|")
     figures = []
-    for name, others, per in cases:
-        us = asyncio.run(_us_per_search(others, per, args.searches, args.reps))
+    for name, others, each in cases:
+        us = asyncio.run(_us_per_search(others, each, args.searches, args.reps))
         figures.append(us)
-        print(f"| {name} | {len(OWN) + others} | {100 + others * per} | {us:.1f} |")
+        print(f"| {name} | {len(OWN) + others} | {100 + others * each} | {us:.1f} |")
     print(f"load average {os.getloadavg()[0]:.2f}")
     own, many, elements = figures
     print(
         f"RESULT namespaces us_own={own:.1f} us_many_namespaces={many:.1f} "
-        f"us_many_elements={elements:.1f} namespace_growth={many / own:.2f} namespaces={n}"
+        f"us_many_elements={elements:.1f} namespace_growth={many / own:.2f} "
+        f"namespaces={n} entries={per}"
     )
     return 0

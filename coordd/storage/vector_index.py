@@ -7,6 +7,8 @@ tier, tags, task, expiry, staleness) become one boolean mask built before rankin
 - the filter admits every element of the graph (known from counts kept on every write, without
   building a mask: every namespace present is readable, no tier, tag or task filter, and no
   element has yet expired or gone stale): a plain native hnswlib query;
+- the filter's namespaces hold at most an eighth of the graph: their labels come from
+  per-namespace label sets (not a pass over every label), then as below;
 - mask selects few vectors (``exact_limit`` floats or fewer): exact cosine over just those,
   so a selective filter still returns k results whenever k entries match;
 - mask selects at least half the graph: a native query for more neighbours than asked, the
@@ -22,6 +24,7 @@ deleted and their labels reused.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import math
 import pickle
@@ -153,6 +156,10 @@ class _Graph:
         self.alive_count = 0
         self.timed_count = 0
         self.ns_alive: dict[int, int] = {}  # namespace id -> alive elements
+        # namespace id -> its alive labels: a search of a few small namespaces takes their
+        # labels from here instead of filtering every label of the graph. Not in snapshots
+        # (rebuilt on load from the labels' namespaces).
+        self.ns_labels: dict[int, set[int]] = {}
         self.earliest = math.inf  # no alive element expires or goes stale before (lower bound)
 
     def _grow(self, need: int) -> None:
@@ -201,6 +208,7 @@ class _Graph:
             self.alive[label] = True
             self.alive_count += 1
             self.ns_alive[ns_id] = self.ns_alive.get(ns_id, 0) + 1
+            self.ns_labels.setdefault(ns_id, set()).add(label)
             self.tier[label] = e.tier
             self.expire[label] = e.expire
             self.review[label] = e.review
@@ -237,8 +245,10 @@ class _Graph:
         left = self.ns_alive[ns_id] - 1
         if left:
             self.ns_alive[ns_id] = left
+            self.ns_labels[ns_id].discard(label)
         else:
             del self.ns_alive[ns_id]
+            del self.ns_labels[ns_id]
         if self.timed[label]:
             self.timed_count -= 1
             self.timed[label] = False
@@ -262,6 +272,40 @@ class _Graph:
             return False  # some namespace present is not readable: no need to find which
         names = self.ns_names
         return all(names[i] in f.namespaces for i in self.ns_alive)
+
+    def index_labels(self) -> None:
+        """Rebuild :attr:`ns_labels` from the alive labels' namespaces (after a load)."""
+        self.ns_labels = {}
+        for label in np.flatnonzero(self.alive[: self.next_label]).tolist():
+            self.ns_labels.setdefault(int(self.ns[label]), set()).add(label)
+
+    def few_passing(self, f: Filter) -> npt.NDArray[np.int64] | None:
+        """The labels passing *f* when its namespaces hold at most an eighth of the graph's
+        elements, found from those namespaces' own labels: the work follows what the caller
+        may read, not the rest of the graph. None when they hold more (:meth:`mask` then)."""
+        ids = [i for ns in f.namespaces if (i := self.ns_ids.get(ns)) in self.ns_alive]
+        held = sum(self.ns_alive[i] for i in ids)
+        if 8 * held > self.alive_count:
+            return None
+        chained = itertools.chain.from_iterable(self.ns_labels[i] for i in ids)
+        labels = np.fromiter(chained, dtype=np.int64, count=held)
+        keep = self.expire[labels] > f.now
+        if not f.include_stale:
+            keep &= self.review[labels] > f.now
+        if f.tier:
+            keep &= self.tier[labels] == f.tier
+        labels = labels[keep]
+        if f.tags or f.task_id:
+            labels = np.array(
+                [
+                    label
+                    for label in labels.tolist()
+                    if (not f.tags or f.tags <= self.tags[label])
+                    and (not f.task_id or self.tasks[label] == f.task_id)
+                ],
+                dtype=np.int64,
+            )
+        return labels
 
     def mask(self, f: Filter) -> npt.NDArray[np.bool_]:
         n = self.next_label
@@ -412,15 +456,19 @@ class VectorIndex:
         ef = ef or self.ef_search
         if graph.admits_all(f):
             if graph.alive_count * graph.dim <= self.exact_limit:
-                return self._hits(graph, *self._exact(graph, graph.alive[: graph.next_label], q, k))
+                alive = np.flatnonzero(graph.alive[: graph.next_label])
+                return self._hits(graph, *self._exact(graph, alive, q, k))
             return self._hits(graph, *self._knn(graph, q, min(k, graph.alive_count), ef))
+        few = graph.few_passing(f)
+        if few is not None:
+            return self._search_few(graph, few, q, k, ef)
         mask = graph.mask(f)
         allowed = int(mask.sum())
         if allowed == 0:
             return []
         k = min(k, allowed)
         if allowed * graph.dim <= self.exact_limit:
-            return self._hits(graph, *self._exact(graph, mask, q, k))
+            return self._hits(graph, *self._exact(graph, np.flatnonzero(mask), q, k))
         if 2 * allowed >= graph.alive_count:
             # Most elements pass: ask the graph for enough more neighbours that k of them
             # pass (twice the expected number), and drop the refused ones in bulk.
@@ -431,11 +479,23 @@ class VectorIndex:
                 return self._hits(graph, labels[passing][:k], distances[passing][:k])
         return self._hits(graph, *self._knn(graph, q, k, ef, mask))
 
+    def _search_few(
+        self, graph: _Graph, labels: npt.NDArray[np.int64], q: FloatArray, k: int, ef: int
+    ) -> list[IndexHit]:
+        """The k nearest of *labels* (the few that pass the filter)."""
+        if not len(labels):
+            return []
+        k = min(k, len(labels))
+        if len(labels) * graph.dim <= self.exact_limit:
+            return self._hits(graph, *self._exact(graph, labels, q, k))
+        mask = np.zeros(graph.next_label, dtype=bool)
+        mask[labels] = True
+        return self._hits(graph, *self._knn(graph, q, k, ef, mask))
+
     @staticmethod
     def _exact(
-        graph: _Graph, mask: npt.NDArray[np.bool_], q: FloatArray, k: int
+        graph: _Graph, labels: npt.NDArray[np.int64], q: FloatArray, k: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        labels = np.flatnonzero(mask)
         k = min(k, len(labels))
         dist = 1.0 - graph.vectors[labels] @ q
         top = np.argpartition(dist, k - 1)[:k] if k < len(labels) else np.arange(len(labels))
@@ -495,7 +555,7 @@ class VectorIndex:
             }
             for dim, g in self._graphs.items():
                 g.hnsw.save_index(str(tmp / f"hnsw-{dim}.bin"))
-                state = {k: v for k, v in vars(g).items() if k != "hnsw"}
+                state = {k: v for k, v in vars(g).items() if k not in ("hnsw", "ns_labels")}
                 meta["graphs"][dim] = state
             meta["where"] = dict(self._where)
         with open(tmp / "meta.pickle", "wb") as fh:
@@ -527,6 +587,7 @@ class VectorIndex:
         for dim, state in meta["graphs"].items():
             g = _Graph.__new__(_Graph)
             vars(g).update(state)
+            g.index_labels()
             g.hnsw = hnswlib.Index(space="cosine", dim=dim)
             g.hnsw.load_index(
                 str(folder / f"hnsw-{dim}.bin"), max_elements=g.capacity, allow_replace_deleted=True

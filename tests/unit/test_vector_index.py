@@ -142,3 +142,52 @@ def test_namespaces_under_a_prefix_follow_every_put_remove_and_snapshot(tmp_path
     loaded = VectorIndex()
     assert loaded.load(tmp_path / "snap", "db")
     check(loaded)
+
+
+def test_a_few_namespaces_pass_the_same_labels_as_the_mask_over_the_whole_graph(tmp_path) -> None:
+    """A search of namespaces holding few of the graph's elements takes their labels from
+    per-namespace sets: through puts, re-puts into another namespace, removes and a snapshot
+    reload, those labels are exactly the ones the mask over every label passes."""
+    index = VectorIndex()
+    rng = np.random.default_rng(5)
+    spaces = [f"n{i}" for i in range(40)]
+    for step in range(1500):
+        ns, key = spaces[int(rng.integers(0, 40))], f"k{int(rng.integers(0, 300))}"
+        if rng.random() < 0.25:
+            index.apply([], [(ns, key)])
+            continue
+        e = Element(
+            ns,
+            key,
+            int(rng.integers(0, 3)),
+            frozenset({"t"}) if rng.random() < 0.5 else frozenset(),
+            "task" if rng.random() < 0.5 else "",
+            float(rng.integers(0, 100)) if rng.random() < 0.3 else math.inf,
+            float(rng.integers(0, 100)) if rng.random() < 0.3 else math.inf,
+            timed(key, step).vector,
+        )
+        index.apply([e], [(ns, key)] if rng.random() < 0.1 else [])
+
+    def agree(ix: VectorIndex) -> int:
+        [graph] = ix._graphs.values()
+        checked = 0
+        for i in range(60):
+            f = SearchFilter(
+                namespaces=frozenset(spaces[j] for j in rng.choice(40, size=1 + i % 4)),
+                tier=int(rng.integers(0, 3)) * (i % 2),
+                tags=frozenset({"t"}) if i % 3 == 0 else frozenset(),
+                task_id="task" if i % 5 == 0 else "",
+                include_stale=i % 7 == 0,
+                now=float(rng.integers(0, 110)),
+            )
+            few = graph.few_passing(f)
+            if few is not None:
+                checked += 1
+                assert sorted(few.tolist()) == np.flatnonzero(graph.mask(f)).tolist()
+        return checked
+
+    assert agree(index) > 30
+    index.save(tmp_path / "snap", "db")
+    loaded = VectorIndex()
+    assert loaded.load(tmp_path / "snap", "db")
+    assert agree(loaded) > 30
