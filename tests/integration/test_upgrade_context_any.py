@@ -153,3 +153,39 @@ def test_a_lookup_by_namespace_and_id_takes_the_primary_key_without_statistics(
         plan = "\n".join(r for (r,) in conn.execute("EXPLAIN EXECUTE probe('up/q', 3)"))
     assert f"Index Scan using {key} on {table}" in plan, plan
     assert "Index Cond: ((namespace = $1) AND (id = $2))" in plan, plan
+
+
+@pytest.mark.parametrize("analyzed", [False, True])
+def test_a_reader_of_another_role_reads_its_entries_not_every_unexpired_one(
+    scratch_dsn: str, analyzed: bool
+) -> None:
+    # A subscriber (not taking: unread_only false) of role "listener" in a namespace where
+    # thousands of ANY entries went to "worker". Its generic plan once walked the expiry index,
+    # every unexpired entry of every namespace per read (bench context's delivery latency).
+    post = (
+        "SELECT coordd.post_context(%s, 'p', 'planner', %s, '', 'job', to_jsonb(n), '', '',"
+        " '1 hour', %s, '{}', NULL, NULL, NULL) FROM generate_series(1, %s) n"
+    )
+    read = (
+        "SELECT id FROM coordd.read_context(%s, 's0', 'listener', false, '', '', %s, 100,"
+        " '0 s', false)"
+    )
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        conn.execute(post, (NS, "worker", "any", 3000))
+        [(after,)] = conn.execute(
+            "SELECT max(id) FROM coordd.context_entries WHERE namespace = %s", (NS,)
+        ).fetchall()
+        conn.execute(post, (NS, "listener", "each", 3))
+        conn.execute(post, (NS, "listener", "any", 2))
+        if analyzed:
+            conn.execute("ANALYZE coordd.context_entries")
+            conn.execute("ANALYZE coordd.context_any")
+        for _ in range(6):  # past PL/pgSQL's first five runs: the generic plan
+            assert len(conn.execute(read, (NS, after)).fetchall()) == 5
+        with conn.transaction():
+            assert len(conn.execute(read, (NS, after)).fetchall()) == 5
+            [(n,)] = conn.execute(
+                "SELECT idx_tup_fetch + coalesce(seq_tup_read, 0) FROM pg_stat_xact_user_tables"
+                " WHERE relname = 'context_entries'"
+            ).fetchall()
+        assert n < 100, n  # the namespace holds 3,005 unexpired entries

@@ -160,7 +160,11 @@ BEGIN
             WHERE NOT p_sent AND NOT p_unread AND p_role <> '' AND x.namespace = p_ns
               AND x.to_role = p_role AND x.id > p_after AND x.delivery = 'any'
         ) e
-        WHERE e.expire_time > t
+        -- Spelled IS TRUE so that it is a filter, never an index condition: pushed into each
+        -- branch, a bare `expire_time > t` let the generic plan walk context_expire_time (every
+        -- unexpired entry of every namespace) instead of the branch's own index
+        -- (migrations/0012_context_any_by_role.sql).
+        WHERE (e.expire_time > t) IS TRUE
           AND (p_type = '' OR e.context_type = p_type) AND (p_task = '' OR e.task_id = p_task)
           AND (p_sent OR NOT p_unread OR e.delivery = 'any' OR NOT EXISTS (
                   SELECT 1 FROM coordd.context_acks a
