@@ -7,8 +7,11 @@ A separate loop lets blocking clients (which wait in the test's thread) and asyn
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +23,19 @@ from coordd_client import AsyncClient, Client
 from tests.fix_db import is_unit_test
 
 T = TypeVar("T")
+
+
+def serve_process(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """``coordd serve ARGS`` as a child process, its stderr piped as text (read it for
+    "serving on"), its environment this one's without any COORDD_* setting, plus *env*."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COORDD_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "coordd", "serve", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**clean, **(env or {})},
+    )
 
 
 class DaemonThread:

@@ -21,6 +21,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from coordd_client import Client
+from tests.fix_daemon import serve_process
 
 COORDD_SERVE = (sys.executable, "-m", "coordd", "serve")
 SERVING = re.compile(r"coordd serving on (\S+)")
@@ -28,23 +29,7 @@ SERVING = re.compile(r"coordd serving on (\S+)")
 
 @contextmanager
 def serve(data_dir: Path, log: list[str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COORDD_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "coordd",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
+    proc = serve_process("--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
     assert proc.stderr is not None
     address = None
     deadline = time.monotonic() + 90

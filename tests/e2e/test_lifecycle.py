@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -14,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coordd_client import AsyncClient, ShuttingDownError, UnavailableError
+from tests.fix_daemon import serve_process
 
 
 async def test_stop_lets_in_flight_calls_finish(start_daemon) -> None:
@@ -130,14 +128,12 @@ def test_sigterm_while_starting_stops_gracefully_and_keeps_the_index(
     """An orchestrator may stop the daemon at any time: a SIGTERM during start-up (here, right
     after the vector index is ready, before "serving on") still shuts down gracefully and
     saves the index snapshot, so the next start does not rebuild the whole index."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COORDD_")}
-    env["COORDD_INDEX_DIR"] = str(tmp_path / "index")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coordd", "serve", "--dsn", pg_dsn, "--listen", "127.0.0.1:0"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
+    proc = serve_process(
+        "--dsn",
+        pg_dsn,
+        "--listen",
+        "127.0.0.1:0",
+        env={"COORDD_INDEX_DIR": str(tmp_path / "index")},
     )
     assert proc.stderr is not None
     log: list[str] = []

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from coordd_client import AsyncClient, PermissionDeniedError, UnauthenticatedError
-from tests.fix_daemon import write_policy
+from tests.fix_daemon import serve_process, write_policy
 
 SERVING = re.compile(r"coordd serving on (\S+)")
 
@@ -58,17 +56,10 @@ class Served:
 def served(pg_dsn: str, tmp_path: Path) -> Iterator[Served]:
     """``coordd serve`` as its own process in token mode, as an operator runs it."""
     policy = write_policy(tmp_path, _agents(BOTH) + GRANTS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COORDD_")}
-    env["COORDD_SWEEP_INTERVAL"] = "3600"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "coordd", "serve", "--dsn", pg_dsn, "--listen", "127.0.0.1:0"),
-            *("--auth", "token", "--policy", str(policy), "--audit-log", str(tmp_path / "audit")),
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
+    proc = serve_process(
+        *("--dsn", pg_dsn, "--listen", "127.0.0.1:0"),
+        *("--auth", "token", "--policy", str(policy), "--audit-log", str(tmp_path / "audit")),
+        env={"COORDD_SWEEP_INTERVAL": "3600"},
     )
     assert proc.stderr is not None
     log: list[str] = []
