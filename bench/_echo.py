@@ -92,22 +92,42 @@ class EchoRun:
         return self.window.per_call_us("client", self.calls)
 
 
-async def run_echo(server: EchoServer, clients: int, seconds: float, streamed: bool) -> EchoRun:
+async def run_echo(
+    server: EchoServer, clients: int, seconds: float, streamed: bool, rate: float | None = None
+) -> EchoRun:
     """*clients* concurrent callers (one channel each) for *seconds*: unary calls, or messages
-    on one open bidirectional stream per client."""
+    on one open bidirectional stream per client.
+
+    With *rate* (unary calls per second, all clients together) each client paces its calls to its
+    share of it instead of calling again as soon as an answer arrives: the echo then serves
+    calls as often as a slower server does, and its CPU per call is what the floor costs at
+    that rate (gRPC's per-call cost grows as fewer calls share each wake-up)."""
     channels = [grpc.aio.insecure_channel(server.address) for _ in range(clients)]
     for ch in channels:
         await ch.channel_ready()
     calls = 0
+    interval = clients / rate if rate else 0.0
 
-    async def unary(ch: grpc.aio.Channel, stop: float) -> None:
+    async def paced(start: float) -> float:
+        """Sleep until *start*; the start of the next call (no catching up after a delay)."""
+        now = time.perf_counter()
+        if start > now:
+            await asyncio.sleep(start - now)
+            now = start
+        return max(start + interval, now)
+
+    async def unary(ch: grpc.aio.Channel, stop: float, i: int) -> None:
         nonlocal calls
         call = ch.unary_unary(UNARY)
+        # Paced clients start spread over one interval, so that calls do not arrive in waves.
+        start = time.perf_counter() + interval * i / clients
         while time.perf_counter() < stop:
+            if interval:
+                start = await paced(start)
             await call(PAYLOAD)
             calls += 1
 
-    async def stream(ch: grpc.aio.Channel, stop: float) -> None:
+    async def stream(ch: grpc.aio.Channel, stop: float, i: int) -> None:
         nonlocal calls
         call = ch.stream_stream(STREAM)()
         while time.perf_counter() < stop:
@@ -119,7 +139,7 @@ async def run_echo(server: EchoServer, clients: int, seconds: float, streamed: b
     worker = stream if streamed else unary
     with CpuWindow({"server": server.pid}) as window:
         stop = time.perf_counter() + seconds
-        await asyncio.gather(*(worker(ch, stop) for ch in channels))
+        await asyncio.gather(*(worker(ch, stop, i) for i, ch in enumerate(channels)))
     for ch in channels:
         await ch.close(None)
     return EchoRun(calls, window)
