@@ -81,6 +81,9 @@ class Settings:
     """COORDD_REFLECTION: serve gRPC reflection (1/0)."""
     session_stream: bool = True
     """COORDD_SESSION_STREAM: serve SessionService, unary calls on one stream (1/0)."""
+    grpc_wake_drain: bool = True
+    """COORDD_GRPC_WAKE_DRAIN: run grpc.aio's completions that arrive together in one event
+    loop iteration (1/0; see coordd_client._grpc_wakeups)."""
     server_id: str = field(default_factory=_server_id)
     """COORDD_SERVER_ID: id reported in every response header."""
 
@@ -131,10 +134,14 @@ class Settings:
                     values[name] = kind(environ[var])
                 except ValueError:
                     problems.append(f"{var}={environ[var]!r} is not a number")
-        flags = {"reflection": "COORDD_REFLECTION", "session_stream": "COORDD_SESSION_STREAM"}
+        flags = {
+            "reflection": "COORDD_REFLECTION",
+            "session_stream": "COORDD_SESSION_STREAM",
+            "grpc_wake_drain": "COORDD_GRPC_WAKE_DRAIN",
+        }
         for flag, var in flags.items():
             if environ.get(var):
-                values[flag] = environ[var] not in ("0", "false", "no")
+                values[flag] = environ[var].strip().lower() not in ("0", "false", "no", "off")
         values.update({k: v for k, v in overrides.items() if v is not None})
         if problems:
             raise ConfigError("; ".join(problems))

@@ -16,6 +16,7 @@ from coordd import rpc_status, telemetry
 from coordd.errors import StorageUnavailableError, UnavailableError
 from coordd.v1 import watch_service_pb2_grpc
 
+from . import _grpc_wakeups
 from ._cache import CACHED_METHODS, CacheConfig, SessionCache
 from ._convert import seconds
 from ._methods import method_of
@@ -224,6 +225,9 @@ async def open_channel(
         channel = grpc.aio.secure_channel(
             target, credentials, options=options, interceptors=interceptors
         )
+    # gRPC has bound this loop to its completion queue now: one loop iteration per batch
+    # of completions instead of one per completion (see _grpc_wakeups).
+    _grpc_wakeups.install()
     try:
         await _wait_ready(channel, connect_timeout)
     except BaseException:

@@ -37,6 +37,7 @@ from coordd.storage.notify import ChangeNotifier
 from coordd.storage.quotas import QuotaStore
 from coordd.storage.vector_index import VectorIndex
 from coordd.v1 import session_service_pb2_grpc
+from coordd_client import _grpc_wakeups
 
 logger = logging.getLogger(__name__)
 DESCRIPTOR_POOL = default_descriptor_pool()
@@ -222,6 +223,9 @@ class Daemon:
         self.port = self._listen(server)
         await server.start()
         self._server = server
+        if s.grpc_wake_drain:
+            # Completions that arrive together run in one loop iteration, not one each.
+            _grpc_wakeups.install()
         if s.health_listen is not None:
             await self._start_health_listener(s.health_listen)
         await self.notifier.start()

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from coordd import telemetry
 from coordd.server.binding import bind, ensure_can_listen
 from coordd.v1 import watch_service_pb2_grpc
-from coordd_client import Session
+from coordd_client import Session, _grpc_wakeups
 from coordd_client._cache import SessionCache
 from coordd_client._methods import service_names
 from coordd_client._session_stream import SessionChannel
@@ -128,6 +128,8 @@ class Sidecar:
             port = bind(server.add_insecure_port, listen)
             listen = f"{listen.rpartition(':')[0]}:{port}"
         await server.start()
+        # One loop iteration per batch of gRPC completions (channel and server share it).
+        _grpc_wakeups.install()
         if sock is not None:
             # The agent may run as another user in the pod (the socket's directory is private).
             os.chmod(sock, 0o666)
