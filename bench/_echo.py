@@ -3,7 +3,9 @@
 No protobuf, no interceptors, no database: what one Python gRPC unary call, and one message on
 an already open bidirectional stream, cost the server's CPU on this machine. Scenarios measure
 it in the same run as the daemon, with the same load generator and concurrency, so each figure
-has its floor beside it.
+has its floor beside it. The floor is bare grpc.aio as shipped; ``wake_drain`` runs the same
+echo with coordd's completion-queue wake drain (``coordd_client._grpc_wakeups``) on both ends,
+as the daemon and the client run it.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from dataclasses import dataclass
 import grpc
 
 from bench._cpu import CpuWindow
+from coordd_client import _grpc_wakeups
 
 UNARY = "/bench.Echo/Unary"
 STREAM = "/bench.Echo/Stream"
 PAYLOAD = b"x" * 96  # about the size of a claim request
 
 
-def _serve(port_q: mp.Queue[int]) -> None:
+def _serve(port_q: mp.Queue[int], wake_drain: bool) -> None:
     async def main() -> None:
         async def unary(req: bytes, ctx: object) -> bytes:
             return req
@@ -45,8 +48,11 @@ def _serve(port_q: mp.Queue[int]) -> None:
                 ),
             )
         )
-        port_q.put(server.add_insecure_port("127.0.0.1:0"))
+        port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
+        if wake_drain and not _grpc_wakeups.install():
+            raise RuntimeError("the wake drain did not install (see the debug log)")
+        port_q.put(port)
         await server.wait_for_termination()
 
     asyncio.run(main())
@@ -59,11 +65,11 @@ class EchoServer:
 
 
 @contextmanager
-def echo_server() -> Iterator[EchoServer]:
-    """A bare grpc.aio echo server in its own process."""
+def echo_server(wake_drain: bool = False) -> Iterator[EchoServer]:
+    """A bare grpc.aio echo server in its own process (with the wake drain if asked)."""
     ctx = mp.get_context("spawn")
     port_q: mp.Queue[int] = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(port_q,), daemon=True)
+    proc = ctx.Process(target=_serve, args=(port_q, wake_drain), daemon=True)
     proc.start()
     try:
         port = port_q.get(timeout=60)
@@ -93,16 +99,23 @@ class EchoRun:
 
 
 async def run_echo(
-    server: EchoServer, clients: int, seconds: float, streamed: bool, rate: float | None = None
+    server: EchoServer,
+    clients: int,
+    seconds: float,
+    streamed: bool,
+    rate: float | None = None,
+    wake_drain: bool = False,
 ) -> EchoRun:
     """*clients* concurrent callers (one channel each) for *seconds*: unary calls, or messages
-    on one open bidirectional stream per client.
+    on one open bidirectional stream per client; with the wake drain on this loop if asked.
 
     With *rate* (unary calls per second, all clients together) each client paces its calls to its
     share of it instead of calling again as soon as an answer arrives: the echo then serves
     calls as often as a slower server does, and its CPU per call is what the floor costs at
     that rate (gRPC's per-call cost grows as fewer calls share each wake-up)."""
     channels = [grpc.aio.insecure_channel(server.address) for _ in range(clients)]
+    if wake_drain and not _grpc_wakeups.install():
+        raise RuntimeError("the wake drain did not install (see the debug log)")
     for ch in channels:
         await ch.channel_ready()
     calls = 0

@@ -98,10 +98,21 @@ async def run_clients(n: int, seconds: float, make_worker, cpu: CpuWindow) -> Ru
     )
 
 
-SIDES = ("raw", "coordd", "coordd-unary", "coordd-shared", "echo", "echo-stream", "echo-matched")
-"""Each rep runs these in turn; "echo-matched" is the unary echo paced to the call rate the daemon
-served unary calls at in the same rep (the echo alone runs 4-5x faster, and gRPC's CPU per call
-falls as more calls share each wake-up)."""
+SIDES = (
+    "raw",
+    "coordd",
+    "coordd-unary",
+    "coordd-shared",
+    "echo",
+    "echo-stream",
+    "echo-matched",
+    "echo-drain",
+)
+"""Each rep runs these in turn. "echo" and "echo-stream" are bare grpc.aio (the floor);
+"echo-matched" is the unary echo paced to the call rate the daemon served unary calls at in
+the same rep (the echo alone runs 4-5x faster, and gRPC's CPU per call falls as more calls
+share each wake-up); "echo-drain" is the stream echo with the wake drain on both ends
+(coordd_client._grpc_wakeups), as the daemon and the client run it."""
 _STREAM_COUNTS = ("messages_sent", "requests_sent", "messages_received", "answers_received")
 
 
@@ -200,7 +211,12 @@ def main(argv: list[str]) -> int:
     print(f"machine: {machine()}")
     results: dict[tuple[str, int], list[Run]] = {}
     echoes: dict[tuple[str, int], list[EchoRun]] = {}
-    with postgres() as dsn, daemon_process(dsn) as daemon, echo_server() as echo:
+    with (
+        postgres() as dsn,
+        daemon_process(dsn) as daemon,
+        echo_server() as echo,
+        echo_server(wake_drain=True) as echo_drained,
+    ):
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(SEED_SCHEMA)
         pg = postmaster_pid(dsn)
@@ -210,12 +226,21 @@ def main(argv: list[str]) -> int:
                 for side in SIDES:
                     log.info("%s, %d client(s), rep %d/%d", side, n, rep + 1, args.reps)
                     if side.startswith("echo"):
-                        streamed = side == "echo-stream"
                         rate = None
                         if side == "echo-matched":
                             unary = results[("coordd-unary", n)][-1]
                             rate = unary.ops.ops / unary.cpu.seconds
-                        run = asyncio.run(run_echo(echo, n, args.seconds / 2, streamed, rate))
+                        drain = side == "echo-drain"
+                        run = asyncio.run(
+                            run_echo(
+                                echo_drained if drain else echo,
+                                n,
+                                args.seconds / 2,
+                                streamed=side in ("echo-stream", "echo-drain"),
+                                rate=rate,
+                                wake_drain=drain,
+                            )
+                        )
                         echoes.setdefault((side, n), []).append(run)
                         continue
                     if side == "raw":
@@ -296,6 +321,7 @@ def main(argv: list[str]) -> int:
             ("echo", "echo unary"),
             ("echo-stream", "echo stream msg"),
             ("echo-matched", "echo unary, daemon's rate"),
+            ("echo-drain", "echo stream msg, wake drain"),
         ):
             runs = echoes[(side, n)]
             floor_rows.append(
@@ -324,6 +350,12 @@ def main(argv: list[str]) -> int:
             figures["stream_echo_cpu_us"] = median(
                 [r.server_us for r in echoes[("echo-stream", n)]]
             )
+            drained = echoes[("echo-drain", n)]
+            figures["stream_echo_drain_cpu_us"] = median([r.server_us for r in drained])
+            figures["stream_echo_client_us"] = median(
+                [r.client_us for r in echoes[("echo-stream", n)]]
+            )
+            figures["stream_echo_drain_client_us"] = median([r.client_us for r in drained])
             figures["pg_cpu_us"] = cpu["coordd"]["postgres"]
             figures["daemon_shared_cpu_us"] = cpu["coordd-shared"]["daemon"]
             figures["client_shared_cpu_us"] = cpu["coordd-shared"]["client"]
@@ -350,7 +382,8 @@ def main(argv: list[str]) -> int:
         rows,
     )
     print_table(
-        "the floor: bare grpc.aio echo, same load generator (CPU us per call or message)",
+        "the floor: bare grpc.aio echo, same load generator (CPU us per call or message);"
+        " 'wake drain': the stream echo with coordd's wake drain on both ends",
         ["clients", "side", "calls/s", "server us", "client us", "load"],
         floor_rows,
     )
