@@ -227,8 +227,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--batched-items", type=int, default=8000, help="entries queued for the batched run"
     )
+    parser.add_argument(
+        "--parts",
+        default="unbatched,batched,delivery",
+        help="which parts to run, comma-separated (the RESULT line has the figures of those)",
+    )
     args = scenario_args(parser, argv, seconds=2.0, reps=1, posts=60, batched_items=2000)
     levels = client_levels(args)
+    parts = set(args.parts.split(","))
+    if not parts or not parts <= {"unbatched", "batched", "delivery"}:
+        parser.error("--parts: a comma-separated subset of unbatched, batched, delivery")
     print(f"machine: {machine()}")
     results: dict[tuple[str, int], list[tuple[Stats, CpuWindow]]] = {}
     with postgres() as dsn, daemon_process(dsn) as daemon:
@@ -237,7 +245,7 @@ def main(argv: list[str]) -> int:
             conn.execute(QUEUE_SCHEMA)
         pg = postmaster_pid(dsn)
         trees = {"postgres": pg} if pg else {}
-        for n in levels:
+        for n in levels if "unbatched" in parts else []:
             for rep in range(args.reps):
                 for side, target in (("raw", dsn), ("coordd", address)):
                     log.info("%s, %d client(s), rep %d/%d", side, n, rep + 1, args.reps)
@@ -245,7 +253,7 @@ def main(argv: list[str]) -> int:
                     stats = asyncio.run(_throughput(side, target, n, args.seconds, cpu))
                     results.setdefault((side, n), []).append((stats, cpu))
         batched: dict[str, list[tuple[Stats, CpuWindow]]] = {}
-        for rep in range(args.reps):
+        for rep in range(args.reps if "batched" in parts else 0):
             for side, target in (("raw", dsn), ("coordd", address)):
                 log.info("%s: queueing %d entries for the batched run", side, args.batched_items)
                 asyncio.run(_prefill(side, target, args.batched_items))
@@ -256,11 +264,13 @@ def main(argv: list[str]) -> int:
                 cpu = CpuWindow({"daemon": daemon.pid} if side == "coordd" else {}, trees=trees)
                 stats = asyncio.run(_drain(side, target, levels[-1], args.batch, cpu))
                 batched.setdefault(side, []).append((stats, cpu))
-        log.info("delivery latency: 10 subscribers, %d posts", args.posts)
-        delivery = asyncio.run(_delivery(address, 10, args.posts, 0.01))
+        delivery = None
+        if "delivery" in parts:
+            log.info("delivery latency: 10 subscribers, %d posts", args.posts)
+            delivery = asyncio.run(_delivery(address, 10, args.posts, 0.01))
     rows = []
     figures: dict[str, float] = {}
-    for n in levels:
+    for n in levels if "unbatched" in parts else []:
         raw = results[("raw", n)]
         co = results[("coordd", n)]
         raw_tp = median([s.throughput for s, _ in raw])
@@ -297,7 +307,8 @@ def main(argv: list[str]) -> int:
         if n == levels[-1]:
             figures["daemon_cpu_us_per_item"] = daemon_us
     batched_tp = {side: median([st.throughput for st, _ in runs]) for side, runs in batched.items()}
-    figures["ratio_batched"] = batched_tp["coordd"] / batched_tp["raw"]
+    if batched:
+        figures["ratio_batched"] = batched_tp["coordd"] / batched_tp["raw"]
     for side, runs in batched.items():
         rows.append(
             [
@@ -321,17 +332,13 @@ def main(argv: list[str]) -> int:
         ["clients", "side", "items/s", "p50", "ratio", "daemon us", "client us", "pg us", "load"],
         rows,
     )
-    print(
-        f"\nsubscribe delivery, 10 subscribers: p50 {delivery.p50:.2f} ms,"
-        f" p99 {delivery.p99:.2f} ms over {delivery.ops} deliveries"
-    )
-    print(
-        result_line(
-            "context",
-            ratio=figures[f"ratio_c{levels[-1]}"],
-            **{k: v for k, v in figures.items()},
-            deliver_p50_ms=delivery.p50,
-            deliver_p99_ms=delivery.p99,
+    if "unbatched" in parts:
+        figures = {"ratio": figures[f"ratio_c{levels[-1]}"], **figures}
+    if delivery is not None:
+        print(
+            f"\nsubscribe delivery, 10 subscribers: p50 {delivery.p50:.2f} ms,"
+            f" p99 {delivery.p99:.2f} ms over {delivery.ops} deliveries"
         )
-    )
+        figures.update(deliver_p50_ms=delivery.p50, deliver_p99_ms=delivery.p99)
+    print(result_line("context", **figures))
     return 0

@@ -13,18 +13,15 @@ from coordd import wire
 from coordd.v1 import agreement_service_pb2 as agreement_pb
 from coordd.v1 import claim_service_pb2 as claim_pb
 from coordd.v1 import common_pb2
-from coordd.v1 import context_service_pb2 as ctx_pb
 from coordd.v1 import idempotency_service_pb2 as idem_pb
 from coordd.v1 import memory_service_pb2 as memory_pb
 from coordd.v1 import watch_service_pb2 as watch_pb
-from coordd.vocabulary import DecisionCause, Delivery, Tier, WriteMode
+from coordd.vocabulary import DecisionCause, Tier, WriteMode
 
 from ._models import (
-    Acknowledgement,
     Agreement,
     ChangeEvent,
     Claim,
-    ContextEntry,
     Fence,
     IdempotencyRecord,
     MemoryPut,
@@ -74,33 +71,6 @@ def claim(msg: claim_pb.Claim) -> Claim:
 
 def idempotency_record(msg: idem_pb.IdempotencyRecord) -> IdempotencyRecord:
     return wire.from_message(IdempotencyRecord, msg)
-
-
-_DELIVERY_LABELS = {d.number: d.value for d in Delivery}
-
-
-def context_entry(msg: ctx_pb.ContextEntry) -> ContextEntry:
-    # Field by field rather than wire.from_message: take(n) reads up to 1,000 entries a call.
-    return ContextEntry(
-        namespace=msg.namespace,
-        id=msg.id,
-        from_agent_id=msg.from_agent_id,
-        from_role=msg.from_role,
-        to_role=msg.to_role,
-        to_agent_id=msg.to_agent_id,
-        context_type=msg.context_type,
-        content=json.loads(msg.content_json) if msg.content_json else None,
-        task_id=msg.task_id,
-        correlation_id=msg.correlation_id,
-        delivery=_DELIVERY_LABELS.get(msg.delivery, "each"),
-        sender_vector=dict(msg.sender_vector.revisions),
-        create_time=dt(msg.create_time),
-        expire_time=dt(msg.expire_time),
-        acks=[
-            Acknowledgement(agent_id=a.agent_id, role=a.role, ack_time=dt(a.ack_time))
-            for a in msg.acks
-        ],
-    )
 
 
 def change_event(msg: watch_pb.ChangeEvent) -> ChangeEvent:

@@ -132,22 +132,30 @@ def _set_time(target: timestamp_pb2.Timestamp, value: datetime) -> None:
 
 
 def context_entry(entry: models.ContextEntry) -> ctx_pb.ContextEntry:
-    # Field by field, sub-messages filled in place, rather than wire.to_message: a take answers
-    # with up to 1,000 entries, and this was most of the daemon's CPU per entry (11 -> 2.5 us).
-    msg = ctx_pb.ContextEntry(
-        id=entry.id,
-        namespace=entry.namespace,
-        from_agent_id=entry.from_agent_id,
-        from_role=entry.from_role,
-        to_role=entry.to_role,
-        to_agent_id=entry.to_agent_id,
-        context_type=entry.context_type,
-        content_json=entry.content_json,
-        task_id=entry.task_id,
-        correlation_id=entry.correlation_id,
-        delivery=_DELIVERY_NUMBERS[entry.delivery],  # type: ignore[arg-type]
-        revision=entry.id,
-    )
+    msg = ctx_pb.ContextEntry()
+    fill_context_entry(msg, entry)
+    return msg
+
+
+def fill_context_entry(msg: ctx_pb.ContextEntry, entry: models.ContextEntry) -> None:
+    """Fill *msg* (empty; e.g. ``response.entries.add()``) from *entry*.
+
+    Field by field, sub-messages filled in place, rather than wire.to_message: a take answers
+    with up to 1,000 entries, and this was most of the daemon's CPU per entry (11 -> 2.5 us).
+    Filling the response's own repeated element spares building each entry and then copying
+    it into the response.
+    """
+    msg.id = msg.revision = entry.id
+    msg.namespace = entry.namespace
+    msg.from_agent_id = entry.from_agent_id
+    msg.from_role = entry.from_role
+    msg.to_role = entry.to_role
+    msg.to_agent_id = entry.to_agent_id
+    msg.context_type = entry.context_type
+    msg.content_json = entry.content_json
+    msg.task_id = entry.task_id
+    msg.correlation_id = entry.correlation_id
+    msg.delivery = _DELIVERY_NUMBERS[entry.delivery]  # type: ignore[assignment]
     _set_time(msg.create_time, entry.create_time)
     _set_time(msg.expire_time, entry.expire_time)
     if entry.sender_vector:
@@ -157,7 +165,6 @@ def context_entry(entry: models.ContextEntry) -> ctx_pb.ContextEntry:
     for a in entry.acks:
         ack = msg.acks.add(agent_id=a.agent_id, role=a.role)
         _set_time(ack.ack_time, a.ack_time)
-    return msg
 
 
 def change_event(change: models.Change) -> watch_pb.ChangeEvent:

@@ -35,11 +35,8 @@ def _entry(namespace: str, row: Row) -> ContextEntry:
             for a in json.loads(row.acks)
         ]
     )
-    vector = (
-        {}
-        if row.sender_vector == "{}"
-        else {str(k): int(v) for k, v in json.loads(row.sender_vector).items()}
-    )
+    # As post_context stored it: the request's map<string, int64> as a JSON object.
+    vector: dict[str, int] = {} if row.sender_vector == "{}" else json.loads(row.sender_vector)
     return ContextEntry(
         namespace=namespace,
         id=row.id,

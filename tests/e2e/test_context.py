@@ -226,3 +226,50 @@ async def test_causality_reader_sees_what_the_sender_wrote_before_posting(connec
     assert b.session.revision("acme/facts") == written.revision
     seen = await b.memory.get("acme/facts", "plan")
     assert seen is not None and seen.revision >= written.revision and seen.value == {"step": 3}
+
+
+async def test_a_take_returns_what_the_caller_still_holds_first_then_new_entries(connect) -> None:
+    # A take's answer is what the caller holds after it, in id order: entries it still holds
+    # from an earlier take (and has not acknowledged) come first. The common case (nothing
+    # held) answers with what the take locked, without looking up the caller's holdings.
+    planner = await connect("planner", role="planner")
+    w1, w2 = await connect("w1", role="worker"), await connect("w2", role="worker")
+
+    async def post_any(n: int) -> list[int]:
+        return [
+            (await planner.context.post(NS, i, to_role="worker", delivery="any")).id
+            for i in range(n)
+        ]
+
+    ids = await post_any(8)
+    assert [e.id for e in await w1.context.take(NS, 3)] == ids[:3]
+    # Still holding ids[:3]: those come first. The take itself took five more (ids[3:8]).
+    assert [e.id for e in await w1.context.take(NS, 5)] == ids[:5]
+    assert await w2.context.take(NS, 2) == [], "w1 holds every entry"
+    assert sorted(await w1.context.ack(NS, ids[:5])) == ids[:5]  # every id an ANY entry
+    assert [e.id for e in await w1.context.take(NS, 5)] == ids[5:]
+    assert sorted(await w1.context.ack(NS, ids[5:])) == ids[5:]
+    # Nothing held any more: the next take answers with new entries only.
+    more = await post_any(3)
+    assert [e.id for e in await w1.context.take(NS, 2)] == more[:2]
+    assert [e.id for e in await w2.context.take(NS, 2)] == more[2:]
+    # One ack over ANY and EACH entries, and one held by another: each kind as it should.
+    each = await planner.context.post(NS, "all", to_role="worker", context_type="note")
+    acked = await w1.context.ack(NS, [more[1], each.id, more[2], more[0]])
+    assert sorted(acked) == sorted([more[0], more[1], each.id]), "more[2] is w2's"
+    assert sorted(await w2.context.ack(NS, [more[2], each.id])) == sorted([more[2], each.id])
+
+
+async def test_a_taken_page_merges_every_senders_vector_into_the_session(connect) -> None:
+    a, b = await connect("a", role="planner"), await connect("b", role="planner")
+    worker = await connect("w", role="worker")
+    await a.memory.put("acme/a-notes", "k", 1)
+    await b.memory.put("acme/b-notes", "k", 1)
+    await b.memory.put("acme/b-notes", "k", 2)
+    first = await a.context.post(NS, 1, to_role="worker", context_type="job", delivery="any")
+    last = await b.context.post(NS, 2, to_role="worker", context_type="job", delivery="any")
+    assert [e.id for e in await worker.context.take(NS, 10)] == [first.id, last.id]
+    vector = worker.session.vector
+    assert vector["acme/a-notes"] == a.session.vector["acme/a-notes"]
+    assert vector["acme/b-notes"] == b.session.vector["acme/b-notes"]
+    assert vector[NS] >= last.id

@@ -81,9 +81,17 @@ DECLARE
     taken bigint[];
     taken_tids tid[];
     held bigint[];
+    held_before boolean;
     page coordd.context_row[];
 BEGIN
     IF p_unread AND NOT p_sent AND p_role <> '' THEN
+        -- Whether the caller still holds entries from earlier takes (usually not: a batch is
+        -- acknowledged before the next take). If not, what it holds after this take is what
+        -- this take locked, and the lookup below is skipped.
+        held_before := EXISTS (
+            SELECT 1 FROM coordd.context_any k
+            WHERE k.namespace = p_ns AND k.taker_agent_id = p_agent AND NOT k.acked
+              AND k.id > p_after AND k.to_role = p_role AND k.take_expire_time > t);
         -- Ids and row addresses first, then update by address (a TID scan, whatever the
         -- statistics; the rows are locked, so their addresses hold). By id (`id = ANY(...)`),
         -- a generic plan made while the table was small and never analyzed reads the whole
@@ -112,12 +120,15 @@ BEGIN
         END IF;
         -- What the caller holds now (its earlier takes and this one's): ids here, entries
         -- below, one primary-key probe each.
-        SELECT array_agg(id) INTO held FROM (
+        IF NOT held_before THEN
+            held := taken;
+        ELSE SELECT array_agg(id) INTO held FROM (
             SELECT k.id FROM coordd.context_any k
             WHERE k.namespace = p_ns AND k.taker_agent_id = p_agent AND NOT k.acked
               AND k.id > p_after AND k.to_role = p_role AND k.take_expire_time > t
             ORDER BY k.acked, k.id LIMIT p_limit  -- context_any_held's order
         ) mine;
+        END IF;
     END IF;
     -- One index-friendly branch per kind of entry, merged in id order. Receipts: EACH entries'
     -- in context_acks; an ANY entry's one receipt on its state row (migrations/0009, 0010), or
@@ -227,8 +238,11 @@ BEGIN
                OR x.take_expire_time <= t)
         OFFSET 0 FOR NO KEY UPDATE
     ) k;
+    -- EACH entries among the rest (none when every id was an ANY entry acknowledgeable now,
+    -- the batched take-and-ack's case: no probe then).
     SELECT array_agg(e.id) INTO each_ids
-    FROM (SELECT DISTINCT id FROM unnest(p_ids) id) h
+    FROM (SELECT DISTINCT id FROM unnest(p_ids) id
+          WHERE cardinality(any_ids) IS DISTINCT FROM cardinality(p_ids)) h
     CROSS JOIN LATERAL (
         SELECT x.id FROM coordd.context_entries x
         WHERE x.namespace = p_ns AND x.id = h.id AND (x.delivery = 'each') IS TRUE
