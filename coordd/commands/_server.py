@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 Command = Callable[[argparse.Namespace], int]
 """A subcommand's body: parsed arguments in, exit code out."""
@@ -16,6 +16,43 @@ SERVER_MODULES = ("psycopg", "psycopg_pool", "hnswlib", "numpy", "pgserver")
 """Import names of the ``[server]`` extra's packages."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+GRPC_IO_CHOICES = ("poller", "eventengine")
+"""``COORDD_GRPC_IO``: how the daemon's gRPC does its socket I/O (default ``poller``)."""
+
+POLLER_EXPERIMENTS = (
+    "-event_engine_client,-event_engine_listener,"
+    "-event_engine_for_all_other_endpoints,-event_engine_callback_cq"
+)
+"""gRPC core's experiment switches back to its epoll poller (``GRPC_EXPERIMENTS``)."""
+
+
+def choose_grpc_io(environ: MutableMapping[str, str]) -> str:
+    """Pick gRPC's I/O engine from ``COORDD_GRPC_IO``, before gRPC is imported; say which.
+
+    ``poller`` (the default): gRPC core's epoll poller, run by the thread that waits on the
+    completion queue (grpc.aio's poller thread) itself. With grpcio's default EventEngine, socket
+    I/O runs on EventEngine threads that hand every completion to that thread: about eight
+    futex calls per stream message instead of one (strace), and about a third of the bare
+    echo's CPU per message (bench/RESULTS.md, session 18). ``eventengine`` keeps grpcio's
+    default. A ``GRPC_EXPERIMENTS`` set by the operator is left as it is.
+
+    Raises:
+        ValueError: ``COORDD_GRPC_IO`` names neither choice.
+    """
+    choice = environ.get("COORDD_GRPC_IO", "").strip().lower() or "poller"
+    if choice not in GRPC_IO_CHOICES:
+        raise ValueError(
+            f"COORDD_GRPC_IO={environ['COORDD_GRPC_IO']!r}: "
+            f"choose one of {', '.join(GRPC_IO_CHOICES)}"
+        )
+    if environ.get("GRPC_EXPERIMENTS"):
+        return f"GRPC_EXPERIMENTS={environ['GRPC_EXPERIMENTS']} (set by the environment)"
+    if "grpc" in sys.modules:  # gRPC reads its experiments once, when imported
+        return "eventengine (gRPC was imported before the choice could apply)"
+    if choice == "poller":
+        environ["GRPC_EXPERIMENTS"] = POLLER_EXPERIMENTS
+    return choice
 
 
 def missing_server_modules() -> list[str]:
@@ -50,6 +87,11 @@ def server_command(body: Command) -> Command:
                 file=sys.stderr,
             )
             return 2
+        try:
+            grpc_io = choose_grpc_io(os.environ)
+        except ValueError as exc:
+            print(f"coordd {args.command}: {exc}", file=sys.stderr)
+            return 2
         # The embedded PostgreSQL is managed with subprocesses; gRPC fork handlers only add noise.
         os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         # gRPC's poller thread and the event loop hand the GIL back and forth on every call; the
@@ -62,6 +104,7 @@ def server_command(body: Command) -> Command:
         )
         for noisy in ("pgserver", "psycopg.pool", "filelock", "fasteners"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger("coordd").debug("gRPC I/O: %s", grpc_io)
 
         from coordd.config import ConfigError, StartupError
         from coordd.errors import StorageUnavailableError
