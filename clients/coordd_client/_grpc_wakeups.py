@@ -18,7 +18,9 @@ The last byte is left to gRPC's own ``recv(1)`` (the socket is non-blocking: tak
 recv would raise before running the queue). Should another event loop bound to the same
 queue (a second thread's loop) take that last byte between the two steps, gRPC's reader
 raises ``BlockingIOError`` without running the queue: the wrapper then writes one byte back
-into the socketpair, so a reader call follows that runs it.
+into the socketpair, so a reader call follows that runs it. It does the same when gRPC's
+reader raises part way through the queue (an event for an event loop that has been closed
+since: one ``asyncio.run`` after another in one process), so the events behind it still run.
 
 This reaches into grpcio's internals, so it is guarded like the pool hook in
 ``coordd.storage.db``: when the loop is not a selector loop, or gRPC's reader, its socket or
@@ -91,6 +93,14 @@ class WakeDrain:
             # Another loop took the byte left for gRPC's recv, so the events whose bytes
             # were taken here may not have run: one byte back makes a reader run them.
             self._rearm()
+        except BaseException:
+            # gRPC's reader stopped part way through the queue (an event for a loop that is
+            # closed by now raises "Event loop is closed"). Without this wrapper the events
+            # still queued would each have their byte left; one byte back makes a reader run
+            # them (each stop pops the event that stopped it, so this ends).
+            if taken:
+                self._rearm()
+            raise
 
     def _rearm(self) -> None:
         # A full socket is full of wake bytes: readers will come anyway.

@@ -127,6 +127,8 @@ class _HeldEcho:
     def __init__(self) -> None:
         self.arrived = 0
         self.release = threading.Event()
+        self.gates: dict[bytes, threading.Event] = {}
+        """Requests whose payload names a gate wait for it instead of ``release``."""
         self._lock = threading.Lock()
         self.server = grpc.server(ThreadPoolExecutor(max_workers=80))
         self.server.add_generic_rpc_handlers(
@@ -143,10 +145,13 @@ class _HeldEcho:
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
+        self.gates: dict[bytes, threading.Event] = {}
+        """Requests whose payload names a gate wait for it instead of ``release``."""
+
     def _unary(self, request: bytes, context: object) -> bytes:
         with self._lock:
             self.arrived += 1
-        self.release.wait(60)
+        self.gates.get(request, self.release).wait(60)
         return request
 
     def _stream(self, requests: Iterator[bytes], context: object) -> Iterator[bytes]:
@@ -240,3 +245,57 @@ def test_answers_that_complete_together_take_one_loop_iteration(hook: bool) -> N
         assert got["after"] == got["before"] - 1, "one iteration per completion"
         assert got["drained"] == 0
     assert got["burst"] == 232, "no wake-up lost"
+
+
+def _after_a_closed_loop(calls: int) -> int:
+    """In a child process: an answer completes for an event loop closed since (one
+    ``asyncio.run`` after another), queued just before *calls* answers for the loop running
+    now. gRPC's reader raises on the first ("Event loop is closed"): the others must run."""
+    echo = _HeldEcho()
+    first = echo.gates[b"A"] = threading.Event()
+    then = echo.gates[b"B"] = threading.Event()
+    address = f"127.0.0.1:{echo.port}"
+
+    left: list[asyncio.Future[bytes]] = []
+
+    async def start_and_leave() -> None:
+        channel = grpc.aio.insecure_channel(address)
+        assert wakeups.install()
+        left.append(asyncio.ensure_future(channel.unary_unary(ECHO)(b"A")))
+        while echo.arrived < 1:
+            await asyncio.sleep(0.001)
+
+    async def next_loop() -> int:
+        channel = grpc.aio.insecure_channel(address)
+        await channel.channel_ready()
+        assert wakeups.install()
+        found = wakeups._grpc_reader(asyncio.get_running_loop())
+        assert not isinstance(found, str), found
+        sock = found[0].fileobj
+        tasks = [asyncio.ensure_future(channel.unary_unary(ECHO)(b"B")) for _ in range(calls)]
+        while echo.arrived < 1 + calls:
+            await asyncio.sleep(0.001)
+        # Hold this loop while the closed loop's answer, then ours, complete in that order.
+        first.set()
+        _poll(lambda: _pending(sock) >= 1, "the closed loop's answer")
+        then.set()
+        _poll(lambda: _pending(sock) >= 1 + calls, "the answers")
+        done = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await channel.close()
+        return len(done)
+
+    closed = asyncio.new_event_loop()
+    try:
+        closed.run_until_complete(start_and_leave())
+        closed.close()  # its call still in flight, as a finished asyncio.run leaves it
+        return asyncio.run(next_loop())
+    finally:
+        echo.release.set()
+        first.set()
+        then.set()
+        echo.server.stop(None)
+
+
+def test_completions_behind_one_for_a_closed_loop_still_run() -> None:
+    with mp.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_after_a_closed_loop, (20,)) == 20
