@@ -15,12 +15,16 @@ takes all pending bytes but one, then calls gRPC's reader, which takes the last 
 runs the queue. Why no event is lost: gRPC queues an event before writing its byte, so every
 byte taken belongs to an event already queued, and the reader called right after runs it.
 The last byte is left to gRPC's own ``recv(1)`` (the socket is non-blocking: taken, that
-recv would raise before running the queue). Should another event loop bound to the same
-queue (a second thread's loop) take that last byte between the two steps, gRPC's reader
-raises ``BlockingIOError`` without running the queue: the wrapper then writes one byte back
-into the socketpair, so a reader call follows that runs it. It does the same when gRPC's
-reader raises part way through the queue (an event for an event loop that has been closed
-since: one ``asyncio.run`` after another in one process), so the events behind it still run.
+recv would raise before running the queue).
+
+Readers of several event loops (a loop per thread, each bound to gRPC's one queue) would race
+for those bytes, so the wrapper takes bytes only while its loop is the only open one bound
+(a daemon, a client on one loop); with several it leaves every byte to gRPC, as shipped.
+Should gRPC's reader still raise after bytes were taken here (another loop bound meanwhile
+took the last byte: ``BlockingIOError``; or an event for a loop closed since, one
+``asyncio.run`` after another: "Event loop is closed", part way through the queue), the
+wrapper writes one byte back into the socketpair, so that a reader call follows and runs the
+events behind.
 
 This reaches into grpcio's internals, so it is guarded like the pool hook in
 ``coordd.storage.db``: when the loop is not a selector loop, or gRPC's reader, its socket or
@@ -38,7 +42,7 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -62,20 +66,38 @@ def enabled(environ: Mapping[str, str] | None = None) -> bool:
 class WakeDrain:
     """The wrapped reader: takes all pending wake bytes but one, then calls gRPC's reader."""
 
-    def __init__(self, handler: Callable[[], None], read: socket.socket, write: socket.socket):
+    def __init__(
+        self,
+        handler: Callable[[], None],
+        read: socket.socket,
+        write: socket.socket,
+        loops: Collection[asyncio.AbstractEventLoop] = (),
+    ):
         self.handler = handler
         """gRPC's reader for this loop (``partial(PollerCompletionQueue._handle_events, loop)``)."""
         self._read = read
         self._write = write
+        self._loops = loops
+        """The event loops gRPC bound to its completion queue (this one among them)."""
         self._buffer = memoryview(bytearray(_PEEK_BYTES))
         self.calls = 0
         """Calls of this reader (one per loop iteration in which the socket was readable)."""
         self.drained = 0
         """Wake bytes taken here, each one a loop iteration saved."""
 
+    def _alone(self) -> bool:
+        """Whether this loop is the only open one bound to the queue: only then are wake
+        bytes taken here (with readers on several threads, each one gRPC's own)."""
+        if len(self._loops) <= 1:
+            return True
+        return sum(1 for loop in list(self._loops) if not loop.is_closed()) <= 1
+
     def __call__(self) -> None:
         self.calls += 1
         taken = 0
+        if not self._alone():
+            self.handler()
+            return
         try:
             pending = self._read.recv_into(
                 self._buffer, _PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT
@@ -137,13 +159,24 @@ def _grpc_reader(loop: asyncio.AbstractEventLoop) -> tuple[Any, Any] | str:
     return "no grpc.aio completion-queue reader on this loop (another engine or grpcio version)"
 
 
-def _write_end(queue: object, read: socket.socket) -> socket.socket | None:
-    """The socketpair's other end, which the completion queue holds beside the read end."""
-    sockets = [s for s in gc.get_referents(queue) if isinstance(s, socket.socket)]
+def _queue_parts(
+    queue: object, read: socket.socket
+) -> tuple[socket.socket, dict[asyncio.AbstractEventLoop, object]] | None:
+    """The socketpair's other end and the dict of bound loops, which the completion queue
+    holds beside the read end (``_write_socket``, ``_loops``)."""
+    parts = gc.get_referents(queue)
+    sockets = [s for s in parts if isinstance(s, socket.socket)]
     others = [s for s in sockets if s is not read]
+    loops = [
+        d
+        for d in parts
+        if isinstance(d, dict) and d and all(isinstance(k, asyncio.AbstractEventLoop) for k in d)
+    ]
     if len(sockets) != 2 or len(others) != 1 or others[0].family != read.family:
         return None
-    return others[0]
+    if len(loops) != 1:
+        return None
+    return others[0], loops[0]
 
 
 def install(loop: asyncio.AbstractEventLoop | None = None) -> bool:
@@ -176,12 +209,13 @@ def install(loop: asyncio.AbstractEventLoop | None = None) -> bool:
     ):
         _explain_once(f"gRPC's reader is not the expected shape: {callback!r} on {read!r}")
         return False
-    write = _write_end(callback.func.__self__, read)
-    if write is None:
-        _explain_once("cannot tell the completion queue's write socket")
+    parts = _queue_parts(callback.func.__self__, read)
+    if parts is None or loop not in parts[1]:
+        _explain_once("cannot tell the completion queue's write socket and bound loops")
         return False
+    write, loops = parts
     loop.remove_reader(read)
-    loop.add_reader(read, WakeDrain(callback, read, write))
+    loop.add_reader(read, WakeDrain(callback, read, write, loops))
     return True
 
 

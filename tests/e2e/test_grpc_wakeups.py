@@ -38,7 +38,11 @@ def test_installed_in_daemon_client_blocking_client(daemon: DaemonThread) -> Non
 async def test_installed_in_async_client_and_sidecar(
     aclient: AsyncClient, start_sidecar: Any
 ) -> None:
-    assert wakeups.installed() is not None
+    wrapped = wakeups.installed()
+    assert wrapped is not None
+    # The session daemon's loop (its own thread) is bound too: with readers on two threads
+    # the wrapper leaves every byte to gRPC's own reader.
+    assert not wrapped._alone()
     sidecar = await start_sidecar(agent_id="agent-s")
     async with await AsyncClient.connect(sidecar.address, agent_id="agent-s") as via:
         assert (await via.claims.acquire("wake/ns", "r2", ttl=30)).acquired
