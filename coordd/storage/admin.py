@@ -76,6 +76,10 @@ class AdminStore:
             # entries) before the namespace row (see sql/40_context.sql): here too, so neither
             # waits on the other. The state rows go with their entries (not counted apart).
             await conn.execute("DELETE FROM coordd.context_any WHERE namespace = %s", (namespace,))
+            # Then the takers' counts, as a take locks its taker's row after the entries'.
+            await conn.execute(
+                "DELETE FROM coordd.context_takers WHERE namespace = %s", (namespace,)
+            )
             await conn.execute(
                 "SELECT 1 FROM coordd.context_entries WHERE namespace = %s FOR UPDATE",
                 (namespace,),

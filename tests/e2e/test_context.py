@@ -273,3 +273,31 @@ async def test_a_taken_page_merges_every_senders_vector_into_the_session(connect
     assert vector["acme/a-notes"] == a.session.vector["acme/a-notes"]
     assert vector["acme/b-notes"] == b.session.vector["acme/b-notes"]
     assert vector[NS] >= last.id
+
+
+async def test_what_a_taker_holds_survives_lapsed_leases_and_stale_fenced_acks(
+    connect, db_clock
+) -> None:
+    # Whether a taker still holds entries is kept as a count per agent (schema 13), used only
+    # to skip looking them up when it is zero: these are the cases where it is not exact.
+    planner = await connect("planner", role="planner")
+    w1, w2 = await connect("w1", role="worker"), await connect("w2", role="worker")
+    ids = [
+        (await planner.context.post(NS, i, to_role="worker", delivery="any")).id for i in range(6)
+    ]
+    assert [e.id for e in await w1.context.take(NS, 2, lease=10)] == ids[:2]
+    db_clock.advance(11)  # w1's lease lapses; w2 takes and acknowledges what w1 had
+    assert [e.id for e in await w2.context.take(NS, 2, lease=30)] == ids[:2]
+    assert sorted(await w2.context.ack(NS, ids[:2])) == ids[:2]
+    # w1 holds nothing now (its count is stale until its next take): new entries only.
+    assert [e.id for e in await w1.context.take(NS, 2, lease=30)] == ids[2:4]
+    # A fenced ack that fails acknowledges nothing, so w1 still holds both.
+    lane = await w1.claims.acquire(NS, "lane", ttl=5)
+    db_clock.advance(6)
+    await w2.claims.acquire(NS, "lane", ttl=5)
+    assert lane.claim
+    with pytest.raises(FencingTokenStaleError):
+        await w1.context.ack(NS, ids[2:4], fence=lane.claim.fence)
+    assert [e.id for e in await w1.context.take(NS, 1, lease=30)] == ids[2:3]
+    assert sorted(await w1.context.ack(NS, ids[2:5])) == ids[2:5]  # ids[4]: that take's
+    assert [e.id for e in await w1.context.take(NS, 5, lease=30)] == ids[5:]

@@ -519,6 +519,7 @@ _NAMESPACE_TABLES = (
     "tasks",
     "context_entries",
     "context_any",
+    "context_takers",
     "agreements",
     "changes",
 )

@@ -54,8 +54,9 @@ END $$;
 -- a NULL id, carrying that revision.
 --
 -- Lock order for everything that touches existing entries (takes, acks): the ANY entries'
--- state rows (context_any, in id order) first, then the namespace's revision row (held only
--- for the bump, the log row and the commit), then a fence's claim row. Takers skip rows another
+-- state rows (context_any, in id order) first, then the caller's count of entries held
+-- (context_takers), then the namespace's revision row (held only for the bump, the log row and
+-- the commit), then a fence's claim row. Takers skip rows another
 -- taker holds (SKIP LOCKED), so concurrent takers of one role run in parallel and queue only
 -- for the revision bump; posts and other
 -- writes take the namespace row without touching existing entries, so no cycle can form.
@@ -85,13 +86,13 @@ DECLARE
     page coordd.context_row[];
 BEGIN
     IF p_unread AND NOT p_sent AND p_role <> '' THEN
-        -- Whether the caller still holds entries from earlier takes (usually not: a batch is
-        -- acknowledged before the next take). If not, what it holds after this take is what
-        -- this take locked, and the lookup below is skipped.
+        -- Whether the caller may still hold entries from earlier takes (usually not: a batch
+        -- is acknowledged before the next take). If not, what it holds after this take is what
+        -- this take locked, and the lookup below is skipped (migrations/0013_context_takers.sql).
         held_before := EXISTS (
-            SELECT 1 FROM coordd.context_any k
-            WHERE k.namespace = p_ns AND k.taker_agent_id = p_agent AND NOT k.acked
-              AND k.id > p_after AND k.to_role = p_role AND k.take_expire_time > t);
+            SELECT 1 FROM coordd.context_takers h
+            WHERE h.namespace = p_ns AND h.agent_id = p_agent AND h.held > 0
+              AND h.lease_until > t);
         -- Ids and row addresses first, then update by address (a TID scan, whatever the
         -- statistics; the rows are locked, so their addresses hold). By id (`id = ANY(...)`),
         -- a generic plan made while the table was small and never analyzed reads the whole
@@ -114,20 +115,29 @@ BEGIN
             FOR NO KEY UPDATE SKIP LOCKED
         ) picked;
         IF taken IS NOT NULL THEN
+            -- No indexed column changes: a heap-only update, no index entry written.
             UPDATE coordd.context_any
             SET taker_agent_id = p_agent, take_expire_time = t + p_lease
             WHERE ctid = ANY(taken_tids);
+            -- The caller's count of entries held (its row locked after the entries', before
+            -- the namespace row: the lock order of acks too).
+            INSERT INTO coordd.context_takers AS h (namespace, agent_id, held, lease_until)
+            VALUES (p_ns, p_agent, cardinality(taken), t + p_lease)
+            ON CONFLICT (namespace, agent_id) DO UPDATE
+            SET held = CASE WHEN h.lease_until > t THEN h.held ELSE 0 END + excluded.held,
+                lease_until = greatest(h.lease_until, excluded.lease_until);
         END IF;
         -- What the caller holds now (its earlier takes and this one's): ids here, entries
         -- below, one primary-key probe each.
         IF NOT held_before THEN
             held := taken;
-        ELSE SELECT array_agg(id) INTO held FROM (
-            SELECT k.id FROM coordd.context_any k
-            WHERE k.namespace = p_ns AND k.taker_agent_id = p_agent AND NOT k.acked
-              AND k.id > p_after AND k.to_role = p_role AND k.take_expire_time > t
-            ORDER BY k.acked, k.id LIMIT p_limit  -- context_any_held's order
-        ) mine;
+        ELSE  -- the role's open queue, walked for the caller's entries
+            SELECT array_agg(id) INTO held FROM (
+                SELECT k.id FROM coordd.context_any k
+                WHERE k.namespace = p_ns AND k.to_role = p_role AND NOT k.acked
+                  AND k.id > p_after AND k.taker_agent_id = p_agent AND k.take_expire_time > t
+                ORDER BY k.acked, k.id LIMIT p_limit  -- context_any_queue's order
+            ) mine;
         END IF;
     END IF;
     -- One index-friendly branch per kind of entry, merged in id order. Receipts: EACH entries'
@@ -222,16 +232,19 @@ DECLARE
     each_ids bigint[];
     any_ids bigint[];
     any_tids tid[];
+    held_acked bigint;  -- of those, how many the caller held under a live lease
 BEGIN
     -- One probe by both primary-key columns per id (OFFSET 0 keeps it one): by `id =
     -- ANY(p_ids)`, a generic plan made while the table was small and never analyzed reads the
     -- whole namespace per ack, and the connection keeps it. "IS FALSE" / "IS TRUE" rather than
     -- "NOT acked" / "= 'each'", so that no partial index (open queue, held, EACH) qualifies.
     -- ANY state rows are locked in id order (the probes run in the ids' order).
-    SELECT array_agg(k.id ORDER BY k.id), array_agg(k.tid) INTO any_ids, any_tids
+    SELECT array_agg(k.id ORDER BY k.id), array_agg(k.tid), count(*) FILTER (WHERE k.mine)
+    INTO any_ids, any_tids, held_acked
     FROM (SELECT DISTINCT id FROM unnest(p_ids) id ORDER BY id) h
     CROSS JOIN LATERAL (
-        SELECT x.id, x.ctid AS tid FROM coordd.context_any x
+        SELECT x.id, x.ctid AS tid, (x.taker_agent_id = p_agent AND x.take_expire_time > t) AS mine
+        FROM coordd.context_any x
         WHERE x.namespace = p_ns AND x.id = h.id AND x.acked IS FALSE AND x.expire_time > t
           AND (x.to_agent_id = p_agent OR (p_role <> '' AND x.to_role = p_role))
           AND (x.taker_agent_id = p_agent OR x.take_expire_time IS NULL
@@ -250,11 +263,21 @@ BEGIN
           AND (x.to_agent_id = p_agent OR (p_role <> '' AND x.to_role = p_role))
         OFFSET 0
     ) e;
+    -- The caller's count of entries held (migrations/0013_context_takers.sql), before the
+    -- namespace row as in takes; given back below if the fence turns out stale.
+    IF held_acked > 0 THEN
+        UPDATE coordd.context_takers SET held = greatest(held - held_acked, 0)
+        WHERE namespace = p_ns AND agent_id = p_agent;
+    END IF;
     IF p_fence_ns IS NOT NULL THEN  -- namespace, then claim: the order of every fenced write
         rev := coordd.bump_ns(p_ns);
         current_token := coordd.check_fence(p_fence_ns, p_fence_resource, p_fence_token);
         IF current_token <> 0 THEN
             UPDATE coordd.namespaces SET revision = revision - 1 WHERE name = p_ns;
+            IF held_acked > 0 THEN
+                UPDATE coordd.context_takers SET held = held + held_acked
+                WHERE namespace = p_ns AND agent_id = p_agent;
+            END IF;
             RETURN ROW('fence_stale'::text, rev - 1, NULL::bigint[], current_token);
         END IF;
     END IF;
@@ -304,5 +327,8 @@ BEGIN
         WHERE g.delivery = 'any' AND k.namespace = g.namespace AND k.id = g.id
     )
     SELECT count(*)::integer INTO n FROM gone;
+    -- Agents whose every lease has ended hold nothing: their counts go too.
+    DELETE FROM coordd.context_takers WHERE ctid IN (
+        SELECT ctid FROM coordd.context_takers WHERE lease_until <= coordd.now() LIMIT p_limit);
     RETURN n;
 END $$;
