@@ -138,3 +138,24 @@ def scratch_dsn(empty_dsn: str) -> str:
 
     asyncio.run(migrate(empty_dsn))
     return empty_dsn
+
+
+def migrate_to(dsn: str, version: int) -> str:
+    """Apply migrations 1..*version* only to the empty database *dsn* (as an older coordd left
+    it, for upgrade tests); returns *dsn*."""
+    from coordd.storage.migrate import available
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA coordd")
+        conn.execute(
+            "CREATE TABLE coordd.schema_migrations (version integer PRIMARY KEY,"
+            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for mig in available():
+            if mig.version <= version:
+                conn.execute(mig.sql.encode())
+                conn.execute(
+                    "INSERT INTO coordd.schema_migrations (version, name) VALUES (%s, %s)",
+                    (mig.version, mig.name),
+                )
+    return dsn

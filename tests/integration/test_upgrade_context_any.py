@@ -9,7 +9,8 @@ import json
 import psycopg
 import pytest
 
-from coordd.storage.migrate import available, migrate
+from coordd.storage.migrate import migrate
+from tests.fix_db import migrate_to
 
 NS = "up/queue"
 READ = (
@@ -20,20 +21,7 @@ READ = (
 @pytest.fixture
 def schema9_dsn(empty_dsn: str) -> str:
     """A database at schema 9 (migrations 1-9 only, as an older coordd left it)."""
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA coordd")
-        conn.execute(
-            "CREATE TABLE coordd.schema_migrations (version integer PRIMARY KEY,"
-            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for mig in available():
-            if mig.version <= 9:
-                conn.execute(mig.sql.encode())
-                conn.execute(
-                    "INSERT INTO coordd.schema_migrations (version, name) VALUES (%s, %s)",
-                    (mig.version, mig.name),
-                )
-    return empty_dsn
+    return migrate_to(empty_dsn, 9)
 
 
 def test_upgrade_keeps_takes_leases_and_receipts(schema9_dsn: str) -> None:

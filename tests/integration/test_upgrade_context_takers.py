@@ -8,7 +8,8 @@ import asyncio
 import psycopg
 import pytest
 
-from coordd.storage.migrate import available, migrate
+from coordd.storage.migrate import migrate
+from tests.fix_db import migrate_to
 
 NS = "up/takers"
 TAKE = "SELECT id FROM coordd.read_context(%s, %s, 'worker', true, '', '', 0, %s, '60 s', false)"
@@ -17,20 +18,7 @@ TAKE = "SELECT id FROM coordd.read_context(%s, %s, 'worker', true, '', '', 0, %s
 @pytest.fixture
 def schema12_dsn(empty_dsn: str) -> str:
     """A database at schema 12 (migrations 1-12 only, as the previous coordd left it)."""
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        conn.execute("CREATE SCHEMA coordd")
-        conn.execute(
-            "CREATE TABLE coordd.schema_migrations (version integer PRIMARY KEY,"
-            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for mig in available():
-            if mig.version <= 12:
-                conn.execute(mig.sql.encode())
-                conn.execute(
-                    "INSERT INTO coordd.schema_migrations (version, name) VALUES (%s, %s)",
-                    (mig.version, mig.name),
-                )
-    return empty_dsn
+    return migrate_to(empty_dsn, 12)
 
 
 def test_upgrade_counts_what_each_taker_holds(schema12_dsn: str) -> None:
