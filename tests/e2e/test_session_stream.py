@@ -169,3 +169,25 @@ async def test_client_falls_back_to_unary_when_the_server_lacks_the_stream(daemo
             assert (await client.claims.acquire(NS, "fallback-2", ttl=30)).acquired
         finally:
             await client.close()
+
+
+async def test_a_message_that_does_not_decode_ends_the_stream_invalid_argument(daemon) -> None:
+    acquire = claim_pb.AcquireClaimRequest(namespace=NS, resource="before-garbage")
+    acquire.ttl.seconds = 30
+    request = pb.SessionRequest(id=1, method=ACQUIRE, payload=acquire.SerializeToString())
+    async with grpc.aio.insecure_channel(daemon.address) as channel:
+        call = channel.stream_stream(
+            "/coordd.v1.SessionService/Session",
+            request_serializer=None,
+            response_deserializer=pb.SessionResponse.FromString,
+        )(metadata=(("coordd-agent-id", "agent-g"),))
+        await call.write(request.SerializeToString())
+        answer = await call.read()
+        assert (answer.id, answer.code) == (1, 0)  # served before the bad message came
+        await call.write(b"\x0a\xff\xff")  # field 1 (id) as a length-delimited run: truncated
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    refusal = rpc_status.from_rpc_error(err.value)
+    assert isinstance(refusal, InvalidArgumentError)
+    assert [v.field for v in refusal.violations] == ["(request body)"]
