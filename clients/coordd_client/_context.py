@@ -33,6 +33,7 @@ def _time(ts: Any) -> datetime:
 def _entry(msg: pb.ContextEntry) -> ContextEntry:
     # Field by field rather than wire.from_message: take(n) reads up to 1,000 entries a call.
     content = msg.content_json
+    vector = msg.sender_vector.revisions
     return ContextEntry(
         namespace=msg.namespace,
         id=msg.id,
@@ -45,7 +46,8 @@ def _entry(msg: pb.ContextEntry) -> ContextEntry:
         task_id=msg.task_id,
         correlation_id=msg.correlation_id,
         delivery=_DELIVERY_LABELS.get(msg.delivery, "each"),
-        sender_vector=dict(msg.sender_vector.revisions),
+        # By key: dict(map) and map.items() go through the Mapping mixin, 3-4x slower.
+        sender_vector={ns: vector[ns] for ns in vector},
         create_time=_time(msg.create_time),
         expire_time=_time(msg.expire_time),
         acks=[

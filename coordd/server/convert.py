@@ -159,7 +159,9 @@ def fill_context_entry(msg: ctx_pb.ContextEntry, entry: models.ContextEntry) -> 
     _set_time(msg.create_time, entry.create_time)
     _set_time(msg.expire_time, entry.expire_time)
     if entry.sender_vector:
-        msg.sender_vector.revisions.update(entry.sender_vector)
+        revisions = msg.sender_vector.revisions  # set by key: its update() is the slow mixin's
+        for namespace, revision in entry.sender_vector.items():
+            revisions[namespace] = revision
     else:
         msg.sender_vector.SetInParent()  # present and empty, as before
     for a in entry.acks:
