@@ -12,6 +12,10 @@ SEARCH_VIEW_REF, namespace, key and revision), each sending the query as float32
 Ingest: new vectors through PutMemory vs INSERT into the indexed pgvector table, 8 clients
 each, one per call (ingest_ratio_unbatched) and in batches of 100: PutMemories vs a 100-row
 INSERT (ingest_ratio).
+The floor beside the search rows: a bare grpc.aio server echoing 96 bytes per message on one
+open bidirectional stream per client, with the wake drain on both ends as the daemon and the
+client run it, at 1 and 8 clients (its p50 is the mean, clients / rate): what the session
+stream's transport alone costs a search, handler aside.
 
     python -m bench memory [--n 100000] [--quick]
 """
@@ -36,6 +40,7 @@ import psycopg
 
 from bench._cli import scenario_args
 from bench._cpu import CpuWindow, postmaster_pid
+from bench._echo import echo_server, run_echo
 from bench._harness import (
     Progress,
     Stats,
@@ -394,6 +399,28 @@ def main(argv: list[str]) -> int:
                     if label == "r95" and clients == 8:
                         figures["daemon_cpu_us_per_search"] = cc.per_call_us("daemon", sc.ops)
                     figures[f"qps_ratio_{label}_c{clients}"] = sc.throughput / sp.throughput
+            with echo_server(wake_drain=True) as echo:
+                for clients in (1, 8):
+                    run = asyncio.run(
+                        run_echo(echo, clients, args.seconds, streamed=True, wake_drain=True)
+                    )
+                    rows.append(
+                        [
+                            "floor",
+                            clients,
+                            "stream echo",
+                            "",
+                            "",
+                            run.rate,
+                            clients / run.rate * 1e3,
+                            run.server_us,
+                            run.client_us,
+                            "",
+                            run.window.load,
+                        ]
+                    )
+                    figures[f"echo_stream_qps_c{clients}"] = run.rate
+                    figures[f"echo_stream_server_us_c{clients}"] = run.server_us
             log.info("ingest: %d new vectors per side, 8 clients", args.ingest)
             fresh = dataset(args.n + args.ingest, 1)[0][args.n :]
             rate_c = asyncio.run(ingest_coordd(address, fresh, 8))
@@ -405,7 +432,7 @@ def main(argv: list[str]) -> int:
         finally:
             stop_daemon(proc)
     print_table(
-        f"search, {args.n} x {DIM}, k=10 (QPS and p50 ms)",
+        f"search, {args.n} x {DIM}, k=10 (QPS and p50 ms; floor: the session stream's transport)",
         SEARCH_COLUMNS,
         rows,
     )
@@ -428,6 +455,9 @@ def main(argv: list[str]) -> int:
             qps_ratio_r95_c1=figures["qps_ratio_r95_c1"],
             qps_ratio_r99_c1=figures["qps_ratio_r99_c1"],
             daemon_cpu_us_per_search=figures["daemon_cpu_us_per_search"],
+            echo_stream_qps_c1=figures["echo_stream_qps_c1"],
+            echo_stream_qps_c8=figures["echo_stream_qps_c8"],
+            echo_stream_server_us_c8=figures["echo_stream_server_us_c8"],
         )
     )
     return 0
