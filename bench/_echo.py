@@ -4,14 +4,17 @@ No protobuf, no interceptors, no database: what one Python gRPC unary call, and 
 an already open bidirectional stream, cost the server's CPU on this machine. Scenarios measure
 it in the same run as the daemon, with the same load generator and concurrency, so each figure
 has its floor beside it. The floor is bare grpc.aio as shipped; ``wake_drain`` runs the same
-echo with coordd's completion-queue wake drain (``coordd_client._grpc_wakeups``) on both ends,
-as the daemon and the client run it.
+echo as coordd runs gRPC: the completion-queue wake drain (``coordd_client._grpc_wakeups``) on
+both ends, and the server on the gRPC I/O engine ``coordd serve`` picks (``COORDD_GRPC_IO``:
+gRPC core's poller unless set otherwise; the client keeps grpcio's default, as the Python
+client does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import grpc
 
 from bench._cpu import CpuWindow
+from coordd.commands._server import grpc_io_environment
 from coordd_client import _grpc_wakeups
 
 UNARY = "/bench.Echo/Unary"
@@ -66,11 +70,23 @@ class EchoServer:
 
 @contextmanager
 def echo_server(wake_drain: bool = False) -> Iterator[EchoServer]:
-    """A bare grpc.aio echo server in its own process (with the wake drain if asked)."""
+    """A bare grpc.aio echo server in its own process; with *wake_drain*, gRPC as coordd runs
+    it (the drain, and ``coordd serve``'s I/O engine)."""
     ctx = mp.get_context("spawn")
     port_q: mp.Queue[int] = ctx.Queue()
     proc = ctx.Process(target=_serve, args=(port_q, wake_drain), daemon=True)
-    proc.start()
+    # The child reads GRPC_EXPERIMENTS when it imports gRPC: it starts with this environment.
+    extra = grpc_io_environment(os.environ) if wake_drain else {}
+    saved = {name: os.environ.get(name) for name in extra}
+    os.environ.update(extra)
+    try:
+        proc.start()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     try:
         port = port_q.get(timeout=60)
         assert proc.pid is not None

@@ -111,8 +111,8 @@ SIDES = (
 """Each rep runs these in turn. "echo" and "echo-stream" are bare grpc.aio (the floor);
 "echo-matched" is the unary echo paced to the call rate the daemon served unary calls at in
 the same rep (the echo alone runs 4-5x faster, and gRPC's CPU per call falls as more calls
-share each wake-up); "echo-drain" is the stream echo with the wake drain on both ends
-(coordd_client._grpc_wakeups), as the daemon and the client run it."""
+share each wake-up); "echo-drain" is the stream echo as coordd runs gRPC: the wake drain on
+both ends (coordd_client._grpc_wakeups), the server on coordd serve's I/O engine."""
 _STREAM_COUNTS = ("messages_sent", "requests_sent", "messages_received", "answers_received")
 
 
@@ -321,7 +321,7 @@ def main(argv: list[str]) -> int:
             ("echo", "echo unary"),
             ("echo-stream", "echo stream msg"),
             ("echo-matched", "echo unary, daemon's rate"),
-            ("echo-drain", "echo stream msg, wake drain"),
+            ("echo-drain", "echo stream msg, as coordd runs gRPC"),
         ):
             runs = echoes[(side, n)]
             floor_rows.append(
@@ -383,7 +383,8 @@ def main(argv: list[str]) -> int:
     )
     print_table(
         "the floor: bare grpc.aio echo, same load generator (CPU us per call or message);"
-        " 'wake drain': the stream echo with coordd's wake drain on both ends",
+        " 'as coordd runs gRPC': the wake drain on both ends, the server on coordd serve's"
+        " I/O engine (COORDD_GRPC_IO)",
         ["clients", "side", "calls/s", "server us", "client us", "load"],
         floor_rows,
     )

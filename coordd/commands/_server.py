@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 Command = Callable[[argparse.Namespace], int]
 """A subcommand's body: parsed arguments in, exit code out."""
@@ -27,8 +27,9 @@ POLLER_EXPERIMENTS = (
 """gRPC core's experiment switches back to its epoll poller (``GRPC_EXPERIMENTS``)."""
 
 
-def choose_grpc_io(environ: MutableMapping[str, str]) -> str:
-    """Pick gRPC's I/O engine from ``COORDD_GRPC_IO``, before gRPC is imported; say which.
+def grpc_io_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables that give a process started with *environ* the gRPC I/O engine that
+    ``COORDD_GRPC_IO`` chooses (empty: gRPC's default, or the operator's own choice).
 
     ``poller`` (the default): gRPC core's epoll poller, run by the thread that waits on the
     completion queue (grpc.aio's poller thread) itself. With grpcio's default EventEngine, socket
@@ -46,13 +47,26 @@ def choose_grpc_io(environ: MutableMapping[str, str]) -> str:
             f"COORDD_GRPC_IO={environ['COORDD_GRPC_IO']!r}: "
             f"choose one of {', '.join(GRPC_IO_CHOICES)}"
         )
+    if choice == "eventengine" or environ.get("GRPC_EXPERIMENTS"):
+        return {}
+    return {"GRPC_EXPERIMENTS": POLLER_EXPERIMENTS}
+
+
+def choose_grpc_io(environ: MutableMapping[str, str]) -> str:
+    """Apply :func:`grpc_io_environment` to this process, before gRPC is imported; say which.
+
+    Raises:
+        ValueError: ``COORDD_GRPC_IO`` names neither choice.
+    """
+    extra = grpc_io_environment(environ)
     if environ.get("GRPC_EXPERIMENTS"):
         return f"GRPC_EXPERIMENTS={environ['GRPC_EXPERIMENTS']} (set by the environment)"
+    if not extra:
+        return "eventengine"
     if "grpc" in sys.modules:  # gRPC reads its experiments once, when imported
         return "eventengine (gRPC was imported before the choice could apply)"
-    if choice == "poller":
-        environ["GRPC_EXPERIMENTS"] = POLLER_EXPERIMENTS
-    return choice
+    environ.update(extra)
+    return "poller"
 
 
 def missing_server_modules() -> list[str]:

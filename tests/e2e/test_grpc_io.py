@@ -66,3 +66,16 @@ def test_an_unknown_engine_is_refused_with_the_choices() -> None:
     proc.stderr.close()
     assert proc.wait(60) == 2
     assert "COORDD_GRPC_IO='threads': choose one of poller, eventengine" in err
+
+
+def test_the_environment_a_child_needs_for_each_choice() -> None:
+    from coordd.commands._server import POLLER_EXPERIMENTS, grpc_io_environment
+
+    assert grpc_io_environment({}) == {"GRPC_EXPERIMENTS": POLLER_EXPERIMENTS}
+    assert grpc_io_environment({"COORDD_GRPC_IO": "Poller "}) == {
+        "GRPC_EXPERIMENTS": POLLER_EXPERIMENTS
+    }
+    assert grpc_io_environment({"COORDD_GRPC_IO": "eventengine"}) == {}
+    assert grpc_io_environment({"GRPC_EXPERIMENTS": "-event_engine_client"}) == {}
+    with pytest.raises(ValueError, match="choose one of poller, eventengine"):
+        grpc_io_environment({"COORDD_GRPC_IO": "threads"})
