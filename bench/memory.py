@@ -14,8 +14,8 @@ each, one per call (ingest_ratio_unbatched) and in batches of 100: PutMemories v
 INSERT (ingest_ratio).
 The floor beside the search rows: a bare grpc.aio server echoing 96 bytes per message on one
 open bidirectional stream per client, run as coordd runs gRPC (the wake drain on both ends, the
-server on ``coordd serve``'s I/O engine), at 1 and 8 clients (its p50 is the mean, clients / rate): what the session
-stream's transport alone costs a search, handler aside.
+server on ``coordd serve``'s I/O engine), at 1 and 8 clients (its p50 is the mean, clients /
+rate): what the session stream's transport alone costs a search, handler aside.
 
     python -m bench memory [--n 100000] [--quick]
 """
