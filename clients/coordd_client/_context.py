@@ -15,12 +15,15 @@ from coordd.vocabulary import Delivery
 
 from . import _convert as cv
 from ._blocking import Face, blocking, blocking_iter
+from ._construct import slots_constructor
 from ._core import Service
 from ._models import Acknowledgement, ContextEntry, Fence
 from ._resume import Resumer
 
 _DELIVERY_LABELS = {d.number: d.value for d in Delivery}
 _from_timestamp = datetime.fromtimestamp
+# ContextEntry without its frozen __init__: the same class, fields, equality and repr.
+_new_entry = slots_constructor(ContextEntry)
 
 
 def _time(ts: Any) -> datetime:
@@ -34,7 +37,7 @@ def _entry(msg: pb.ContextEntry) -> ContextEntry:
     # Field by field rather than wire.from_message: take(n) reads up to 1,000 entries a call.
     content = msg.content_json
     vector = msg.sender_vector.revisions
-    return ContextEntry(
+    return _new_entry(
         namespace=msg.namespace,
         id=msg.id,
         from_agent_id=msg.from_agent_id,

@@ -18,6 +18,10 @@ from coordd.domain.models import (
 from coordd.storage.batching import WriteBatcher
 from coordd.storage.db import Database, Row, fence_params, from_row
 from coordd.storage.outcomes import Call, check
+from coordd_client._construct import slots_constructor
+
+# ContextEntry without its frozen __init__ (1.0 vs 2.2 us per entry): same class and fields.
+_new_entry = slots_constructor(ContextEntry)
 
 
 def _entry(namespace: str, row: Row) -> ContextEntry:
@@ -37,7 +41,7 @@ def _entry(namespace: str, row: Row) -> ContextEntry:
     )
     # As post_context stored it: the request's map<string, int64> as a JSON object.
     vector: dict[str, int] = {} if row.sender_vector == "{}" else json.loads(row.sender_vector)
-    return ContextEntry(
+    return _new_entry(
         namespace=namespace,
         id=row.id,
         from_agent_id=row.from_agent_id,
