@@ -164,6 +164,10 @@ async def run_echo(
             await call.read()
             calls += 1
         await call.done_writing()
+        # Wait for the call's status: closing the channel with the call still open leaves its
+        # last completions in gRPC's process-wide queue, and the next side's event loop then
+        # runs them against this closed one ("Event loop is closed" in the log).
+        await call.code()
 
     worker = stream if streamed else unary
     with CpuWindow({"server": server.pid}) as window:
